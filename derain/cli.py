@@ -1,0 +1,36 @@
+"""The `derain` command line (also `python -m derain`).
+
+Each subcommand lives in derain/commands/<name>.py with `add_parser(subparsers)`
+(which sets `func`) and is listed in COMMANDS.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ["bench"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="derain", description="Rain O'er Me derain toolkit on fused kernels.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"derain.commands.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        print(f"derain {args.command}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,1 @@
+"""Subcommands of the `derain` command line, one module each."""

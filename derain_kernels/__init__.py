@@ -1,0 +1,17 @@
+"""derain-kernels: fused, exact, differentiable kernels for single-image rain removal.
+
+Every op is a `torch.ops.derain.*` operator with a C++ CPU kernel and a Triton
+CUDA kernel, registered autograd and fake-tensor rules (so it composes with
+autograd and torch.compile(fullgraph=True)), and a pure-PyTorch reference in
+`derain_kernels.reference`. See README.md for the API and conventions.
+"""
+from ._backend import backend_info  # noqa: F401  (loads the C++ extension)
+from .ops.composite import min_composite, rain_composite  # noqa: F401
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "backend_info",
+    "min_composite",
+    "rain_composite",
+]

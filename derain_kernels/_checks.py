@@ -1,0 +1,54 @@
+"""Argument checks shared by the public ops: clear errors that name the argument."""
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_tensor(t, name: str, dtypes=FLOAT_DTYPES, min_dim: int = 0) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in dtypes:
+        allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"{name} must have dtype in ({allowed}), got {str(t.dtype).replace('torch.', '')}")
+    if t.dim() < min_dim:
+        raise ValueError(f"{name} must have at least {min_dim} dimensions (..., H, W), got shape {tuple(t.shape)}")
+
+
+def check_same(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str) -> None:
+    """Same dtype and device (no implicit promotion or transfer)."""
+    if a.dtype != b.dtype:
+        raise TypeError(f"{a_name} and {b_name} must have the same dtype, got {a.dtype} and {b.dtype}")
+    if a.device != b.device:
+        raise ValueError(f"{a_name} and {b_name} must be on the same device, got {a.device} and {b.device}")
+
+
+def check_broadcastable(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str) -> torch.Size:
+    try:
+        return torch.broadcast_shapes(a.shape, b.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{a_name} (shape {tuple(a.shape)}) and {b_name} (shape {tuple(b.shape)}) are not broadcastable"
+        ) from None
+
+
+def check_odd_size(k, name: str) -> tuple[int, int]:
+    """An odd positive int or pair of odd positive ints -> (kh, kw)."""
+    if isinstance(k, bool):
+        raise TypeError(f"{name} must be an int or a pair of ints, got bool")
+    if isinstance(k, int):
+        k = (k, k)
+    if not (isinstance(k, (tuple, list)) and len(k) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in k)):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {k!r}")
+    for v in k:
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+        if v % 2 == 0:
+            raise ValueError(f"{name} must be odd, got {v}")
+    return int(k[0]), int(k[1])
+
+
+def check_choice(value, name: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")

@@ -1,0 +1,43 @@
+"""Helpers for registering ops: fake-tensor layouts, gradient reduction, Triton on CUDA."""
+from __future__ import annotations
+
+import torch
+
+
+def empty_elementwise(like: torch.Tensor, shape) -> torch.Tensor:
+    """Output of an element-wise op: laid out like `like` when shapes match, else contiguous.
+
+    Mirrors csrc/ops/elementwise.h so fake tensors have the real strides.
+    """
+    shape = torch.Size(shape)
+    if like.shape == shape:
+        return torch.empty_like(like, memory_format=torch.preserve_format)
+    return like.new_empty(shape)
+
+
+def sum_to(grad: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:
+    """Reduce a gradient at the broadcast shape back to an input's shape."""
+    if grad is None or grad.shape == shape:
+        return grad
+    return grad.sum_to_size(shape)
+
+
+def register_triton_cuda(op: str, module: str, fn: str) -> bool:
+    """Register `derain_kernels.triton.<module>.<fn>` as the CUDA kernel of `derain::<op>`.
+
+    The Triton module is imported on first use, so `import derain_kernels` does not
+    pay for importing triton. Returns False when triton is not installed.
+    """
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        return False
+
+    def cuda_kernel(*args, **kwargs):
+        mod = importlib.import_module(f"derain_kernels.triton.{module}")
+        return getattr(mod, fn)(*args, **kwargs)
+
+    cuda_kernel.__name__ = f"{op}_cuda"
+    torch.library.register_kernel(f"derain::{op}", "cuda", cuda_kernel)
+    return True

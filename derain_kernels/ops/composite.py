@@ -1,0 +1,135 @@
+"""Compositing ops of the method (SPEC §1, §3): min_composite and rain_composite.
+
+Both are element-wise and broadcast like torch's binary ops: inputs of any
+broadcastable shapes (a rain layer of shape (1, C, H, W) over a batch, say),
+same dtype (float16, bfloat16, float32, float64; no implicit promotion) and
+same device. The result has the broadcast shape and, when it equals x's (or
+clean's) shape, x's memory layout (channels-last stays channels-last).
+Gradients of broadcast inputs are summed over the broadcast dimensions.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import reference
+from .._backend import has_op
+from .._checks import check_broadcastable, check_same, check_tensor
+from ._common import empty_elementwise, register_triton_cuda, sum_to
+
+_CPP = has_op("min_composite")
+
+
+def min_composite(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Element-wise minimum of x and y, with the gradient going to the selected input.
+
+    Shapes: x, y broadcastable -> broadcast shape. Dtypes: floating, equal.
+    Gradient: all of it to the smaller input; on ties (x == y) all to x — unlike
+    torch.minimum, which splits ties ½/½. NaN propagates: a NaN in x is returned
+    (gradient to x); a NaN in y where x is not NaN is returned (gradient to y).
+    """
+    check_tensor(x, "x")
+    check_tensor(y, "y")
+    check_same(x, "x", y, "y")
+    check_broadcastable(x, "x", y, "y")
+    if _CPP:
+        return torch.ops.derain.min_composite(x, y)
+    return reference.min_composite(x, y)
+
+
+def rain_composite(clean: torch.Tensor, rain: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """The authors' rainy composite D = clamp(clean + rain, 0, 1) (plain sum if clamp=False).
+
+    Shapes: clean, rain broadcastable -> broadcast shape. Dtypes: floating, equal.
+    Gradient: to both inputs, equal to the incoming gradient where
+    0 <= clean + rain <= 1 (torch.clamp's convention at the bounds) and zero
+    where the sum was clamped; NaN sums stay NaN and get zero gradient. The
+    trainer detaches `rain` itself (SPEC §1); the op does not.
+    """
+    check_tensor(clean, "clean")
+    check_tensor(rain, "rain")
+    check_same(clean, "clean", rain, "rain")
+    check_broadcastable(clean, "clean", rain, "rain")
+    if not isinstance(clamp, bool):
+        raise TypeError(f"clamp must be a bool, got {type(clamp).__name__}")
+    if _CPP:
+        return torch.ops.derain.rain_composite(clean, rain, clamp)
+    return reference.rain_composite(clean, rain, clamp)
+
+
+if _CPP:
+    # ---- fake tensors (shapes and strides for torch.compile / meta) ----
+    @torch.library.register_fake("derain::min_composite")
+    def _min_composite_fake(x, y):
+        return empty_elementwise(x, torch.broadcast_shapes(x.shape, y.shape))
+
+    @torch.library.register_fake("derain::min_composite_backward")
+    def _min_composite_backward_fake(grad, x, y):
+        shape = torch.broadcast_shapes(x.shape, y.shape)
+        return empty_elementwise(grad, shape), empty_elementwise(grad, shape)
+
+    @torch.library.register_fake("derain::rain_composite")
+    def _rain_composite_fake(clean, rain, clamp=True):
+        return empty_elementwise(clean, torch.broadcast_shapes(clean.shape, rain.shape))
+
+    @torch.library.register_fake("derain::rain_composite_backward")
+    def _rain_composite_backward_fake(grad, clean, rain, clamp=True):
+        return empty_elementwise(grad, torch.broadcast_shapes(clean.shape, rain.shape))
+
+    # ---- autograd ----
+    def _min_setup(ctx, inputs, output):
+        x, y = inputs
+        ctx.save_for_backward(x, y)
+
+    def _min_backward(ctx, grad):
+        x, y = ctx.saved_tensors
+        gx, gy = torch.ops.derain.min_composite_backward(grad, x, y)
+        return sum_to(gx, x.shape), sum_to(gy, y.shape)
+
+    torch.library.register_autograd("derain::min_composite", _min_backward, setup_context=_min_setup)
+
+    def _min_bwd_setup(ctx, inputs, output):
+        _, x, y = inputs
+        ctx.save_for_backward(x, y)
+
+    def _min_bwd_backward(ctx, ggx, ggy):
+        # The backward is linear in grad: d(gx, gy)/d grad routes ggx where x was
+        # selected and ggy elsewhere. It is piecewise constant in x and y.
+        x, y = ctx.saved_tensors
+        gg = None
+        if ggx is not None:
+            gg = torch.ops.derain.min_composite_backward(ggx, x, y)[0]
+        if ggy is not None:
+            part = torch.ops.derain.min_composite_backward(ggy, x, y)[1]
+            gg = part if gg is None else gg + part
+        return gg, None, None
+
+    torch.library.register_autograd("derain::min_composite_backward", _min_bwd_backward,
+                                    setup_context=_min_bwd_setup)
+
+    def _rain_setup(ctx, inputs, output):
+        clean, rain, clamp = inputs
+        ctx.save_for_backward(clean, rain)
+        ctx.clamp = clamp
+
+    def _rain_backward(ctx, grad):
+        clean, rain = ctx.saved_tensors
+        g = torch.ops.derain.rain_composite_backward(grad, clean, rain, ctx.clamp)
+        return sum_to(g, clean.shape), sum_to(g, rain.shape), None
+
+    torch.library.register_autograd("derain::rain_composite", _rain_backward, setup_context=_rain_setup)
+
+    def _rain_bwd_setup(ctx, inputs, output):
+        _, clean, rain, clamp = inputs
+        ctx.save_for_backward(clean, rain)
+        ctx.clamp = clamp
+
+    def _rain_bwd_backward(ctx, gg):
+        clean, rain = ctx.saved_tensors
+        return torch.ops.derain.rain_composite_backward(gg, clean, rain, ctx.clamp), None, None, None
+
+    torch.library.register_autograd("derain::rain_composite_backward", _rain_bwd_backward,
+                                    setup_context=_rain_bwd_setup)
+
+    # ---- CUDA: Triton ----
+    for _op in ("min_composite", "min_composite_backward", "rain_composite", "rain_composite_backward"):
+        register_triton_cuda(_op, "composite", _op)

@@ -1,0 +1,6 @@
+"""Pure-PyTorch reference implementations of every op: the oracle for the tests.
+
+Each function has the public op's signature and semantics, gradients included
+(through PyTorch autograd). They are exact but not fast.
+"""
+from .composite import min_composite, rain_composite  # noqa: F401

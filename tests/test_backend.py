@@ -1,0 +1,31 @@
+"""The C++ extension must be built and active (CI fails otherwise)."""
+import subprocess
+import sys
+
+import torch
+
+import derain_kernels as dk
+
+
+def test_cpp_extension_is_active():
+    info = dk.backend_info()
+    assert info["cpp_extension"] is True, info.get("cpp_error")
+    assert info["cpu_kernels"] == "C++"
+    for op in ("min_composite", "rain_composite"):
+        assert op in info["cpu_ops"]
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"derain::{op}", "CPU")
+
+
+def test_cuda_kernels_are_registered_when_triton_is_installed():
+    info = dk.backend_info()
+    if info["triton"] is None:
+        assert info["cuda_ops"] == []
+    else:
+        assert "min_composite" in info["cuda_ops"]
+        assert info["cuda_kernels"] == "Triton"
+
+
+def test_backend_info_from_the_command_line():
+    out = subprocess.run([sys.executable, "-c", "import derain_kernels as dk; print(dk.backend_info())"],
+                         capture_output=True, text=True, check=True)
+    assert "'cpp_extension': True" in out.stdout

@@ -1,0 +1,264 @@
+"""min_composite and rain_composite: C++ and Triton kernels against the reference."""
+import pytest
+import torch
+
+import derain_kernels as dk
+from derain_kernels import reference as ref
+from helpers import layouts, needs_triton, triton_device
+
+SHAPES = [(1, 1, 1, 1), (2, 3, 17, 23), (3, 5, 31), (7,), (4, 3, 129, 65)]
+FLOATS = [torch.float32, torch.float64]
+
+
+def _pair(shape, dtype, ties=True):
+    x = torch.rand(shape, dtype=dtype)
+    y = torch.rand(shape, dtype=dtype)
+    if ties:  # make about a third of the elements equal
+        tie = torch.rand(shape) < 0.3
+        y[tie] = x[tie]
+    return x, y
+
+
+# ---------------------------------------------------------------- min_composite
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", FLOATS + [torch.float16, torch.bfloat16])
+def test_min_composite_matches_reference(shape, dtype):
+    x, y = _pair(shape, dtype)
+    out = dk.min_composite(x, y)
+    assert out.dtype == dtype and out.shape == x.shape
+    torch.testing.assert_close(out, ref.min_composite(x, y), rtol=0, atol=0)
+    torch.testing.assert_close(out, torch.minimum(x, y), rtol=0, atol=0)
+
+
+def test_min_composite_gradient_goes_to_the_smaller_and_ties_to_x():
+    x = torch.tensor([1.0, 2.0, 3.0, 5.0], requires_grad=True)
+    y = torch.tensor([2.0, 2.0, 1.0, 5.0], requires_grad=True)
+    g = torch.tensor([10.0, 20.0, 30.0, 40.0])
+    dk.min_composite(x, y).backward(g)
+    assert x.grad.tolist() == [10.0, 20.0, 0.0, 40.0]
+    assert y.grad.tolist() == [0.0, 0.0, 30.0, 0.0]
+
+
+def test_min_composite_nan_propagates_with_gradient_to_the_nan():
+    nan = float("nan")
+    x = torch.tensor([nan, 1.0, nan], requires_grad=True)
+    y = torch.tensor([0.0, nan, nan], requires_grad=True)
+    out = dk.min_composite(x, y)
+    assert torch.isnan(out).all()
+    out.backward(torch.ones(3))
+    assert x.grad.tolist() == [1.0, 0.0, 1.0]
+    assert y.grad.tolist() == [0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_min_composite_gradients_match_reference_on_random_ties(dtype):
+    x, y = _pair((2, 3, 19, 21), dtype)
+    g = torch.randn(2, 3, 19, 21, dtype=dtype)
+    xa, ya = x.clone().requires_grad_(), y.clone().requires_grad_()
+    dk.min_composite(xa, ya).backward(g)
+    xb, yb = x.clone().requires_grad_(), y.clone().requires_grad_()
+    ref.min_composite(xb, yb).backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=0)
+    torch.testing.assert_close(ya.grad, yb.grad, rtol=0, atol=0)
+
+
+def test_min_composite_gradcheck_float64():
+    x = torch.rand(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(1, 3, 7, 9, dtype=torch.float64, requires_grad=True)  # broadcast over batch
+    assert torch.autograd.gradcheck(dk.min_composite, (x, y))
+    assert torch.autograd.gradgradcheck(dk.min_composite, (x, y))
+
+
+@pytest.mark.parametrize("x_shape,y_shape", [((2, 3, 5, 7), (1, 3, 5, 7)), ((2, 3, 5, 7), (7,)),
+                                             ((5, 1), (1, 4)), ((2, 3, 5, 7), ())])
+def test_min_composite_broadcasting(x_shape, y_shape):
+    x = torch.rand(x_shape, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(y_shape, dtype=torch.float64, requires_grad=True)
+    out = dk.min_composite(x, y)
+    assert out.shape == torch.broadcast_shapes(x_shape, y_shape)
+    torch.testing.assert_close(out, ref.min_composite(x, y), rtol=0, atol=0)
+    assert torch.autograd.gradcheck(dk.min_composite, (x, y))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_min_composite_layouts(dtype):
+    x, y = _pair((2, 3, 11, 13), dtype)
+    expected = ref.min_composite(x, y)
+    for xn, xl in layouts(x):
+        for yn, yl in layouts(y):
+            out = dk.min_composite(xl, yl)
+            torch.testing.assert_close(out, expected, rtol=0, atol=0, msg=f"x {xn}, y {yn}")
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert dk.min_composite(cl, y).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_min_composite_empty():
+    x = torch.rand(0, 3, 4, 5)
+    assert dk.min_composite(x, x).shape == (0, 3, 4, 5)
+
+
+def test_min_composite_opcheck():
+    x, y = _pair((2, 3, 8, 9), torch.float64)
+    torch.library.opcheck(torch.ops.derain.min_composite, (x.requires_grad_(), y.requires_grad_()))
+    torch.library.opcheck(torch.ops.derain.min_composite, (x.detach(), y.detach()[:1]))
+    g = torch.randn(2, 3, 8, 9, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.derain.min_composite_backward, (g, x.detach(), y.detach()))
+
+
+def test_min_composite_compiles_fullgraph():
+    x, y = _pair((2, 3, 16, 16), torch.float32)
+    x.requires_grad_()
+
+    def f(a, b):
+        return dk.min_composite(a * 2, b).sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    out = compiled(x, y)
+    out.backward()
+    torch.testing.assert_close(out, f(x, y))
+    assert x.grad is not None
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda: dk.min_composite(torch.rand(3), torch.rand(3, dtype=torch.float64)), "same dtype"),
+    (lambda: dk.min_composite(torch.rand(3), [1.0, 2.0, 3.0]), "y must be a torch.Tensor"),
+    (lambda: dk.min_composite(torch.ones(3, dtype=torch.int64), torch.ones(3, dtype=torch.int64)), "x must have dtype"),
+    (lambda: dk.min_composite(torch.rand(3, 4), torch.rand(5, 4)), "not broadcastable"),
+    (lambda: dk.min_composite(torch.rand(3), torch.rand(3, device="meta")), "same device"),
+])
+def test_min_composite_bad_arguments(bad, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        bad()
+
+
+# ---------------------------------------------------------------- rain_composite
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("clamp", [True, False])
+def test_rain_composite_matches_reference(shape, dtype, clamp):
+    clean = torch.rand(shape, dtype=dtype)
+    rain = torch.rand(shape, dtype=dtype) - 0.3  # some sums below 0, some above 1
+    out = dk.rain_composite(clean, rain, clamp=clamp)
+    torch.testing.assert_close(out, ref.rain_composite(clean, rain, clamp), rtol=0, atol=0)
+    if clamp:
+        assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_rain_composite_half(dtype):
+    clean, rain = torch.rand(3, 17, 19).to(dtype), (torch.rand(3, 17, 19) - 0.3).to(dtype)
+    torch.testing.assert_close(dk.rain_composite(clean, rain), ref.rain_composite(clean, rain), rtol=0, atol=0)
+
+
+def test_rain_composite_gradient_is_zero_where_clamped():
+    clean = torch.tensor([0.5, 0.9, 0.1, 0.5, 0.5], requires_grad=True)
+    rain = torch.tensor([0.2, 0.3, -0.4, 0.5, -0.5], requires_grad=True)  # 0.7, 1.2, -0.3, 1.0, 0.0
+    dk.rain_composite(clean, rain).backward(torch.full((5,), 2.0))
+    assert clean.grad.tolist() == [2.0, 0.0, 0.0, 2.0, 2.0]  # bounds pass, like torch.clamp
+    assert rain.grad.tolist() == clean.grad.tolist()
+
+
+def test_rain_composite_nan():
+    clean = torch.tensor([float("nan"), 0.5], requires_grad=True)
+    rain = torch.tensor([0.1, float("nan")], requires_grad=True)
+    out = dk.rain_composite(clean, rain)
+    assert torch.isnan(out).all()
+    out.sum().backward()
+    assert clean.grad.tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("clamp", [True, False])
+def test_rain_composite_gradcheck_float64_broadcast(clamp):
+    clean = torch.rand(2, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    # keep sums away from the clamp bounds, where the derivative jumps
+    rain = (torch.rand(1, 3, 6, 7, dtype=torch.float64) * 0.8 - 0.4)
+    rain = torch.where((clean[:1] + rain - 0.5).abs().detach() > 0.45, rain * 0.2, rain).requires_grad_()
+    assert torch.autograd.gradcheck(lambda c, r: dk.rain_composite(c, r, clamp=clamp), (clean, rain))
+    assert torch.autograd.gradgradcheck(lambda c, r: dk.rain_composite(c, r, clamp=clamp), (clean, rain))
+
+
+def test_rain_composite_gradients_match_reference():
+    clean = torch.rand(3, 3, 13, 17, dtype=torch.float64)
+    rain = torch.rand(1, 3, 13, 17, dtype=torch.float64) - 0.3
+    g = torch.randn(3, 3, 13, 17, dtype=torch.float64)
+    a = [clean.clone().requires_grad_(), rain.clone().requires_grad_()]
+    b = [clean.clone().requires_grad_(), rain.clone().requires_grad_()]
+    dk.rain_composite(*a).backward(g)
+    ref.rain_composite(*b).backward(g)
+    torch.testing.assert_close(a[0].grad, b[0].grad, rtol=0, atol=0)
+    torch.testing.assert_close(a[1].grad, b[1].grad, rtol=0, atol=1e-12)
+
+
+def test_rain_composite_layouts():
+    clean = torch.rand(2, 3, 11, 13)
+    rain = torch.rand(2, 3, 11, 13) - 0.3
+    expected = ref.rain_composite(clean, rain)
+    for cn, cl in layouts(clean):
+        for rn, rl in layouts(rain):
+            torch.testing.assert_close(dk.rain_composite(cl, rl), expected, rtol=0, atol=0, msg=f"{cn}/{rn}")
+
+
+def test_rain_composite_opcheck():
+    clean = torch.rand(2, 3, 8, 9, dtype=torch.float64, requires_grad=True)
+    rain = (torch.rand(2, 3, 8, 9, dtype=torch.float64) - 0.3).requires_grad_()
+    torch.library.opcheck(torch.ops.derain.rain_composite, (clean, rain, True))
+    torch.library.opcheck(torch.ops.derain.rain_composite, (clean, rain[:1], False))
+    g = torch.randn(2, 3, 8, 9, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.derain.rain_composite_backward, (g, clean.detach(), rain.detach(), True))
+
+
+def test_rain_composite_compiles_fullgraph():
+    clean = torch.rand(2, 3, 16, 16, requires_grad=True)
+    rain = torch.rand(2, 3, 16, 16) - 0.3
+    f = lambda c, r: dk.rain_composite(c, r.detach()).square().sum()  # noqa: E731
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(clean, rain), f(clean, rain))
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda: dk.rain_composite(torch.rand(3), torch.rand(3), clamp=1), "clamp must be a bool"),
+    (lambda: dk.rain_composite(torch.rand(3), torch.rand(3).double()), "same dtype"),
+    (lambda: dk.rain_composite(torch.rand(2, 3), torch.rand(3, 2)), "not broadcastable"),
+    (lambda: dk.rain_composite("image", torch.rand(3)), "clean must be a torch.Tensor"),
+])
+def test_rain_composite_bad_arguments(bad, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        bad()
+
+
+# ---------------------------------------------------------------- Triton kernels
+@needs_triton
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_triton_min_composite(dtype):
+    from derain_kernels.triton import composite as tk
+    dev = triton_device()
+    x, y = (t.to(dev) for t in _pair((2, 3, 17, 23), dtype))
+    torch.testing.assert_close(tk.min_composite(x, y), ref.min_composite(x, y), rtol=0, atol=0)
+    # broadcast + channels-last + NaN
+    x[0, 0, 0, 0] = float("nan")
+    xc = x.contiguous(memory_format=torch.channels_last)
+    out = tk.min_composite(xc, y[:1])
+    torch.testing.assert_close(out, ref.min_composite(x, y[:1]), rtol=0, atol=0, equal_nan=True)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(x)
+    gx, gy = tk.min_composite_backward(g, x, y)
+    rx, ry = torch.ops.derain.min_composite_backward(g.cpu(), x.cpu(), y.cpu())
+    torch.testing.assert_close(gx.cpu(), rx, rtol=0, atol=0)
+    torch.testing.assert_close(gy.cpu(), ry, rtol=0, atol=0)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("clamp", [True, False])
+def test_triton_rain_composite(dtype, clamp):
+    from derain_kernels.triton import composite as tk
+    dev = triton_device()
+    clean = torch.rand(2, 3, 17, 23, dtype=dtype, device=dev)
+    rain = torch.rand(2, 3, 17, 23, dtype=dtype, device=dev) - 0.3
+    torch.testing.assert_close(tk.rain_composite(clean, rain, clamp), ref.rain_composite(clean, rain, clamp),
+                               rtol=0, atol=0)
+    torch.testing.assert_close(tk.rain_composite(clean, rain[..., :1, :], clamp),
+                               ref.rain_composite(clean, rain[..., :1, :], clamp), rtol=0, atol=0)
+    g = torch.randn_like(clean)
+    expected = torch.ops.derain.rain_composite_backward(g.cpu(), clean.cpu(), rain.cpu(), clamp)
+    torch.testing.assert_close(tk.rain_composite_backward(g, clean, rain, clamp).cpu(), expected, rtol=0, atol=0)
