@@ -1,0 +1,103 @@
+"""The Rain O'er Me network (SPEC §1), with the authors' module names.
+
+Submodule names reproduce the keys of the authors' state_dicts
+(`inc.0`, `block{1,2,3}.conv{1,2}.conv1.0`, `block{k}.conv{j}.dilated_conv`,
+`block{k}.merge.0`, `merge11.0`, `merge12.0`, `outc.0`, `out2.*`), so their
+checkpoints load as they are.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _SelfCorrectingBlock(nn.Module):
+    """la = ReLU(conv(x)); out = ReLU(dilated_conv(x - la) + la)  (TIP Eq. 14, as released).
+
+    Plain PyTorch; replaced by derain_kernels.nn.SelfCorrectingBlock (same parameter names)
+    when the fused op lands.
+    """
+
+    def __init__(self, channels: int = 16, dilation: int = 3):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=False))
+        self.dilated_conv = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        la = self.conv1(x)
+        return torch.relu(self.dilated_conv(x - la) + la)
+
+
+def _conv_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=False))
+
+
+class _Tree(nn.Module):
+    """a1 = block(x); a2 = block(a1); ReLU(conv 32->16 (cat(a1, a2)))."""
+
+    def __init__(self, channels: int = 16, dilation: int = 3):
+        super().__init__()
+        self.conv1 = _SelfCorrectingBlock(channels, dilation)
+        self.conv2 = _SelfCorrectingBlock(channels, dilation)
+        self.merge = _conv_relu(2 * channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a1 = self.conv1(x)
+        a2 = self.conv2(a1)
+        return self.merge(torch.cat([a1, a2], dim=1))
+
+
+class RainOerMeNet(nn.Module):
+    """G (rain residual) and the detail-enhancement block g of Rain O'er Me.
+
+    `model(x)` -> derained image Ŷ = X − G(X), shape (B, 3, H, W) like x.
+    `model.forward_train(x)` -> (R, Ŷ, R_e, Ŷ_e) with R = G(X), R_e = g(R), Ŷ_e = X − R_e.
+    `detail="rain1400"` is the 3-conv g (conv 3→16, ReLU, conv 16→16, ReLU, conv 16→3);
+    `detail="did"` the DID variant (conv 3→16, ReLU, conv 16→3, ReLU).
+    """
+
+    def __init__(self, channels: int = 16, dilation: int = 3, detail: str = "rain1400"):
+        super().__init__()
+        if detail not in ("rain1400", "did"):
+            raise ValueError(f"detail must be 'rain1400' or 'did', got {detail!r}")
+        self.config = {"channels": channels, "dilation": dilation, "detail": detail}
+        c = channels
+        self.inc = _conv_relu(3, c)
+        self.block1 = _Tree(c, dilation)
+        self.block2 = _Tree(c, dilation)
+        self.merge11 = _conv_relu(2 * c, c)
+        self.block3 = _Tree(c, dilation)
+        self.merge12 = _conv_relu(2 * c, c)
+        self.outc = nn.Sequential(nn.Conv2d(c, 3, 3, padding=1))
+        if detail == "rain1400":
+            self.out2 = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1),
+                                      nn.ReLU(), nn.Conv2d(c, 3, 3, padding=1))
+        else:
+            self.out2 = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, 3, 3, padding=1),
+                                      nn.ReLU())
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Weights N(0, 0.02), biases 0 (the authors' initialisation)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """R = G(X) = tanh(outc(...)), shape like x."""
+        fi = self.inc(x)
+        f0 = self.block1(fi)
+        f1 = self.block2(f0)
+        f01 = self.merge11(torch.cat([f0, f1], dim=1))
+        f3 = self.block3(f01)
+        f33 = self.merge12(torch.cat([f01, f3], dim=1))
+        return torch.tanh(self.outc(f33))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.residual(x)
+
+    def forward_train(self, x: torch.Tensor):
+        r = self.residual(x)
+        r_e = self.out2(r)
+        return r, x - r, r_e, x - r_e
