@@ -26,12 +26,12 @@ class Derainer:
 
     model: a RainOerMeNet. Uses `model.fused()` when the model has it, else the eager model under
     torch.inference_mode (channels-last on CPU, which is faster for its 16-channel convs).
-    tile: tile core size in pixels; None = tile only images above `max_pixels` (with DEFAULT_TILE);
+    tile: tile core size in pixels; None = tile only images above `max_pixels` (tiles of `auto_tile`);
     0 = never tile. The output is not clamped (Ŷ = X − R can leave [0, 1] slightly).
     """
 
     def __init__(self, model, device="cpu", tile: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 channels_last: bool = True):
+                 channels_last: bool = True, auto_tile: int = DEFAULT_TILE):
         if tile is not None and (not isinstance(tile, int) or tile < 0):
             raise ValueError(f"tile must be a non-negative int (0 = never tile), got {tile!r}")
         self.device = torch.device(device)
@@ -39,6 +39,7 @@ class Derainer:
         self.halo = receptive_radius(model)
         self.tile = tile
         self.max_pixels = max_pixels
+        self.auto_tile = auto_tile
         self.channels_last = channels_last and self.device.type == "cpu"
         if hasattr(model, "fused"):
             self.net = model.fused()
@@ -54,7 +55,7 @@ class Derainer:
             return None
         if self.tile is not None:
             return self.tile if (h > self.tile or w > self.tile) else None
-        return DEFAULT_TILE if h * w > self.max_pixels else None
+        return self.auto_tile if h * w > self.max_pixels else None
 
     def tiles(self, h: int, w: int):
         """[(core box, input box)] with boxes (y0, y1, x0, x1); one box for the whole image if untiled."""

@@ -101,7 +101,7 @@ def read_image(path) -> tuple[torch.Tensor, ImageInfo]:
                                  exif=im.info.get("exif"))
                 array = _to_array(im, info)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
-        if isinstance(exc, (FileNotFoundError, PermissionError)):
+        if isinstance(exc, FileNotFoundError):
             raise
         raise ImageReadError(f"cannot read image {str(path)!r}: {exc}") from exc
     image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
