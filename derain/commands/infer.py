@@ -69,7 +69,12 @@ def run(args) -> int:
             failed += 1
             bar.update(1)
             continue
-        y = derainer(x).cpu()
+        n_tiles = len(derainer.tiles(*x.shape[1:]))
+        if n_tiles > 1:
+            with progress(total=n_tiles, desc=f"{f.name} tiles", unit="tile", leave=False) as tiles_bar:
+                y = derainer(x, progress=tiles_bar).cpu()
+        else:
+            y = derainer(x).cpu()
         write_image(o, y, info)
         if args.compare:
             write_image(o.with_name(o.stem + "_compare.png"), side_by_side(x, y))
