@@ -53,15 +53,19 @@ def list_images(inputs, name: str = "INPUT") -> list[Path]:
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     files: list[Path] = []
+    seen: set[Path] = set()
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             found = sorted((f for f in p.iterdir() if f.is_file() and is_image_file(f)), key=_natural_key)
             if not found:
                 raise ValueError(f"{name}: folder {str(p)!r} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
-            files.extend(found)
+            files.extend(f for f in found if f.resolve() not in seen)
+            seen.update(f.resolve() for f in found)
         elif p.is_file():
-            files.append(p)
+            if p.resolve() not in seen:
+                files.append(p)
+                seen.add(p.resolve())
         else:
             raise FileNotFoundError(f"{name}: no such file or folder: {str(p)!r}")
     return files

@@ -230,7 +230,7 @@ def test_eval_median_baseline(tmp_path, weights, capsys):
     assert main(["eval", "--pairs", str(pairs), "-w", str(weights), "--baseline", "median", "--kernel", "5",
                  "--json", "-"]) == 0
     text = capsys.readouterr().out
-    result = json.loads(text[text.index("{"):])
+    result = json.loads(text)   # only the JSON on stdout with --json -
     x, _ = read_image(pairs / "rain" / "0.png")
     y, _ = read_image(pairs / "norain" / "0.png")
     want = psnr_y(dk.soft_label(x.unsqueeze(0), kernel_size=5)[0], y).item()
@@ -258,7 +258,7 @@ def test_eval_errors(tmp_path, weights, capsys):
 def test_demo_on_fresh_machine_without_weights_says_how_to_get_them(tmp_path, capsys, no_shared):
     rc = main(["demo", "--out", str(tmp_path / "demo")])
     err = capsys.readouterr().err
-    assert rc == 2 and "packaged weights are missing" in err and "get weights" in err
+    assert rc == 2 and "no weights available" in err and "get weights" in err and "--weights PATH" in err
     assert not (tmp_path / "demo").exists()
 
 

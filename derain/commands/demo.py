@@ -149,8 +149,8 @@ def run(args) -> int:
     if args.images < 1:
         raise ValueError(f"--images must be >= 1, got {args.images}")
     weights = args.weights
-    if weights is None:
-        weights = "rain1400" if authors_weights("rain1400") is not None else "ours"
+    if weights is None and authors_weights("rain1400") is not None:
+        weights = "rain1400"   # else the default: ours if packaged, else a "how to get weights" error
     derainer, label, _ = load_model(args, weights=weights)
     samples, source = sample_images(args.images, args.synthetic)
     rows = []

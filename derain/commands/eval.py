@@ -114,7 +114,8 @@ def run(args) -> int:
              f"{'method':{width}s} {'PSNR (dB)':>10s} {'SSIM':>8s}"]
     for name, s in summary.items():
         table.append(f"{name:{width}s} {s['psnr']:10.2f} {s['ssim']:8.4f}")
-    print("\n".join(table))
+    # with --json - the JSON alone goes to stdout (pipeable) and the table to stderr
+    print("\n".join(table), file=sys.stderr if args.json == "-" else sys.stdout)
     if args.json:
         result = {"pairs": str(args.pairs), "weights": str(weights_path), "label": label, "count": n,
                   "convention": "Y (BT.601 16-235) of uint8 images; SSIM gaussian 11x11 sigma 1.5, valid, "
