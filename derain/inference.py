@@ -24,8 +24,9 @@ def receptive_radius(model) -> int:
 class Derainer:
     """Callable: float (3, H, W) or (B, 3, H, W) rainy image in [0, 1] -> derained image (same shape).
 
-    model: a RainOerMeNet. Uses `model.fused()` when the model has it, else the eager model under
-    torch.inference_mode (channels-last on CPU, which is faster for its 16-channel convs).
+    model: a RainOerMeNet. On CPU uses `model.fused()` when the model has it, else (and on other
+    devices) the eager model under torch.inference_mode (channels-last on CPU, faster for its
+    16-channel convs).
     tile: tile core size in pixels; None = tile only images above `max_pixels` (tiles of `auto_tile`);
     0 = never tile. The output is not clamped (Ŷ = X − R can leave [0, 1] slightly).
     """
@@ -41,8 +42,9 @@ class Derainer:
         self.max_pixels = max_pixels
         self.auto_tile = auto_tile
         self.channels_last = channels_last and self.device.type == "cpu"
-        if hasattr(model, "fused"):
-            self.net = model.fused()
+        self.fused = hasattr(model, "fused") and self.device.type == "cpu"
+        if self.fused:      # the fused CPU network (derain_kernels.nn.FusedRainOerMe)
+            self.net = self.model.fused()
             self.channels_last = False
         else:
             if self.channels_last:
