@@ -157,9 +157,12 @@ def test_missing_file_names_the_path(tmp_path):
 
 def test_corrupt_files(tmp_path):
     bad = tmp_path / "corrupt.pth"
-    bad.write_bytes(b"this is not a checkpoint" * 10)
-    with pytest.raises(ValueError, match="cannot read weights .*corrupt.pth"):
-        RainOerMeNet.from_checkpoint(bad)
+    good = tmp_path / "good.pth"
+    torch.save(RainOerMeNet().state_dict(), good)
+    for garbage in (b"this is not a checkpoint" * 10, b"\x80\x04garbage" * 10, good.read_bytes()[:5000], b""):
+        bad.write_bytes(garbage)
+        with pytest.raises(ValueError, match="cannot read weights .*corrupt.pth"):
+            RainOerMeNet.from_checkpoint(bad)
     path = RainOerMeNet().save(tmp_path / "m.safetensors")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])     # truncated

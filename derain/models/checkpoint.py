@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -64,8 +62,9 @@ def _checkpoint_in_folder(folder: Path) -> Path:
 def _read_torch(path: Path, map_location) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
-            AttributeError, TypeError) as exc:
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # a garbage pickle can raise anything (UnpicklingError, IndexError, ...)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"cannot read weights {str(path)!r}: not a readable PyTorch checkpoint ({msg})") from None
     if isinstance(obj, dict):
@@ -88,14 +87,15 @@ def _config_from_state(path: Path, state: dict) -> dict:
 
 
 def _read_ours(path: Path):
-    from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
         state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # SafetensorError, header JSON errors, ...
         raise ValueError(f"cannot read weights {str(path)!r}: not a readable safetensors file ({exc})") from None
     meta = None
     sidecar = path.with_suffix(".json")
