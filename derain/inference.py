@@ -75,6 +75,8 @@ class Derainer:
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        elif self.fused:
+            x = x.contiguous()    # tiles are strided views
         return self.net(x)
 
     def __call__(self, x: torch.Tensor, progress=None) -> torch.Tensor:
