@@ -155,6 +155,7 @@ def test_missing_file_names_the_path(tmp_path):
         RainOerMeNet.from_checkpoint(tmp_path / "nope.pth")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_corrupt_files(tmp_path):
     bad = tmp_path / "corrupt.pth"
     good = tmp_path / "good.pth"
