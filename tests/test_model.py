@@ -277,3 +277,27 @@ def test_derainer_rejects_bad_input():
         d(torch.rand(1, 4, 8, 8))
     with pytest.raises(ValueError, match="tile"):
         Derainer(RainOerMeNet(), tile=-1)
+
+
+def write_training_checkpoint(path, model, step):
+    """The layout of `derain train`'s step checkpoints (derain.train.checkpoint): model.*, optim.*, rng."""
+    from safetensors.torch import save_file
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    tensors["optim.0.exp_avg"] = torch.zeros(3)
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, str(path), metadata={"format": ckpt.TRAIN_FORMAT, "step": str(step),
+                                            "config": json.dumps({"lr": 2e-4})})
+
+
+def test_training_runs_and_their_checkpoints_load(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    old, new, final = RainOerMeNet(), RainOerMeNet(detail="did"), RainOerMeNet()
+    write_training_checkpoint(run / "step_00000010.safetensors", old, 10)
+    write_training_checkpoint(run / "step_00000020.safetensors", new, 20)
+    loaded = RainOerMeNet.from_checkpoint(run / "step_00000010.safetensors")
+    assert torch.equal(loaded.inc[0].weight, old.inc[0].weight)
+    loaded = RainOerMeNet.from_checkpoint(run)              # newest step when nothing is exported
+    assert loaded.config["detail"] == "did" and torch.equal(loaded.outc[0].weight, new.outc[0].weight)
+    final.save(run / "final.safetensors")
+    assert torch.equal(RainOerMeNet.from_checkpoint(run).outc[0].weight, final.outc[0].weight)

@@ -5,7 +5,9 @@ Formats read by `load_checkpoint(path)`:
   absent -> "did"); also a dict wrapping one under "state_dict"/"model"/"net", and "module." prefixes;
 - ours: `NAME.safetensors` + `NAME.json` (config, format version, parameter counts, free metadata).
   The config is also stored in the safetensors header, so a lone `.safetensors` loads too;
-- a folder holding one of our checkpoints (`rain_oer_me.safetensors`, or a single `*.safetensors`).
+- `derain train` checkpoints (`step_*.safetensors`: "model.*" tensors, optimizer state, run config);
+- a folder: a training run or weights folder (rain_oer_me / final / best .safetensors, else the newest
+  step_*.safetensors, else its only .safetensors).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 
 FORMAT = "derain-kernels/rain-oer-me"
 FORMAT_VERSION = 1
+TRAIN_FORMAT = "derain-train-checkpoint/1"    # `derain train`'s step_*.safetensors (derain.train.checkpoint)
 DEFAULT_NAME = "rain_oer_me"
 
 # Weights that ship in the package (written by the trainer at the end of its run).
@@ -47,9 +50,15 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def _checkpoint_in_folder(folder: Path) -> Path:
-    preferred = folder / f"{DEFAULT_NAME}.safetensors"
-    if preferred.is_file():
-        return preferred
+    """A training run or weights folder -> its weights: rain_oer_me / final / best .safetensors, else the
+    newest training checkpoint step_*.safetensors, else its only .safetensors."""
+    for name in (DEFAULT_NAME, "final", "best"):
+        p = folder / f"{name}.safetensors"
+        if p.is_file():
+            return p
+    steps = sorted(folder.glob("step_*.safetensors"))
+    if steps:
+        return steps[-1]
     found = sorted(folder.glob("*.safetensors"))
     if len(found) == 1:
         return found[0]
@@ -97,6 +106,16 @@ def _read_ours(path: Path):
         raise
     except Exception as exc:  # SafetensorError, header JSON errors, ...
         raise ValueError(f"cannot read weights {str(path)!r}: not a readable safetensors file ({exc})") from None
+    if header.get("format") == TRAIN_FORMAT:     # a `derain train` checkpoint: model.* tensors + optimizer
+        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        config = _config_from_state(path, state)
+        try:
+            run = json.loads(header.get("config", "{}"))
+        except ValueError:
+            run = {}
+        if isinstance(run, dict) and isinstance(run.get("dilation"), int):
+            config["dilation"] = run["dilation"]
+        return config, state
     meta = None
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
