@@ -85,7 +85,7 @@ def run(args) -> int:
     failed = 0
     for rain_path, clean_path in progress(pairs, desc="eval", unit="pair"):
         try:
-            x, _ = read_image(rain_path)
+            x, info = read_image(rain_path)
             y, _ = read_image(clean_path)
         except ImageReadError as exc:
             print(f"derain eval: error: {exc} (pair skipped)", file=sys.stderr)
@@ -98,9 +98,12 @@ def run(args) -> int:
             continue
         preds = {label: derainer(x).cpu()}
         for b in args.baseline:
+            # 8-bit inputs are filtered as uint8: the same medians, exact, with a quarter of the memory
+            eight_bit = info.bits == 8
+            src = torch.round(x * 255).to(torch.uint8) if eight_bit else x
             with torch.no_grad():
-                preds[_baseline_name(b, args.kernel)] = soft_label(
-                    x.unsqueeze(0), kernel_size=args.kernel, min_composite=(b == "median-min"))[0]
+                sl = soft_label(src.unsqueeze(0), kernel_size=args.kernel, min_composite=(b == "median-min"))[0]
+            preds[_baseline_name(b, args.kernel)] = sl.float() / 255 if eight_bit else sl
         preds["rainy input"] = x
         for name, pred in preds.items():
             rows[name].append({"image": rain_path.name, "psnr": float(psnr_y(pred, y)), "ssim": float(ssim_y(pred, y))})
