@@ -203,6 +203,12 @@ def test_bad_configs(tmp_path):
     sidecar.write_text(json.dumps({**meta, "format": "something-else"}))
     with pytest.raises(ValueError, match="not a derain-kernels/rain-oer-me config"):
         RainOerMeNet.from_checkpoint(path)
+    sidecar.write_text(json.dumps({**meta, "config": {**meta["config"], "depth": 5}}))
+    with pytest.raises(ValueError, match=r"unknown entries: \['depth'\]"):
+        RainOerMeNet.from_checkpoint(path)
+    sidecar.write_text(json.dumps({**meta, "config": {**meta["config"], "detail": "bogus"}}))
+    with pytest.raises(ValueError, match="detail must be"):
+        RainOerMeNet.from_checkpoint(path)
     sidecar.write_text("{not json")
     with pytest.raises(ValueError, match="cannot read the config"):
         RainOerMeNet.from_checkpoint(path)

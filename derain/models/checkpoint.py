@@ -124,8 +124,11 @@ def _read_ours(path: Path):
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read the config {str(sidecar)!r} of {str(path)!r}: {exc}") from None
     elif "config" in header:
-        meta = {"format": header.get("format"), "format_version": int(header.get("format_version", 0)),
-                "config": json.loads(header["config"])}
+        try:
+            meta = {"format": header.get("format"), "format_version": int(header.get("format_version", 0)),
+                    "config": json.loads(header["config"])}
+        except ValueError as exc:
+            raise ValueError(f"weights {str(path)!r} have an unreadable config in their header: {exc}") from None
     if meta is None:
         raise ValueError(f"weights {str(path)!r} have no config: expected {str(sidecar)!r} next to them")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "config" not in meta:
@@ -137,7 +140,9 @@ def _read_ours(path: Path):
                          f"versions up to {FORMAT_VERSION} (upgrade derain)")
     config = meta["config"]
     allowed = {"channels", "dilation", "detail"}
-    if not isinstance(config, dict) or set(config) - allowed:
+    if not isinstance(config, dict):
+        raise ValueError(f"config of {str(path)!r} is not a JSON object: {config!r}")
+    if set(config) - allowed:
         raise ValueError(f"config of {str(path)!r} has unknown entries: {sorted(set(config) - allowed)}")
     return config, state
 
