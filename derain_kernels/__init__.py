@@ -7,11 +7,17 @@ autograd and torch.compile(fullgraph=True)), and a pure-PyTorch reference in
 """
 from ._backend import backend_info  # noqa: F401  (loads the C++ extension)
 from .ops.composite import min_composite, rain_composite  # noqa: F401
+from .ops.related import dark_channel, dark_channel_loss, directional_kernels, rain_direction_loss, tv_loss  # noqa: F401
 
 __version__ = "0.1.0"
 
 __all__ = [
     "backend_info",
+    "dark_channel",
+    "dark_channel_loss",
+    "directional_kernels",
+    "rain_direction_loss",
+    "tv_loss",
     "min_composite",
     "rain_composite",
 ]
