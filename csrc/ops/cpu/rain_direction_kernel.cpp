@@ -28,6 +28,12 @@ namespace {
 
 constexpr int64_t kBand = 32;
 
+// Tasks per thread chunk: small inputs run on the calling thread (waking the
+// pool costs more than the work below ~32K values).
+inline int64_t grain_for(int64_t rowlen) {
+  return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, kBand * rowlen));
+}
+
 template <typename T>
 struct Tap {
   int64_t dy, dx;
@@ -125,7 +131,7 @@ at::Tensor rain_direction_sums_cpu(const at::Tensor& z, const at::Tensor& z_gt, 
     const scalar_t* zp = l.z.const_data_ptr<scalar_t>();
     const scalar_t* gp = l.zg.const_data_ptr<scalar_t>();
     const int64_t plane_size = l.H * rowlen, ci = l.ci;
-    at::parallel_for(0, tasks, 1, [&](int64_t lo, int64_t hi) {
+    at::parallel_for(0, tasks, grain_for(rowlen), [&](int64_t lo, int64_t hi) {
       std::vector<scalar_t> buf((kBand + 2 * r) * bl), acc(rowlen);
       for (int64_t t = lo; t < hi; ++t) {
         const int64_t plane = t / bands, y0 = (t % bands) * kBand, y1 = std::min(l.H, y0 + kBand);
@@ -184,7 +190,7 @@ at::Tensor rain_direction_sums_backward_cpu(const at::Tensor& grad, const at::Te
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     scalar_t* op = gz.data_ptr<scalar_t>();
     const int64_t plane_size = l.H * rowlen, ci = l.ci;
-    at::parallel_for(0, tasks, 1, [&](int64_t lo, int64_t hi) {
+    at::parallel_for(0, tasks, grain_for(rowlen), [&](int64_t lo, int64_t hi) {
       // d for rows [y0 - 2r, y1 + 2r); g_m * sign(R_m) for rows [y0 - r, y1 + r).
       std::vector<scalar_t> dbuf((kBand + 4 * r) * bl), sbuf((kBand + 2 * r) * bl), acc(rowlen);
       for (int64_t t = lo; t < hi; ++t) {

@@ -22,6 +22,12 @@ namespace {
 
 constexpr int64_t kBand = 32;
 
+// Tasks per thread chunk: small inputs run on the calling thread (waking the
+// pool costs more than the work below ~32K values).
+inline int64_t grain_for(int64_t rowlen) {
+  return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, kBand * rowlen));
+}
+
 // How to walk a 4-D tensor as planes of rows with unit stride.
 struct Planes {
   at::Tensor t;           // the tensor walked (x or a contiguous copy)
@@ -79,7 +85,7 @@ at::Tensor tv_sums_cpu(const at::Tensor& x, int64_t p) {
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tv_sums", [&] {
     const scalar_t* xp = P.t.const_data_ptr<scalar_t>();
     const int64_t L = P.len, st = P.step, H = P.rows;
-    at::parallel_for(0, tasks, 1, [&](int64_t lo, int64_t hi) {
+    at::parallel_for(0, tasks, grain_for(P.len), [&](int64_t lo, int64_t hi) {
       for (int64_t t = lo; t < hi; ++t) {
         const int64_t plane = t / bands, y0 = (t % bands) * kBand, y1 = std::min(H, y0 + kBand);
         const scalar_t* base = xp + plane * H * L;
@@ -136,7 +142,7 @@ at::Tensor tv_sums_backward_cpu(const at::Tensor& grad, const at::Tensor& x, int
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     scalar_t* op = gx.data_ptr<scalar_t>();
     const int64_t L = P.len, st = P.step, H = P.rows;
-    at::parallel_for(0, tasks, 1, [&](int64_t lo, int64_t hi) {
+    at::parallel_for(0, tasks, grain_for(P.len), [&](int64_t lo, int64_t hi) {
       for (int64_t t = lo; t < hi; ++t) {
         const int64_t plane = t / bands, y0 = (t % bands) * kBand, y1 = std::min(H, y0 + kBand);
         const int64_t n = plane / P.per_image;
