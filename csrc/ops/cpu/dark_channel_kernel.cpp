@@ -18,15 +18,19 @@
 #include <algorithm>
 #include <vector>
 
+#include "../elementwise.h"
+
 namespace derain {
 namespace {
 
 // (a, ka) strictly before (b, kb) in the (value, code) order, NaN first.
+// Written without short-circuits so that loops over lanes vectorise.
 template <typename T>
 inline bool before(T a, int64_t ka, T b, int64_t kb) {
   const bool an = a != a, bn = b != b;
-  if (an || bn) return an && (!bn || ka < kb);
-  return a < b || (a == b && ka < kb);
+  const bool num = (a < b) | ((a == b) & (ka < kb));
+  const bool nan_case = an & ((!bn) | (ka < kb));
+  return (an | bn) ? nan_case : num;
 }
 
 // Mirror index (no edge repeat) of i into [0, n) for |i| <= 2 (n - 1).
@@ -36,54 +40,70 @@ inline int64_t mirror(int64_t i, int64_t n) {
   return i;
 }
 
-// Scratch of the 1-D running minimum.
+// Lines processed together by the running minimum (one vector lane each).
+constexpr int64_t kLanes = 16;
+
+// A tile of kLanes lines of the mirror-extended sequence, stored [j][lane].
 template <typename T>
-struct Line {
+struct Tile {
   std::vector<T> ev, gv, hv;
   std::vector<int64_t> ek, gk, hk;
-  void reserve(int64_t L) {
-    ev.resize(L); gv.resize(L); hv.resize(L);
-    ek.resize(L); gk.resize(L); hk.resize(L);
+  void resize(int64_t L) {
+    const size_t n = static_cast<size_t>(L * kLanes);
+    if (ev.size() < n) {
+      ev.resize(n); gv.resize(n); hv.resize(n);
+      ek.resize(n); gk.resize(n); hk.resize(n);
+    }
   }
 };
 
-// Window minimum of radius r over the mirrored line (v, k)[0..n); writes n
-// results to (ov, ok) with stride os. r must be <= n - 1 (callers clamp it:
-// a window of 2(n - 1) + 1 already covers a whole mirror period).
+// van Herk / Gil-Werman: window minimum of width w over each lane of the tile
+// (extended length L); results for windows starting at 0..n-1 are written to
+// rows 0..n-1 of (ev, ek). g runs forwards from the start of each block of w,
+// h backwards from its end; window [i, i + w) = h[i] combined with g[i + w - 1].
 template <typename T>
-void running_min(const T* v, const int64_t* k, int64_t n, int64_t r, T* ov, int64_t* ok,
-                 int64_t os, Line<T>& s) {
-  if (r == 0) {
-    for (int64_t i = 0; i < n; ++i) { ov[i * os] = v[i]; ok[i * os] = k[i]; }
-    return;
-  }
-  const int64_t w = 2 * r + 1, L = n + 2 * r;
-  s.reserve(L);
-  for (int64_t j = 0; j < L; ++j) {
-    const int64_t m = mirror(j - r, n);
-    s.ev[j] = v[m];
-    s.ek[j] = k[m];
-  }
-  // g: running minimum from the start of each block of w; h: to its end.
-  for (int64_t j = 0; j < L; ++j) {
-    if (j % w == 0 || before(s.ev[j], s.ek[j], s.gv[j - 1], s.gk[j - 1])) {
-      s.gv[j] = s.ev[j]; s.gk[j] = s.ek[j];
-    } else {
-      s.gv[j] = s.gv[j - 1]; s.gk[j] = s.gk[j - 1];
+void tile_running_min(Tile<T>& t, int64_t L, int64_t w, int64_t n) {
+  T* ev = t.ev.data(); T* gv = t.gv.data(); T* hv = t.hv.data();
+  int64_t* ek = t.ek.data(); int64_t* gk = t.gk.data(); int64_t* hk = t.hk.data();
+  for (int64_t j0 = 0; j0 < L; j0 += w) {
+    const int64_t j1 = std::min(L, j0 + w);
+    for (int64_t l = 0; l < kLanes; ++l) {
+      gv[j0 * kLanes + l] = ev[j0 * kLanes + l]; gk[j0 * kLanes + l] = ek[j0 * kLanes + l];
+      hv[(j1 - 1) * kLanes + l] = ev[(j1 - 1) * kLanes + l]; hk[(j1 - 1) * kLanes + l] = ek[(j1 - 1) * kLanes + l];
     }
-  }
-  for (int64_t j = L - 1; j >= 0; --j) {
-    if (j == L - 1 || (j + 1) % w == 0 || before(s.ev[j], s.ek[j], s.hv[j + 1], s.hk[j + 1])) {
-      s.hv[j] = s.ev[j]; s.hk[j] = s.ek[j];
-    } else {
-      s.hv[j] = s.hv[j + 1]; s.hk[j] = s.hk[j + 1];
+    for (int64_t j = j0 + 1; j < j1; ++j) {
+      const T* e = ev + j * kLanes; const int64_t* ke = ek + j * kLanes;
+      const T* p = gv + (j - 1) * kLanes; const int64_t* kp = gk + (j - 1) * kLanes;
+      T* o = gv + j * kLanes; int64_t* ko = gk + j * kLanes;
+DERAIN_SIMD
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const bool take = before(e[l], ke[l], p[l], kp[l]);
+        o[l] = take ? e[l] : p[l];
+        ko[l] = take ? ke[l] : kp[l];
+      }
+    }
+    for (int64_t j = j1 - 2; j >= j0; --j) {
+      const T* e = ev + j * kLanes; const int64_t* ke = ek + j * kLanes;
+      const T* p = hv + (j + 1) * kLanes; const int64_t* kp = hk + (j + 1) * kLanes;
+      T* o = hv + j * kLanes; int64_t* ko = hk + j * kLanes;
+DERAIN_SIMD
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const bool take = before(e[l], ke[l], p[l], kp[l]);
+        o[l] = take ? e[l] : p[l];
+        ko[l] = take ? ke[l] : kp[l];
+      }
     }
   }
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t e = i + w - 1;
-    const bool take_g = before(s.gv[e], s.gk[e], s.hv[i], s.hk[i]);
-    ov[i * os] = take_g ? s.gv[e] : s.hv[i];
-    ok[i * os] = take_g ? s.gk[e] : s.hk[i];
+    const T* a = gv + (i + w - 1) * kLanes; const int64_t* ka = gk + (i + w - 1) * kLanes;
+    const T* b = hv + i * kLanes; const int64_t* kb = hk + i * kLanes;
+    T* o = ev + i * kLanes; int64_t* ko = ek + i * kLanes;
+DERAIN_SIMD
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const bool take = before(a[l], ka[l], b[l], kb[l]);
+      o[l] = take ? a[l] : b[l];
+      ko[l] = take ? ka[l] : kb[l];
+    }
   }
 }
 
@@ -105,36 +125,71 @@ std::tuple<at::Tensor, at::Tensor> dark_channel_cpu(const at::Tensor& x, int64_t
     // Row pass result, (B, H, W) contiguous.
     std::vector<scalar_t> rv(B * H * W);
     std::vector<int64_t> rk(B * H * W);
-    at::parallel_for(0, B * H, std::max<int64_t>(1, 4096 / std::max<int64_t>(W * C, 1)), [&](int64_t lo, int64_t hi) {
+    // 1. minimum over channels and 2. running minimum along rows, kLanes rows at a time.
+    const int64_t row_groups = (B * H + kLanes - 1) / kLanes;
+    const int64_t Lx = W + 2 * rx, wx = 2 * rx + 1;
+    at::parallel_for(0, row_groups, std::max<int64_t>(1, 8192 / (kLanes * W * C)), [&](int64_t lo, int64_t hi) {
+      Tile<scalar_t> t;
+      t.resize(Lx);
       std::vector<scalar_t> cv(W);
       std::vector<int64_t> ck(W);
-      Line<scalar_t> scratch;
-      for (int64_t row = lo; row < hi; ++row) {
-        const int64_t b = row / H, y = row % H;
-        const scalar_t* base = xp + b * s0 + y * s2;
-        for (int64_t i = 0; i < W; ++i) { cv[i] = base[i * s3]; ck[i] = (y * W + i) * C; }
-        for (int64_t c = 1; c < C; ++c) {
-          const scalar_t* bc = base + c * s1;
-          for (int64_t i = 0; i < W; ++i) {
-            const scalar_t v = bc[i * s3];
-            const int64_t kk = (y * W + i) * C + c;
-            if (before(v, kk, cv[i], ck[i])) { cv[i] = v; ck[i] = kk; }
+      for (int64_t grp = lo; grp < hi; ++grp) {
+        const int64_t row0 = grp * kLanes, nl = std::min(kLanes, B * H - row0);
+        for (int64_t l = 0; l < kLanes; ++l) {
+          const int64_t row = row0 + std::min(l, nl - 1);  // spare lanes repeat the last row
+          const int64_t b = row / H, y = row % H;
+          const scalar_t* base = xp + b * s0 + y * s2;
+          for (int64_t i = 0; i < W; ++i) { cv[i] = base[i * s3]; ck[i] = (y * W + i) * C; }
+          for (int64_t c = 1; c < C; ++c) {
+            const scalar_t* bc = base + c * s1;
+DERAIN_SIMD
+            for (int64_t i = 0; i < W; ++i) {
+              const scalar_t v = bc[i * s3];
+              const int64_t kk = (y * W + i) * C + c;
+              const bool take = before(v, kk, cv[i], ck[i]);
+              cv[i] = take ? v : cv[i];
+              ck[i] = take ? kk : ck[i];
+            }
+          }
+          for (int64_t j = 0; j < Lx; ++j) {
+            const int64_t m = mirror(j - rx, W);
+            t.ev[j * kLanes + l] = cv[m];
+            t.ek[j * kLanes + l] = ck[m];
           }
         }
-        running_min(cv.data(), ck.data(), W, rx, rv.data() + row * W, rk.data() + row * W, 1, scratch);
+        tile_running_min(t, Lx, wx, W);
+        for (int64_t l = 0; l < nl; ++l) {
+          scalar_t* ov = rv.data() + (row0 + l) * W;
+          int64_t* ok = rk.data() + (row0 + l) * W;
+          for (int64_t i = 0; i < W; ++i) { ov[i] = t.ev[i * kLanes + l]; ok[i] = t.ek[i * kLanes + l]; }
+        }
       }
     });
+    // 3. running minimum along columns, kLanes neighbouring columns at a time.
     scalar_t* op = out.data_ptr<scalar_t>();
     int64_t* ip = index.data_ptr<int64_t>();
-    at::parallel_for(0, B * W, std::max<int64_t>(1, 4096 / std::max<int64_t>(H, 1)), [&](int64_t lo, int64_t hi) {
-      std::vector<scalar_t> cv(H);
-      std::vector<int64_t> ck(H);
-      Line<scalar_t> scratch;
-      for (int64_t col = lo; col < hi; ++col) {
-        const int64_t b = col / W, i = col % W;
-        const int64_t off = b * H * W + i;
-        for (int64_t y = 0; y < H; ++y) { cv[y] = rv[off + y * W]; ck[y] = rk[off + y * W]; }
-        running_min(cv.data(), ck.data(), H, ry, op + off, ip + off, W, scratch);
+    const int64_t col_groups = (W + kLanes - 1) / kLanes;
+    const int64_t Ly = H + 2 * ry, wy = 2 * ry + 1;
+    at::parallel_for(0, B * col_groups, std::max<int64_t>(1, 8192 / (kLanes * H)), [&](int64_t lo, int64_t hi) {
+      Tile<scalar_t> t;
+      t.resize(Ly);
+      for (int64_t task = lo; task < hi; ++task) {
+        const int64_t b = task / col_groups, x0 = (task % col_groups) * kLanes;
+        const int64_t nl = std::min(kLanes, W - x0);
+        for (int64_t j = 0; j < Ly; ++j) {
+          const int64_t src = (b * H + mirror(j - ry, H)) * W + x0;
+          for (int64_t l = 0; l < kLanes; ++l) {
+            const int64_t ll = std::min(l, nl - 1);
+            t.ev[j * kLanes + l] = rv[src + ll];
+            t.ek[j * kLanes + l] = rk[src + ll];
+          }
+        }
+        tile_running_min(t, Ly, wy, H);
+        for (int64_t y = 0; y < H; ++y) {
+          scalar_t* ov = op + (b * H + y) * W + x0;
+          int64_t* ok = ip + (b * H + y) * W + x0;
+          for (int64_t l = 0; l < nl; ++l) { ov[l] = t.ev[y * kLanes + l]; ok[l] = t.ek[y * kLanes + l]; }
+        }
       }
     });
   });

@@ -150,7 +150,7 @@ DERAIN_SIMD
               for (int64_t i = 0; i < rowlen; ++i) a[i] += w * src[i];
             }
             scalar_t rs = 0;
-DERAIN_SIMD
+            _Pragma("omp simd reduction(+:rs)")
             for (int64_t i = 0; i < rowlen; ++i) rs += std::abs(a[i]);
             s += rs;
           }

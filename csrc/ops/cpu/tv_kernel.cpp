@@ -94,19 +94,19 @@ at::Tensor tv_sums_cpu(const at::Tensor& x, int64_t p) {
           const scalar_t* row = base + y * L;
           scalar_t acc_h = 0, acc_v = 0;
           if (p == 1) {
-DERAIN_SIMD
+            _Pragma("omp simd reduction(+:acc_h)")
             for (int64_t i = st; i < L; ++i) acc_h += std::abs(row[i] - row[i - st]);
           } else {
-DERAIN_SIMD
+            _Pragma("omp simd reduction(+:acc_h)")
             for (int64_t i = st; i < L; ++i) { scalar_t d = row[i] - row[i - st]; acc_h += d * d; }
           }
           if (y + 1 < H) {
             const scalar_t* next = row + L;
             if (p == 1) {
-DERAIN_SIMD
+              _Pragma("omp simd reduction(+:acc_v)")
               for (int64_t i = 0; i < L; ++i) acc_v += std::abs(next[i] - row[i]);
             } else {
-DERAIN_SIMD
+              _Pragma("omp simd reduction(+:acc_v)")
               for (int64_t i = 0; i < L; ++i) { scalar_t d = next[i] - row[i]; acc_v += d * d; }
             }
           }
