@@ -25,12 +25,11 @@ namespace {
 
 // (a, ka) strictly before (b, kb) in the (value, code) order, NaN first.
 // Written without short-circuits so that loops over lanes vectorise.
+// (Comparisons with a NaN are false, so the numeric part is false whenever
+// either is NaN; the second part decides then.)
 template <typename T>
 inline bool before(T a, int64_t ka, T b, int64_t kb) {
-  const bool an = a != a, bn = b != b;
-  const bool num = (a < b) | ((a == b) & (ka < kb));
-  const bool nan_case = an & ((!bn) | (ka < kb));
-  return (an | bn) ? nan_case : num;
+  return (a < b) | ((a == b) & (ka < kb)) | ((a != a) & ((b == b) | (ka < kb)));
 }
 
 // Mirror index (no edge repeat) of i into [0, n) for |i| <= 2 (n - 1).
@@ -142,6 +141,17 @@ std::tuple<at::Tensor, at::Tensor> dark_channel_cpu(const at::Tensor& x, int64_t
           for (int64_t i = 0; i < W; ++i) { cv[i] = base[i * s3]; ck[i] = (y * W + i) * C; }
           for (int64_t c = 1; c < C; ++c) {
             const scalar_t* bc = base + c * s1;
+            if (s3 == 1) {  // unit-stride rows: a plain vector loop
+DERAIN_SIMD
+              for (int64_t i = 0; i < W; ++i) {
+                const scalar_t v = bc[i];
+                const int64_t kk = (y * W + i) * C + c;
+                const bool take = before(v, kk, cv[i], ck[i]);
+                cv[i] = take ? v : cv[i];
+                ck[i] = take ? kk : ck[i];
+              }
+              continue;
+            }
 DERAIN_SIMD
             for (int64_t i = 0; i < W; ++i) {
               const scalar_t v = bc[i * s3];
