@@ -69,7 +69,7 @@ def main(size: int = 64, batch: int = 2, steps: int = 2) -> float:
         loss.backward()
         opt.step()
         print(f"step {step}: student loss {loss.item():.6e}")
-    return float(loss)
+    return loss.item()
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def main(size: int = 64, batch: int = 2, steps: int = 2) -> float:
         loss.backward()
         opt.step()
         print(f"step {step}: UDRDR loss {loss.item():.5f}")
-    return float(loss)
+    return loss.item()
 
 
 if __name__ == "__main__":
