@@ -124,6 +124,9 @@ def test_nan_and_empty():
     z, g = _pair((1, 1, 6, 6))
     z[0, 0, 2, 2] = float("nan")
     assert torch.isnan(dk.rain_direction_loss(z, g, 0.0))
+    z, g = _pair((2, 1, 6, 6))
+    per_image = dk.rain_direction_loss(z, g, torch.tensor([30.0, float("nan")]), "none")
+    assert not torch.isnan(per_image[0]) and torch.isnan(per_image[1])
     e = torch.rand(0, 3, 4, 4)
     assert dk.rain_direction_loss(e, e, torch.zeros(0), "sum").item() == 0.0
 

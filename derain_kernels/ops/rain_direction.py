@@ -94,6 +94,24 @@ def kernel_indices(angle, batch: int, n: int, device) -> tuple[torch.Tensor, tor
     return par, perp
 
 
+def select_kernels(angle, batch: int, n: int, size: int, dtype, device) -> torch.Tensor:
+    """(batch, 2, size, size): the parallel and perpendicular kernels of each image's angle.
+
+    A non-finite angle (NaN, inf) gives NaN kernels, so that image's loss is NaN.
+    """
+    bank = directional_kernels(n, size, dtype=dtype, device=device)
+    if isinstance(angle, torch.Tensor):
+        a = angle.to(device=device, dtype=torch.float64).reshape(-1)
+        if a.numel() == 1:
+            a = a.expand(batch)
+        finite = torch.isfinite(a)
+        par, perp = kernel_indices(torch.where(finite, a, torch.zeros_like(a)), batch, n, device)
+        poison = torch.where(finite, 1.0, float("nan")).to(dtype).view(-1, 1, 1, 1)
+        return torch.stack([bank[par], bank[perp]], dim=1) * poison
+    par, perp = kernel_indices(angle, batch, n, device)
+    return torch.stack([bank[par], bank[perp]], dim=1)
+
+
 def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: str = "mean",
                         n: int = 18, size: int = 5) -> torch.Tensor:
     """UDRDR's rain-direction regularizer Σ_{k ∈ {k∥, k⊥}} L1(k ⊗ z − k ⊗ z_gt) (Eq. 5).
@@ -101,7 +119,8 @@ def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: s
     z, z_gt: (B, C, H, W), same shape, float32 / float64. angle: rain direction in degrees,
     a tensor of shape (B,) (one per image), or a number / one-element tensor for all images.
     k∥ / k⊥ are the kernels of `directional_kernels(n, size)` nearest to angle and angle + 90°
-    (see `kernel_indices`). Each kernel is applied per channel (depthwise), zero padding
+    (see `kernel_indices`); a non-finite angle in a tensor makes that image's loss NaN.
+    Each kernel is applied per channel (depthwise), zero padding
     size // 2, output the input size. "mean": Σ over the two kernels of the mean absolute
     response difference over (B, C, H, W) (F.l1_loss each, summed); "sum": Σ of all absolute
     values; "none": per image (B,), Σ over the two kernels of the mean over (C, H, W).
@@ -130,9 +149,7 @@ def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: s
         raise ValueError(f"angle must be finite, got {angle}")
     if not _CPP:
         return reference.rain_direction_loss(z, z_gt, angle, reduction, n, size)
-    bank = directional_kernels(n, size, dtype=z.dtype, device=z.device)
-    par, perp = kernel_indices(angle, B, n, z.device)
-    kernels = torch.stack([bank[par], bank[perp]], dim=1)  # (B, 2, size, size)
+    kernels = select_kernels(angle, B, n, size, z.dtype, z.device)  # (B, 2, size, size)
     s = torch.ops.derain.rain_direction_sums(z, z_gt, kernels)
     if reduction == "sum":
         return s.sum()

@@ -17,12 +17,10 @@ def rain_direction_sums(z: torch.Tensor, z_gt: torch.Tensor, kernels: torch.Tens
 
 def rain_direction_loss(z, z_gt, angle, reduction: str = "mean", n: int = 18, size: int = 5) -> torch.Tensor:
     """See derain_kernels.rain_direction_loss (same kernel choice, reference arithmetic)."""
-    from ..ops.rain_direction import directional_kernels, kernel_indices
+    from ..ops.rain_direction import select_kernels
 
     B, C, H, W = z.shape
-    bank = directional_kernels(n, size, dtype=z.dtype, device=z.device)
-    par, perp = kernel_indices(angle, B, n, z.device)
-    kernels = torch.stack([bank[par], bank[perp]], dim=1)
+    kernels = select_kernels(angle, B, n, size, z.dtype, z.device)
     s = rain_direction_sums(z, z_gt, kernels)
     if reduction == "sum":
         return s.sum()
