@@ -54,17 +54,19 @@ def test_patch_covering_the_image_gives_the_global_minimum():
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
-def test_tie_rule_raster_then_channel():
+def test_tie_rule_channel_then_raster():
     x = torch.ones(1, 3, 3, 3, dtype=torch.float64)
-    x[0, 2, 0, 2] = 0.0  # later channel, earlier in raster order
-    x[0, 0, 2, 0] = 0.0
-    x[0, 1, 0, 2] = 0.0  # same pixel as the first, earlier channel: wins
+    x[0, 2, 0, 0] = 0.0  # first in raster order, last channel
+    x[0, 1, 2, 2] = 0.0
+    x[0, 1, 1, 2] = 0.0  # first channel holding a tie, first in raster order there: wins
     x.requires_grad_()
+    out, index = torch.ops.derain.dark_channel(x.detach(), 5)
+    assert torch.all(index == 1 * 9 + 1 * 3 + 2)  # flat (C, H, W) index
     out = dk.dark_channel(x, 5)
     assert torch.all(out == 0)
     out.sum().backward()
     expected = torch.zeros(1, 3, 3, 3, dtype=torch.float64)
-    expected[0, 1, 0, 2] = 9.0
+    expected[0, 1, 1, 2] = 9.0
     torch.testing.assert_close(x.grad, expected, rtol=0, atol=0)
 
 

@@ -8,7 +8,7 @@
 
 TORCH_LIBRARY_FRAGMENT(derain, m) {
   // x (B, C, H, W) -> (values (B, 1, H, W), index int64 (B, 1, H, W)); index =
-  // (y * W + x) * C + c of the selected input element of each window.
+  // c * H * W + y * W + x, the flat (C, H, W) index of each window's selected element.
   m.def("dark_channel(Tensor x, int patch) -> (Tensor, Tensor)");
   // grad (B, 1, H, W), index -> grad_x (B, channels, H, W), contiguous.
   m.def("dark_channel_backward(Tensor grad, Tensor index, int channels) -> Tensor");

@@ -40,8 +40,8 @@ def dark_channel(x: torch.Tensor, patch: int = 15) -> torch.Tensor:
     Borders: mirror without edge repeat (torch "reflect", scipy 'mirror'), repeated
     periodically, so a patch wider than 2W - 1 (or taller than 2H - 1) takes the minimum of
     the whole row (column) range. Gradient: all of it to the selected input element; ties go
-    to the first element in raster order (row, then column) and, within a pixel, to the first
-    channel. NaN counts as smaller than every number: it propagates and takes the gradient.
+    to the first element in channel-then-raster order (the smallest flat index into
+    (C, H, W)). NaN counts as smaller than every number: it propagates and takes the gradient.
     Cost per pixel is independent of patch (van Herk / Gil-Werman running minimum).
     """
     _check_x(x)
@@ -103,8 +103,7 @@ if _CPP:
         # linear in grad: d grad_x / d grad gathers gg at the selected elements
         (index,) = ctx.saved_tensors
         B, C, H, W = gg.shape
-        flat = (index % C) * (H * W) + torch.div(index, C, rounding_mode="floor")
-        return gg.reshape(B, -1).gather(1, flat.reshape(B, -1)).view(B, 1, H, W), None, None
+        return gg.reshape(B, -1).gather(1, index.reshape(B, -1)).view(B, 1, H, W), None, None
 
     torch.library.register_autograd("derain::dark_channel_backward", _bwd_backward, setup_context=_bwd_setup)
 

@@ -14,7 +14,7 @@ def mirror_index(i: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def dark_channel_with_index(x: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(D, code) of x (B, C, H, W): D (B, 1, H, W); code = (row * W + col) * C + channel of the selected element.
+    """(D, code) of x (B, C, H, W): D (B, 1, H, W); code = channel * H * W + row * W + col of the selected element.
 
     Windows are patch x patch, centred, over the periodic mirror extension; elements ordered
     by (value, code) with NaN before every number. Differentiable (gradient to the selected element).
@@ -26,7 +26,7 @@ def dark_channel_with_index(x: torch.Tensor, patch: int) -> tuple[torch.Tensor, 
     ix = mirror_index(torch.arange(-r, W + r, device=dev), W)
     xe = x[:, :, iy][:, :, :, ix]  # (B, C, H + 2r, W + 2r)
     chan = torch.arange(C, device=dev).view(C, 1, 1)
-    codes = ((iy.view(-1, 1) * W + ix.view(1, -1)).unsqueeze(0) * C + chan).to(torch.float64)
+    codes = ((iy.view(-1, 1) * W + ix.view(1, -1)).unsqueeze(0) + chan * (H * W)).to(torch.float64)
     vals = torch.nn.functional.unfold(xe, patch)  # (B, C * p * p, H * W)
     cods = torch.nn.functional.unfold(codes.unsqueeze(0), patch).long()  # (1, C * p * p, H * W)
     cods = cods.expand(B, -1, -1)

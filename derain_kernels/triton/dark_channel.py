@@ -1,7 +1,7 @@
 """Triton kernels of dark_channel (forward with arg-min codes, and backward).
 
 Same semantics as the C++ kernel (csrc/ops/cpu/dark_channel_kernel.cpp): elements ordered
-by (value, code), code = (row * W + col) * C + channel, NaN first; mirror borders repeated
+by (value, code), code = channel * H * W + row * W + col, NaN first; mirror borders repeated
 periodically. Separable: channel minimum, then a window minimum along rows and along
 columns. On the GPU the window minimum uses doubling (a sparse table): ceil(log2(patch))
 element-wise passes over the mirror-extended lines, so the cost grows with log(patch),
@@ -35,10 +35,10 @@ def _channel_min(x_ptr, v_ptr, k_ptr, total, C, H, W, s0, s1, s2, s3, BLOCK: tl.
     xx = pix % W
     base = b * s0 + y * s2 + xx * s3
     best = tl.load(x_ptr + base, mask=mask, other=0.0)
-    bk = pix.to(tl.int64) * C
+    bk = pix.to(tl.int64)
     for c in range(1, C):
         v = tl.load(x_ptr + base + c * s1, mask=mask, other=0.0)
-        kk = pix.to(tl.int64) * C + c
+        kk = pix.to(tl.int64) + c * H * W
         take = _before(v, kk, best, bk)
         best = tl.where(take, v, best)
         bk = tl.where(take, kk, bk)
@@ -102,7 +102,7 @@ def _scatter(g_ptr, k_ptr, gx_ptr, total, C, HW, BLOCK: tl.constexpr):
     b = offs // HW
     code = tl.load(k_ptr + offs, mask=mask, other=0)
     g = tl.load(g_ptr + offs, mask=mask, other=0.0)
-    dst = b.to(tl.int64) * C * HW + (code % C) * HW + code // C
+    dst = b.to(tl.int64) * C * HW + code
     tl.atomic_add(gx_ptr + dst, g, mask=mask)
 
 

@@ -3,9 +3,11 @@
 // D(x)(y, x) = min over the patch x patch window centred at (y, x) of the
 // minimum over channels, with mirror ("reflect", scipy 'mirror') borders,
 // periodically repeated when the patch is larger than the image. Every value
-// is carried with its code (row * W + col) * C + channel, and elements are
-// ordered by (value, code): ties go to the first element in raster order, then
-// the first channel; NaN orders before every number (so it propagates).
+// is carried with its code channel * H * W + row * W + col (its flat index in
+// the (C, H, W) image), and elements are ordered by (value, code): ties go to
+// the first element in channel-then-raster order; NaN orders before every
+// number (so it propagates). Any injective code works with the separable
+// passes: the minimum of the minima of a partition is the minimum.
 //
 // Separable and independent of the patch size: minimum over channels, then a
 // van Herk / Gil-Werman running minimum along each row, then along each column
@@ -138,14 +140,14 @@ std::tuple<at::Tensor, at::Tensor> dark_channel_cpu(const at::Tensor& x, int64_t
           const int64_t row = row0 + std::min(l, nl - 1);  // spare lanes repeat the last row
           const int64_t b = row / H, y = row % H;
           const scalar_t* base = xp + b * s0 + y * s2;
-          for (int64_t i = 0; i < W; ++i) { cv[i] = base[i * s3]; ck[i] = (y * W + i) * C; }
+          for (int64_t i = 0; i < W; ++i) { cv[i] = base[i * s3]; ck[i] = y * W + i; }
           for (int64_t c = 1; c < C; ++c) {
             const scalar_t* bc = base + c * s1;
             if (s3 == 1) {  // unit-stride rows: a plain vector loop
 DERAIN_SIMD
               for (int64_t i = 0; i < W; ++i) {
                 const scalar_t v = bc[i];
-                const int64_t kk = (y * W + i) * C + c;
+                const int64_t kk = (c * H + y) * W + i;
                 const bool take = before(v, kk, cv[i], ck[i]);
                 cv[i] = take ? v : cv[i];
                 ck[i] = take ? kk : ck[i];
@@ -155,7 +157,7 @@ DERAIN_SIMD
 DERAIN_SIMD
             for (int64_t i = 0; i < W; ++i) {
               const scalar_t v = bc[i * s3];
-              const int64_t kk = (y * W + i) * C + c;
+              const int64_t kk = (c * H + y) * W + i;
               const bool take = before(v, kk, cv[i], ck[i]);
               cv[i] = take ? v : cv[i];
               ck[i] = take ? kk : ck[i];
@@ -227,7 +229,7 @@ at::Tensor dark_channel_backward_cpu(const at::Tensor& grad, const at::Tensor& i
         for (int64_t p = b * HW; p < (b + 1) * HW; ++p) {
           const int64_t code = ip[p];
           TORCH_CHECK(code >= 0 && code < C * HW, "derain::dark_channel_backward: index out of range");
-          ob[(code % C) * HW + code / C] += gp[p];
+          ob[code] += gp[p];
         }
       }
     });
