@@ -32,6 +32,12 @@ def test_bank_shape_normalisation_and_axis_kernels():
     torch.testing.assert_close(bank[1:], bank[1:].flip(0).flip(-1))
 
 
+def test_bank_is_a_fresh_tensor():
+    k = dk.directional_kernels(dtype=torch.float64)
+    k.mul_(0)
+    assert dk.directional_kernels(dtype=torch.float64).sum() == 18
+
+
 def test_bank_lines_have_the_right_direction():
     bank = dk.directional_kernels(18, 7, dtype=torch.float64)
     rows, cols = torch.meshgrid(torch.arange(7.0) - 3, torch.arange(7.0) - 3, indexing="ij")

@@ -73,7 +73,7 @@ def directional_kernels(n: int = 18, size: int = 5, dtype: torch.dtype = torch.f
     so each sums to 1. Kernels are point-symmetric (convolution = correlation).
     """
     _check_bank_args(n, size)
-    return _bank(n, size).to(dtype=dtype, device=device)
+    return _bank(n, size).to(dtype=dtype, device=device, copy=True)  # callers may modify it
 
 
 def kernel_indices(angle, batch: int, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
