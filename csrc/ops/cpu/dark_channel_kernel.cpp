@@ -118,7 +118,7 @@ std::tuple<at::Tensor, at::Tensor> dark_channel_cpu(const at::Tensor& x, int64_t
   at::Tensor out = at::empty({B, 1, H, W}, x.options());
   at::Tensor index = at::empty({B, 1, H, W}, x.options().dtype(at::kLong));
   if (B == 0 || H == 0 || W == 0) return {out, index};
-  const int64_t r = patch / 2;
+  const int64_t r = patch / 2, HW = H * W;
   const int64_t rx = std::min(r, W - 1), ry = std::min(r, H - 1);
   const int64_t s0 = x.stride(0), s1 = x.stride(1), s2 = x.stride(2), s3 = x.stride(3);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dark_channel", [&] {
@@ -133,40 +133,42 @@ std::tuple<at::Tensor, at::Tensor> dark_channel_cpu(const at::Tensor& x, int64_t
       Tile<scalar_t> t;
       t.resize(Lx);
       std::vector<scalar_t> cv(W);
-      std::vector<int64_t> ck(W);
+      std::vector<int32_t> cc(W);
       for (int64_t grp = lo; grp < hi; ++grp) {
         const int64_t row0 = grp * kLanes, nl = std::min(kLanes, B * H - row0);
         for (int64_t l = 0; l < kLanes; ++l) {
           const int64_t row = row0 + std::min(l, nl - 1);  // spare lanes repeat the last row
           const int64_t b = row / H, y = row % H;
           const scalar_t* base = xp + b * s0 + y * s2;
-          for (int64_t i = 0; i < W; ++i) { cv[i] = base[i * s3]; ck[i] = y * W + i; }
+          // Minimum over channels: a later channel wins only if strictly smaller (or
+          // the first NaN), which is the (value, code) order within a pixel. The
+          // channel is kept as int32 beside the value so the loop vectorises.
+          for (int64_t i = 0; i < W; ++i) { cv[i] = base[i * s3]; cc[i] = 0; }
           for (int64_t c = 1; c < C; ++c) {
             const scalar_t* bc = base + c * s1;
-            if (s3 == 1) {  // unit-stride rows: a plain vector loop
+            const int32_t ci = static_cast<int32_t>(c);
+            if (s3 == 1) {
 DERAIN_SIMD
               for (int64_t i = 0; i < W; ++i) {
-                const scalar_t v = bc[i];
-                const int64_t kk = (c * H + y) * W + i;
-                const bool take = before(v, kk, cv[i], ck[i]);
-                cv[i] = take ? v : cv[i];
-                ck[i] = take ? kk : ck[i];
+                const scalar_t v = bc[i], o = cv[i];
+                const bool take = (v < o) | ((v != v) & (o == o));
+                cv[i] = take ? v : o;
+                cc[i] = take ? ci : cc[i];
               }
-              continue;
-            }
+            } else {
 DERAIN_SIMD
-            for (int64_t i = 0; i < W; ++i) {
-              const scalar_t v = bc[i * s3];
-              const int64_t kk = (c * H + y) * W + i;
-              const bool take = before(v, kk, cv[i], ck[i]);
-              cv[i] = take ? v : cv[i];
-              ck[i] = take ? kk : ck[i];
+              for (int64_t i = 0; i < W; ++i) {
+                const scalar_t v = bc[i * s3], o = cv[i];
+                const bool take = (v < o) | ((v != v) & (o == o));
+                cv[i] = take ? v : o;
+                cc[i] = take ? ci : cc[i];
+              }
             }
           }
           for (int64_t j = 0; j < Lx; ++j) {
             const int64_t m = mirror(j - rx, W);
             t.ev[j * kLanes + l] = cv[m];
-            t.ek[j * kLanes + l] = ck[m];
+            t.ek[j * kLanes + l] = cc[m] * HW + y * W + m;
           }
         }
         tile_running_min(t, Lx, wx, W);
