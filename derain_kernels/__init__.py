@@ -7,6 +7,8 @@ autograd and torch.compile(fullgraph=True)), and a pure-PyTorch reference in
 """
 from ._backend import backend_info  # noqa: F401  (loads the C++ extension)
 from .ops.composite import min_composite, rain_composite  # noqa: F401
+from .ops.block import self_correcting_block  # noqa: F401
+from . import nn  # noqa: F401  (derain_kernels.nn.SelfCorrectingBlock, FusedRainOerMe)
 
 __version__ = "0.1.0"
 
@@ -14,4 +16,6 @@ __all__ = [
     "backend_info",
     "min_composite",
     "rain_composite",
+    "self_correcting_block",
+    "nn",
 ]

@@ -4,3 +4,4 @@ Each function has the public op's signature and semantics, gradients included
 (through PyTorch autograd). They are exact but not fast.
 """
 from .composite import min_composite, rain_composite  # noqa: F401
+from .block import rain_oer_me_derain, self_correcting_block  # noqa: F401
