@@ -17,7 +17,7 @@
 // layer order, as soon as its inputs are there; ring capacities are found by
 // replaying that schedule on counters before anything is allocated.
 //
-// Inner kernels: an AVX-512 micro-kernel for float (12 output pixels x 16
+// Inner kernels: an AVX-512 micro-kernel for float (16 output pixels x 16
 // output channels of accumulators, input values broadcast) when the build
 // targets AVX-512, otherwise a portable loop the compiler vectorises over
 // output channels. Output channel counts are padded to a multiple of 16 with
@@ -106,9 +106,13 @@ inline void wgrad_row_generic(const T* const rows[3], int64_t ps, int64_t cin, i
 }
 
 #if defined(__AVX512F__)
-template <int P>
-inline void conv_px_avx512(const float* const rows[3], int64_t x0, int64_t ps, int64_t cin, int64_t d,
+// P output pixels x 16 output channels per block of accumulators. PS is the
+// input pixel stride when known at compile time (0: runtime `ps_rt`): then
+// every input address is one base register plus a constant offset.
+template <int P, int PS>
+inline void conv_px_avx512(const float* const rows[3], int64_t x0, int64_t ps_rt, int64_t cin, int64_t d,
                            const float* w, const float* bias, int64_t coutp, float* out) {
+  const int64_t ps = PS ? PS : ps_rt;
   for (int64_t cb = 0; cb < coutp; cb += 16) {
     __m512 acc[P];
     const __m512 b = _mm512_loadu_ps(bias + cb);
@@ -119,8 +123,9 @@ inline void conv_px_avx512(const float* const rows[3], int64_t x0, int64_t ps, i
       const float* wp = w + t * cin * coutp + cb;
       for (int64_t ci = 0; ci < cin; ++ci) {
         const __m512 wv = _mm512_loadu_ps(wp + ci * coutp);
+        const float* ipc = ip + ci;
 #pragma GCC unroll 16
-        for (int p = 0; p < P; ++p) acc[p] = _mm512_fmadd_ps(_mm512_set1_ps(ip[p * ps + ci]), wv, acc[p]);
+        for (int p = 0; p < P; ++p) acc[p] = _mm512_fmadd_ps(_mm512_set1_ps(ipc[p * ps]), wv, acc[p]);
       }
     }
 #pragma GCC unroll 16
@@ -128,12 +133,21 @@ inline void conv_px_avx512(const float* const rows[3], int64_t x0, int64_t ps, i
   }
 }
 
+template <int PS>
+inline void conv_row_avx512_ps(const float* const rows[3], int64_t ps, int64_t cin, int64_t d, const float* w,
+                               const float* bias, int64_t coutp, float* out, int64_t W) {
+  int64_t x = 0;
+  for (; x + 16 <= W; x += 16) conv_px_avx512<16, PS>(rows, x, ps, cin, d, w, bias, coutp, out);
+  for (; x + 8 <= W; x += 8) conv_px_avx512<8, PS>(rows, x, ps, cin, d, w, bias, coutp, out);
+  for (; x + 4 <= W; x += 4) conv_px_avx512<4, PS>(rows, x, ps, cin, d, w, bias, coutp, out);
+  for (; x < W; ++x) conv_px_avx512<1, PS>(rows, x, ps, cin, d, w, bias, coutp, out);
+}
+
 inline void conv_row_avx512(const float* const rows[3], int64_t ps, int64_t cin, int64_t d, const float* w,
                             const float* bias, int64_t coutp, float* out, int64_t W) {
-  int64_t x = 0;
-  for (; x + 12 <= W; x += 12) conv_px_avx512<12>(rows, x, ps, cin, d, w, bias, coutp, out);
-  for (; x + 4 <= W; x += 4) conv_px_avx512<4>(rows, x, ps, cin, d, w, bias, coutp, out);
-  for (; x < W; ++x) conv_px_avx512<1>(rows, x, ps, cin, d, w, bias, coutp, out);
+  if (ps == 16) return conv_row_avx512_ps<16>(rows, ps, cin, d, w, bias, coutp, out, W);
+  if (ps == 32) return conv_row_avx512_ps<32>(rows, ps, cin, d, w, bias, coutp, out, W);
+  conv_row_avx512_ps<0>(rows, ps, cin, d, w, bias, coutp, out, W);
 }
 
 template <int CI>
