@@ -433,25 +433,48 @@ class Pipeline {
     const int64_t W = W_;
     switch (l.kind) {
       case Kind::LoadImage: {
-        const Store& st = store_data_[l.out];
+        const int64_t ch = store_data_[l.out].ch;
         T* o = mrow(l.out, y, l.out_choff);
         const ImageView<T>& im = l.image;
-        if (im.sc == 1) {
-          for (int64_t x = 0; x < W; ++x)
-            for (int64_t c = 0; c < im.C; ++c) o[x * st.ch + c] = im.at(c, y, x);
+        const T* src = im.data + y * im.sh;
+        if (im.sc == 1) {  // channels-last: pixel by pixel, channels contiguous
+          for (int64_t x = 0; x < W; ++x) {
+            const T* sx = src + x * im.sw;
+            T* ox = o + x * ch;
+#pragma omp simd
+            for (int64_t c = 0; c < im.C; ++c) ox[c] = sx[c];
+          }
         } else {
-          for (int64_t c = 0; c < im.C; ++c)
-            for (int64_t x = 0; x < W; ++x) o[x * st.ch + c] = im.at(c, y, x);
+          for (int64_t c = 0; c < im.C; ++c) {
+            const T* sc = src + c * im.sc;
+            for (int64_t x = 0; x < W; ++x) o[x * ch + c] = sc[x * im.sw];
+          }
         }
         return;
       }
       case Kind::LoadGradMask: {
-        const Store& st = store_data_[l.out];
+        const int64_t ch = store_data_[l.out].ch;
         T* o = mrow(l.out, y, l.out_choff);
         const ImageView<T>& g = l.image;
         const ImageView<T>& m = l.image2;
-        for (int64_t c = 0; c < g.C; ++c)
-          for (int64_t x = 0; x < W; ++x) o[x * st.ch + c] = m.at(c, y, x) > T(0) ? g.at(c, y, x) : T(0);
+        const T* gs = g.data + y * g.sh;
+        const T* ms = m.data + y * m.sh;
+        const T zero(0);
+        if (g.sc == 1 && m.sc == 1) {
+          for (int64_t x = 0; x < W; ++x) {
+            const T* gx = gs + x * g.sw;
+            const T* mx = ms + x * m.sw;
+            T* ox = o + x * ch;
+#pragma omp simd
+            for (int64_t c = 0; c < g.C; ++c) ox[c] = mx[c] > zero ? gx[c] : zero;
+          }
+        } else {
+          for (int64_t c = 0; c < g.C; ++c) {
+            const T* gc = gs + c * g.sc;
+            const T* mc = ms + c * m.sc;
+            for (int64_t x = 0; x < W; ++x) o[x * ch + c] = mc[x * m.sw] > zero ? gc[x * g.sw] : zero;
+          }
+        }
         return;
       }
       case Kind::WeightGrad: {
@@ -577,6 +600,7 @@ class Pipeline {
       for (int64_t x = 0; x < W_; ++x) {
         T* o = base + x * im.sw;
         const T* a = acc + x * cp;
+#pragma omp simd
         for (int64_t c = 0; c < im.C; ++c) o[c] = a[c];
       }
     } else {
