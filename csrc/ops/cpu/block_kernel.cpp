@@ -113,13 +113,13 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
   const int64_t nb = bands_per_image(N, H);
   const int64_t ntasks = N * nb;
   const int64_t wsize = 9 * C * Cp;
-  std::vector<std::vector<double>> parts(ntasks);
+  std::vector<std::vector<T>> parts(ntasks);
   at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / nb, band = task % nb;
       const int64_t r0 = H * band / nb, r1 = H * (band + 1) / nb;
-      std::vector<double>& part = parts[task];
-      part.assign(2 * wsize + 2 * Cp, 0.0);  // gw1, gw3, gb1, gb3
+      std::vector<T>& part = parts[task];
+      part.assign(2 * wsize + 2 * Cp, T(0));  // gw1, gw3, gb1, gb3
       Pipeline<T> p(H, W, std::max<int64_t>(d, 1));
       const int sx = p.add_store(Cp), sla = p.add_store(Cp), se = p.add_store(Cp);
       const int sq = p.add_store(Cp), sge = p.add_store(Cp), sgp = p.add_store(Cp);

@@ -73,10 +73,11 @@ inline void conv_row_generic(const T* const rows[3], int64_t ps, int64_t cin, in
   }
 }
 
+// (Accumulated in T per band of rows; the bands are summed in double by the caller.)
 // gw[t][ci][co] += sum_x rows[t/3][(x + (t%3-1) d) * ps + ci] * g[x][co];  gb[co] += sum_x g[x][co]
 template <typename T>
 inline void wgrad_row_generic(const T* const rows[3], int64_t ps, int64_t cin, int64_t d, const T* g,
-                              int64_t coutp, double* gw, double* gb, int64_t W) {
+                              int64_t coutp, T* gw, T* gb, int64_t W) {
   std::vector<T> part(coutp);
   for (int t = 0; t < 9; ++t) {
     for (int64_t ci = 0; ci < cin; ++ci) {
@@ -89,7 +90,7 @@ inline void wgrad_row_generic(const T* const rows[3], int64_t ps, int64_t cin, i
 #pragma omp simd
         for (int64_t co = 0; co < coutp; ++co) pp[co] += v * gx[co];
       }
-      double* dst = gw + (t * cin + ci) * coutp;
+      T* dst = gw + (t * cin + ci) * coutp;
       for (int64_t co = 0; co < coutp; ++co) dst[co] += pp[co];
     }
   }
@@ -152,7 +153,7 @@ inline void conv_row_avx512(const float* const rows[3], int64_t ps, int64_t cin,
 
 template <int CI>
 inline void wgrad_px_avx512(const float* ip, int64_t ps, const float* g, int64_t coutp, int64_t cb,
-                            double* gw, int64_t W) {
+                            float* gw, int64_t W) {
   __m512 acc[CI];
 #pragma GCC unroll 16
   for (int c = 0; c < CI; ++c) acc[c] = _mm512_setzero_ps();
@@ -162,16 +163,15 @@ inline void wgrad_px_avx512(const float* ip, int64_t ps, const float* g, int64_t
 #pragma GCC unroll 16
     for (int c = 0; c < CI; ++c) acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(px[c]), gv, acc[c]);
   }
-  alignas(64) float tmp[16];
+#pragma GCC unroll 16
   for (int c = 0; c < CI; ++c) {
-    _mm512_store_ps(tmp, acc[c]);
-    double* dst = gw + c * coutp + cb;
-    for (int k = 0; k < 16; ++k) dst[k] += tmp[k];
+    float* dst = gw + c * coutp + cb;
+    _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), acc[c]));
   }
 }
 
 inline void wgrad_row_avx512(const float* const rows[3], int64_t ps, int64_t cin, int64_t d, const float* g,
-                             int64_t coutp, double* gw, double* gb, int64_t W) {
+                             int64_t coutp, float* gw, float* gb, int64_t W) {
   for (int t = 0; t < 9; ++t) {
     const float* ip = rows[t / 3] + (t % 3 - 1) * d * ps;
     for (int64_t cb = 0; cb < coutp; cb += 16) {
@@ -185,9 +185,7 @@ inline void wgrad_row_avx512(const float* const rows[3], int64_t ps, int64_t cin
     for (int64_t cb = 0; cb < coutp; cb += 16) {
       __m512 s = _mm512_setzero_ps();
       for (int64_t x = 0; x < W; ++x) s = _mm512_add_ps(s, _mm512_loadu_ps(g + x * coutp + cb));
-      alignas(64) float tmp[16];
-      _mm512_store_ps(tmp, s);
-      for (int k = 0; k < 16; ++k) gb[cb + k] += tmp[k];
+      _mm512_storeu_ps(gb + cb, _mm512_add_ps(_mm512_loadu_ps(gb + cb), s));
     }
   }
 }
@@ -206,7 +204,7 @@ inline void conv_row(const T* const rows[3], int64_t ps, int64_t cin, int64_t d,
 
 template <typename T>
 inline void wgrad_row(const T* const rows[3], int64_t ps, int64_t cin, int64_t d, const T* g, int64_t coutp,
-                      double* gw, double* gb, int64_t W) {
+                      T* gw, T* gb, int64_t W) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same<T, float>::value) {
     if (coutp % 16 == 0) return wgrad_row_avx512(rows, ps, cin, d, g, coutp, gw, gb, W);
@@ -302,8 +300,8 @@ struct Layer {
   int out = -1, out2 = -1, aux = -1, aux2 = -1;
   int64_t out_choff = 0, out2_choff = 0, aux_choff = 0, aux2_choff = 0;
   ImageView<T> image, image2;  // tensors read or written
-  double* gw = nullptr;
-  double* gb = nullptr;
+  T* gw = nullptr;  // WeightGrad accumulators [9][cin][coutp] and [coutp], in T
+  T* gb = nullptr;
   std::vector<std::pair<int, int64_t>> deps;  // (producer layer, rows of reach)
   // filled by the pipeline
   int64_t lo = 0, hi = 0, next = 0, lag = 0;
