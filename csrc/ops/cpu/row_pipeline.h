@@ -58,63 +58,15 @@ inline T madd(T a, T b, T c) {
 
 // ---------------------------------------------------------------- kernels
 
-// out[x][co] = bias[co] + sum_{ky,kx,ci} rows[ky][(x + (kx-1) d) * ps + ci] * w[ky*3+kx][ci][co]
+// Kernels. conv_row: out[x][co] = bias[co] + sum_{ky,kx,ci} rows[ky][(x + (kx-1) d) * ps + ci] * w[ky*3+kx][ci][co]
 // for x in [0, W), co in [0, coutp). rows[ky] points at pixel 0 of an input row
 // whose pixels are ps elements apart, with at least d readable zero pixels on
-// both sides. w is [9][cin][coutp].
-template <typename T>
-inline void conv_row_generic(const T* const rows[3], int64_t ps, int64_t cin, int64_t d, const T* w,
-                             const T* bias, int64_t coutp, T* out, int64_t W) {
-  for (int64_t x = 0; x < W; ++x) {
-    T* o = out + x * coutp;
-    for (int64_t co = 0; co < coutp; ++co) o[co] = bias[co];
-    for (int t = 0; t < 9; ++t) {
-      const T* ip = rows[t / 3] + (x + (t % 3 - 1) * d) * ps;
-      const T* wt = w + t * cin * coutp;
-      for (int64_t ci = 0; ci < cin; ++ci) {
-        const T v = ip[ci];
-        const T* wc = wt + ci * coutp;
-#pragma omp simd
-        for (int64_t co = 0; co < coutp; ++co) o[co] += v * wc[co];
-      }
-    }
-  }
-}
+// both sides; w is [9][cin][coutp]. wgrad_row: gw[t][ci][co] += sum_x
+// rows[t/3][(x + (t%3-1) d) * ps + ci] * g[x][co] and gb[co] += sum_x g[x][co]
+// (accumulated in T per band of rows; the bands are summed in double by the
+// caller). coutp is always a multiple of 16 (padded_channels).
 
-// (Accumulated in T per band of rows; the bands are summed in double by the caller.)
-// gw[t][ci][co] += sum_x rows[t/3][(x + (t%3-1) d) * ps + ci] * g[x][co];  gb[co] += sum_x g[x][co]
-template <typename T>
-inline void wgrad_row_generic(const T* const rows[3], int64_t ps, int64_t cin, int64_t d, const T* g,
-                              int64_t coutp, T* gw, T* gb, int64_t W) {
-  std::vector<T> part(coutp);
-  for (int t = 0; t < 9; ++t) {
-    for (int64_t ci = 0; ci < cin; ++ci) {
-      std::fill(part.begin(), part.end(), T(0));
-      T* pp = part.data();
-      const T* ip = rows[t / 3] + (t % 3 - 1) * d * ps + ci;
-      for (int64_t x = 0; x < W; ++x) {
-        const T v = ip[x * ps];
-        const T* gx = g + x * coutp;
-#pragma omp simd
-        for (int64_t co = 0; co < coutp; ++co) pp[co] += v * gx[co];
-      }
-      T* dst = gw + (t * cin + ci) * coutp;
-      for (int64_t co = 0; co < coutp; ++co) dst[co] += pp[co];
-    }
-  }
-  if (gb) {
-    std::fill(part.begin(), part.end(), T(0));
-    T* pp = part.data();
-    for (int64_t x = 0; x < W; ++x) {
-      const T* gx = g + x * coutp;
-#pragma omp simd
-      for (int64_t co = 0; co < coutp; ++co) pp[co] += gx[co];
-    }
-    for (int64_t co = 0; co < coutp; ++co) gb[co] += pp[co];
-  }
-}
-
-// Portable kernels for coutp % 16 == 0: P pixels x 16 output channels of
+// Portable kernels: P pixels x 16 output channels of
 // accumulators in a local array the compiler keeps in vector registers
 // (AVX2: 2 ymm per pixel; SSE/NEON: 4).
 template <typename T, int P>
@@ -275,11 +227,10 @@ inline void conv_row(const T* const rows[3], int64_t ps, int64_t cin, int64_t d,
                      int64_t coutp, T* out, int64_t W) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same<T, float>::value) {
-    if (coutp % 16 == 0) return conv_row_avx512(rows, ps, cin, d, w, bias, coutp, out, W);
+    return conv_row_avx512(rows, ps, cin, d, w, bias, coutp, out, W);
   }
 #endif
-  if (coutp % 16 == 0) return conv_row_blocked<T>(rows, ps, cin, d, w, bias, coutp, out, W);
-  conv_row_generic<T>(rows, ps, cin, d, w, bias, coutp, out, W);
+  conv_row_blocked<T>(rows, ps, cin, d, w, bias, coutp, out, W);
 }
 
 template <typename T>
@@ -287,11 +238,10 @@ inline void wgrad_row(const T* const rows[3], int64_t ps, int64_t cin, int64_t d
                       T* gw, T* gb, int64_t W) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same<T, float>::value) {
-    if (coutp % 16 == 0) return wgrad_row_avx512(rows, ps, cin, d, g, coutp, gw, gb, W);
+    return wgrad_row_avx512(rows, ps, cin, d, g, coutp, gw, gb, W);
   }
 #endif
-  if (coutp % 16 == 0) return wgrad_row_blocked<T>(rows, ps, cin, d, g, coutp, gw, gb, W);
-  wgrad_row_generic<T>(rows, ps, cin, d, g, coutp, gw, gb, W);
+  wgrad_row_blocked<T>(rows, ps, cin, d, g, coutp, gw, gb, W);
 }
 
 // Weights of a conv (cout, cin, 3, 3) laid out as [tap][cin][coutp] (zero
@@ -398,6 +348,8 @@ class Pipeline {
     return static_cast<int>(stores_.size()) - 1;
   }
   int add_layer(Layer<T> l) {
+    TORCH_CHECK(l.kind == Kind::LoadImage || l.kind == Kind::LoadGradMask || l.coutp % 16 == 0,
+                "derain: internal error: output channels of a layer must be padded to 16");
     layers_.push_back(std::move(l));
     return static_cast<int>(layers_.size()) - 1;
   }
