@@ -47,6 +47,13 @@ def test_matches_scipy_float32(padding, shape, k):
     torch.testing.assert_close(dk.median_filter(x, k, padding), _scipy(x, k, padding), rtol=0, atol=0)
 
 
+def test_matches_scipy_across_tiles():
+    # several tiles in both directions (the C++ kernel works in 128 x 64 output tiles)
+    x = torch.rand(1, 1, 261, 150)
+    for k in (9, 21):
+        torch.testing.assert_close(dk.median_filter(x, k, "reflect"), _scipy(x, k, "reflect"), rtol=0, atol=0)
+
+
 def test_matches_scipy_float64_large_image():
     x = torch.rand(1, 2, 96, 80, dtype=torch.float64)
     for padding in PADDINGS:
@@ -80,6 +87,14 @@ def test_window_larger_than_image(padding, shape, k):
     expected = _numpy_pad_median(x, k, padding)
     torch.testing.assert_close(ref.median_filter(x, k, padding), expected, rtol=0, atol=0)
     torch.testing.assert_close(dk.median_filter(x, k, padding), expected, rtol=0, atol=0)
+
+
+def test_huge_window_path():
+    # more than 65535 window elements: the 32-bit-count (Huang) path of the C++ kernel
+    x = torch.rand(1, 2, 3, 5, dtype=torch.float64)
+    for padding in PADDINGS:
+        torch.testing.assert_close(dk.median_filter(x, (257, 259), padding), _numpy_pad_median(x, (257, 259), padding),
+                                   rtol=0, atol=0)
 
 
 def test_reflect_matches_scipy_up_to_image_size():
