@@ -611,7 +611,9 @@ void for_each_selection(const at::Tensor& x, const Geometry& g, bool want_offset
   using key_t = typename KeyInfo<scalar_t>::type;
   auto run = [&](auto count_tag) {
     using count_t = decltype(count_tag);
-    at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) {
+    // small problems run on the calling thread: waking the pool costs more than they do
+    const int64_t grain = P * g.H * g.W < 32768 ? ntasks : 1;
+    at::parallel_for(0, ntasks, grain, [&](int64_t begin, int64_t end) {
       Workspace<key_t, count_t> ws;
       for (int64_t t = begin; t < end; ++t) {
         const int64_t p = t / (nty * ntx), ty = (t / ntx) % nty, tx = t % ntx;
@@ -675,7 +677,7 @@ at::Tensor median_filter_backward_cpu(const at::Tensor& grad, const at::Tensor& 
     const scalar_t* gd = grad.const_data_ptr<scalar_t>();
     scalar_t* xd = gx.mutable_data_ptr<scalar_t>();
     const int64_t gH = grad.stride(-2), gW = grad.stride(-1), xH = gx.stride(-2), xW = gx.stride(-1);
-    at::parallel_for(0, P, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, P, HW * P < 32768 ? P : 1, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> acc(HW);
       for (int64_t p = begin; p < end; ++p) {
         std::fill(acc.begin(), acc.end(), acc_t(0));
