@@ -1,7 +1,8 @@
 // CPU kernels of median_filter (forward) and median_filter_backward.
 //
-// Exact for every dtype, any odd kh x kw window, cost per pixel O(kh) (not
-// O(kh*kw)) and no quantisation of floats. Per tile of output pixels:
+// Exact for every dtype, any odd kh x kw window, no quantisation of floats, cost
+// per pixel nearly independent of k (O(kh) for windows over 65535 elements).
+// Per tile of output pixels:
 //
 //  1. The tile's padded input region (tile + halo) maps, row by row and column
 //     by column, onto a set of distinct source rows and columns (reflection and
@@ -44,7 +45,7 @@
 #include <string>
 #include <vector>
 
-#if defined(__AVX512BW__)
+#if defined(__AVX512BW__) || defined(__BMI2__)
 #include <immintrin.h>
 #endif
 
@@ -164,6 +165,8 @@ struct Workspace {
   std::vector<count_t> fine;
   std::vector<int32_t> nan_prefix, realR, realC;
   std::vector<uint16_t> colc, colf, ra, cb, cntR, cntC;
+  std::vector<int32_t> rowpos, colpos;
+  std::vector<uint32_t> pos_of_rank;
 };
 
 // First index i of the 32 counts h[] at which acc + h[0] + ... + h[i] > target (the
@@ -209,6 +212,19 @@ DERAIN_SIMD_REDUCE_FIRST
   if (acc + first > target) return find_in_32(h, acc, target);
   acc += first;
   return 32 + find_in_32(h + 32, acc, target);
+}
+
+constexpr uint32_t kShared = 0xFFFFFFFFu, kAbsent = 0xFFFEFFFEu;
+inline uint32_t nBinsPH(uint32_t E, int shift) { return ((E - 1) >> shift) + 1; }
+
+// Index of the (n+1)-th set bit of mask (n < popcount(mask)).
+inline uint32_t nth_set_bit(uint32_t mask, uint32_t n) {
+#if defined(__BMI2__)
+  return static_cast<uint32_t>(__builtin_ctz(_pdep_u32(1u << n, mask)));
+#else
+  for (uint32_t i = 0; i < n; ++i) mask &= mask - 1;
+  return static_cast<uint32_t>(__builtin_ctz(mask));
+#endif
 }
 
 // Distinct sources of padded coordinates [lo, lo + len): ascending list, per-position id
@@ -378,6 +394,29 @@ void median_tile(const scalar_t* xp, int64_t sH, int64_t sW, const Geometry& g, 
     for (int64_t j = 0; j < RW; ++j) ws.realC[j + 1] = ws.realC[j] + (ws.col_id[j] >= 0);
     const uint16_t* ra = ws.ra.data();
     const uint16_t* cb = ws.cb.data();
+    // rank -> region position (row << 16 | column) of an element that occurs once in the
+    // region (one test decides whether it is in a window); kShared: it has copies (or is
+    // the zero pad), count them; kAbsent: ranks past E in the last bin
+    const bool fast_refine = shift <= 5 && RH < 0xFFFF && RW < 0xFFFF;
+    if (fast_refine) {
+      ws.rowpos.assign(nR, -1);
+      ws.colpos.assign(nC, -1);
+      for (int64_t i = 0; i < RH; ++i) {
+        const int32_t a = ws.row_id[i];
+        if (a >= 0) ws.rowpos[a] = ws.rowpos[a] == -1 ? static_cast<int32_t>(i) : -2;
+      }
+      for (int64_t j = 0; j < RW; ++j) {
+        const int32_t b = ws.col_id[j];
+        if (b >= 0) ws.colpos[b] = ws.colpos[b] == -1 ? static_cast<int32_t>(j) : -2;
+      }
+      ws.pos_of_rank.assign((static_cast<size_t>(nBinsPH(E, shift)) << shift), kAbsent);
+      for (uint32_t r = 0; r < E; ++r) {
+        if (ra[r] == 0xFFFF) { ws.pos_of_rank[r] = kShared; continue; }
+        const int32_t pr = ws.rowpos[ra[r]], pc = ws.colpos[cb[r]];
+        ws.pos_of_rank[r] = (pr < 0 || pc < 0) ? kShared : (static_cast<uint32_t>(pr) << 16 | static_cast<uint32_t>(pc));
+      }
+    }
+    const uint32_t* pos_of_rank = ws.pos_of_rank.data();
     const int32_t* realR = ws.realR.data();
     const int32_t* realC = ws.realC.data();
 
@@ -439,6 +478,22 @@ DERAIN_SIMD
         const uint32_t bin = (static_cast<uint32_t>(c) << kPHSegBits) + f;
         uint32_t q = bin << shift;
         int64_t rest = target - acc;
+        if (fast_refine) {
+          const uint32_t* pq = pos_of_rank + q;
+          const uint32_t nb = 1u << shift;
+          uint32_t in = 0, shared = 0;
+          const uint32_t uy = static_cast<uint32_t>(y), ux = static_cast<uint32_t>(x);
+          const uint32_t ukh = static_cast<uint32_t>(g.kh), ukw = static_cast<uint32_t>(g.kw);
+          for (uint32_t i = 0; i < nb; ++i) {
+            const uint32_t p = pq[i];
+            in |= static_cast<uint32_t>(((p >> 16) - uy < ukh) & ((p & 0xFFFFu) - ux < ukw)) << i;
+            shared |= static_cast<uint32_t>(p == kShared) << i;
+          }
+          if (!shared) {
+            select(y, x, q + nth_set_bit(in, static_cast<uint32_t>(rest)));
+            continue;
+          }
+        }
         for (;; ++q) {
           int64_t m;
           if (ra[q] == 0xFFFF) {
@@ -473,7 +528,7 @@ DERAIN_SIMD_REDUCE
 
   // replace ranks out[i] by in[i], i < len
   auto update = [&](const uint32_t* out, const uint32_t* in, int64_t len, int64_t stride) {
-    const uint32_t lo = static_cast<uint32_t>(mc) << kFineBits, hi = lo + kFine;
+    const uint32_t lo = static_cast<uint32_t>(mc) << kFineBits;
     int32_t d_lt = 0, d_cm = 0;
     if (stride == 1) {
 DERAIN_SIMD_REDUCE2
@@ -495,7 +550,6 @@ DERAIN_SIMD_REDUCE2
         fine[ri]++;
       }
     }
-    (void)hi;
     lt += d_lt;
     cm += d_cm;
   };
