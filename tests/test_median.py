@@ -97,6 +97,14 @@ def test_huge_window_path():
                                    rtol=0, atol=0)
 
 
+def test_very_tall_window_on_one_row():
+    # a region of more than 65535 rows: the kernel must leave its 16-bit row counts
+    x = torch.rand(1, 1, 1, 4, dtype=torch.float64)
+    for padding in PADDINGS:
+        torch.testing.assert_close(dk.median_filter(x, (65535, 1), padding), _numpy_pad_median(x, (65535, 1), padding),
+                                   rtol=0, atol=0)
+
+
 def test_reflect_matches_scipy_up_to_image_size():
     # scipy's "mirror" agrees with the periodic mirror while the half window is <= n - 1
     x = torch.rand(1, 1, 6, 8, dtype=torch.float64)

@@ -352,7 +352,7 @@ void median_tile(const scalar_t* xp, int64_t sH, int64_t sW, const Geometry& g, 
     return;
   }
 
-  if (sizeof(count_t) == 2) {
+  if (sizeof(count_t) == 2 && RH < 0xFFFF && RW < 0xFFFF) {  // 16-bit per-row / column counts
     // Perreault-Hebert over rank bins: column histograms of 2048 bins (32 coarse x 64
     // fine) per region column, updated by one element per column and output row; the
     // window's coarse histogram slides by one column per output (vector adds), its fine
