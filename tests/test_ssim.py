@@ -211,8 +211,8 @@ def test_ssim_gradients_match_reference_float32(padding, reduction):
     x, y = _images((2, 3, 33, 27))
     outs = []
     for impl, dtype in ((dk.ssim, torch.float32), (ref.ssim, torch.float64)):
-        a = x.to(dtype).requires_grad_()
-        b = y.to(dtype).requires_grad_()
+        a = x.detach().to(dtype).clone().requires_grad_()
+        b = y.detach().to(dtype).clone().requires_grad_()
         out = impl(a, b, padding=padding, reduction=reduction)
         g = torch.ones_like(out) if reduction != "map" else torch.linspace(-1, 1, out.numel()).reshape(out.shape)
         out.backward(g.to(dtype))
