@@ -250,19 +250,16 @@ def test_bad_arguments(call, exc, match):
 
 
 # ---------------------------------------------------------------- registration: opcheck, compile
-@pytest.mark.parametrize("padding,reduction,save", [("zeros", "mean", True), ("valid", "none", True),
-                                                    ("reflect", "map", True), ("zeros", "map", False)])
-def test_ssim_opcheck(padding, reduction, save):
+@pytest.mark.parametrize("padding,reduction", [("zeros", "mean"), ("valid", "none"), ("reflect", "map")])
+def test_ssim_opcheck(padding, reduction):
     x, y = _images((2, 2, 14, 13), torch.float64)
     x.requires_grad_()
     y.requires_grad_()
-    args = (x, y, 5, 1.5, 1.0, padding, reduction, 0.01, 0.03, save)
+    args = (x, y, 5, 1.5, 1.0, padding, reduction, 0.01, 0.03)
     torch.library.opcheck(torch.ops.derain.ssim, args)
-    out, dmaps = torch.ops.derain.ssim(*args)
+    out = torch.ops.derain.ssim(*args)
     g = torch.randn_like(out)
-    torch.library.opcheck(torch.ops.derain.ssim_backward,
-                          (g, x.detach(), y.detach(), torch.ops.derain.ssim(*args[:-1], True)[1].detach(),
-                           5, 1.5, padding, reduction))
+    torch.library.opcheck(torch.ops.derain.ssim_backward, (g, x.detach(), y.detach(), *args[2:]))
 
 
 def test_ssim_compiles_fullgraph():
@@ -300,11 +297,11 @@ def test_triton_ssim_matches_cpp(padding, reduction, dtype):
     dev = triton_device()
     x, y = _images((2, 2, 13, 20), dtype)
     x, y = x.to(dev), y.to(dev)
-    out, dmaps = ts.ssim(x, y, 7, 1.5, 1.0, padding, reduction, 0.01, 0.03, True)
+    out = ts.ssim(x, y, 7, 1.5, 1.0, padding, reduction, 0.01, 0.03)
     expected = ref.ssim(x.double(), y.double(), 7, 1.5, 1.0, padding, reduction)
     torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
     g = torch.randn(out.shape, dtype=dtype, device=dev)
-    gx, gy = ts.ssim_backward(g, x, y, dmaps, 7, 1.5, padding, reduction)
+    gx, gy = ts.ssim_backward(g, x, y, 7, 1.5, 1.0, padding, reduction, 0.01, 0.03)
     a, b = x.double().requires_grad_(), y.double().requires_grad_()
     ref.ssim(a, b, 7, 1.5, 1.0, padding, reduction).backward(g.double())
     scale = a.grad.abs().max().item()
@@ -318,5 +315,7 @@ def test_triton_ssim_identical_images_and_no_save():
     from derain_kernels.triton import ssim as ts
     x, _ = _images((1, 2, 9, 12))
     x = x.to(triton_device())
-    out, dmaps = ts.ssim(x, x.clone(), 11, 1.5, 1.0, "zeros", "map", 0.01, 0.03, False)
+    out, dmaps = ts.ssim_with_dmaps(x, x.clone(), 11, 1.5, 1.0, "zeros", "map", 0.01, 0.03, False)
     assert torch.equal(out, torch.ones_like(out)) and dmaps.numel() == 0
+    out, dmaps = ts.ssim_with_dmaps(x, x.clone(), 11, 1.5, 1.0, "zeros", "map", 0.01, 0.03, True)
+    assert torch.equal(out, torch.ones_like(out)) and torch.isfinite(dmaps).all()

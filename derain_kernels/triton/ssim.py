@@ -180,9 +180,9 @@ def _planes(x: torch.Tensor) -> int:
     return x.numel() // (x.shape[-2] * x.shape[-1])
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: float, data_range: float, padding: str,
-         reduction: str, k1: float, k2: float, save_for_backward: bool):
-    """Launcher with the schema of derain::ssim: (result, dmaps)."""
+def ssim_with_dmaps(x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: float, data_range: float,
+                    padding: str, reduction: str, k1: float, k2: float, save_for_backward: bool):
+    """(result, dmaps): the SSIM result and, if save_for_backward, the (5, planes, Ho, Wo) derivative maps."""
     h, w = x.shape[-2:]
     planes = _planes(x)
     xc = x.contiguous()
@@ -208,9 +208,22 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: float, data_
     return plane_mean.mean().to(x.dtype), dmaps
 
 
-def ssim_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, dmaps: torch.Tensor, window_size: int,
-                  sigma: float, padding: str, reduction: str):
-    """Launcher with the schema of derain::ssim_backward: (grad_x, grad_y)."""
+def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: float, data_range: float, padding: str,
+         reduction: str, k1: float, k2: float) -> torch.Tensor:
+    """Launcher with the schema of derain::ssim."""
+    return ssim_with_dmaps(x, y, window_size, sigma, data_range, padding, reduction, k1, k2, False)[0]
+
+
+def ssim_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: float,
+                  data_range: float, padding: str, reduction: str, k1: float, k2: float):
+    """Launcher with the schema of derain::ssim_backward: recomputes the derivative maps, then the transposed blur."""
+    dmaps = ssim_with_dmaps(x, y, window_size, sigma, data_range, padding, reduction, k1, k2, True)[1]
+    return ssim_backward_from_dmaps(grad, x, y, dmaps, window_size, sigma, padding, reduction)
+
+
+def ssim_backward_from_dmaps(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, dmaps: torch.Tensor,
+                             window_size: int, sigma: float, padding: str, reduction: str):
+    """(grad_x, grad_y) from the derivative maps of `ssim_with_dmaps`."""
     h, w = x.shape[-2:]
     planes = _planes(x)
     xc = x.contiguous()

@@ -166,7 +166,7 @@ struct Params {
 // Forward of one band [i0, i1) of output rows of one plane.
 template <typename T>
 void forward_band(const Params<T>& P, const T* x, const T* y, int64_t i0, int64_t i1, T* map_out, double* sum_out,
-                  T* dmaps, int64_t plane_stride_d, std::vector<T>& scratch) {
+                  T* dmaps, int64_t dmaps_row0, int64_t plane_stride_d, std::vector<T>& scratch) {
   const Axis &ah = P.ax_h, &aw = P.ax_w;
   const int64_t K = P.K, r = ah.r, W = aw.n, Wp = aw.np, Wo = aw.no;
   const int64_t nrows = i1 - i0 + K - 1;
@@ -251,7 +251,7 @@ DERAIN_SIMD
     T* mrow = map_out ? map_out + i * Wo : nullptr;
     T row_sum = 0;
     if (dmaps) {
-      T* d0 = dmaps + i * Wo;
+      T* d0 = dmaps + (i - dmaps_row0) * Wo;
       T* d1 = d0 + plane_stride_d;
       T* d2 = d1 + plane_stride_d;
       T* d3 = d2 + plane_stride_d;
@@ -315,87 +315,11 @@ int64_t forward_band_rows(int64_t Wo, int64_t planes, int64_t no) {
   return tb;
 }
 
-std::tuple<at::Tensor, at::Tensor> ssim_cpu(const at::Tensor& x_in, const at::Tensor& y_in, int64_t window_size,
-                                            double sigma, double data_range, c10::string_view padding,
-                                            c10::string_view reduction, double k1, double k2,
-                                            bool save_for_backward) {
-  TORCH_CHECK(x_in.scalar_type() == y_in.scalar_type(), "derain.ssim: x and y must have the same dtype");
-  TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kDouble,
-              "derain.ssim: the kernel takes float32 or float64, got ", x_in.scalar_type());
-  TORCH_CHECK(x_in.sizes().equals(y_in.sizes()), "derain.ssim: x and y must have the same shape");
-  TORCH_CHECK(x_in.dim() >= 2, "derain.ssim: x must have at least 2 dimensions (..., H, W)");
-  TORCH_CHECK(window_size >= 1 && window_size % 2 == 1, "derain.ssim: window_size must be odd and >= 1");
-  const Pad pad = parse_padding(padding);
-  const Red red = parse_reduction(reduction);
-  const int64_t H = x_in.size(-2), W = x_in.size(-1), r = window_size / 2;
-  TORCH_CHECK(H > 0 && W > 0, "derain.ssim: empty images");
-  TORCH_CHECK(pad != Pad::Valid || (H >= window_size && W >= window_size),
-              "derain.ssim: window_size larger than the images with padding='valid'");
-  TORCH_CHECK(pad != Pad::Reflect || (H > r && W > r),
-              "derain.ssim: padding='reflect' needs images larger than window_size // 2");
-  const int64_t planes = x_in.numel() / (H * W);
-  at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
-  const Axis ah(H, window_size, pad), aw(W, window_size, pad);
-  const int64_t Ho = ah.no, Wo = aw.no;
-
-  std::vector<int64_t> map_shape(x_in.sizes().begin(), x_in.sizes().end() - 2);
-  map_shape.push_back(Ho);
-  map_shape.push_back(Wo);
-  at::Tensor map_out = red == Red::Map ? at::empty(map_shape, x.options()) : at::Tensor();
-  at::Tensor dmaps = save_for_backward ? at::empty({5, planes, Ho, Wo}, x.options()) : at::empty({0}, x.options());
-
-  const int64_t tb = forward_band_rows(Wo, planes, Ho);
-  const int64_t nb = (Ho + tb - 1) / tb;
-  std::vector<double> partial(planes * nb, 0.0);
-
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_cpu", [&] {
-    using T = scalar_t;
-    Params<T> P{ah, aw, window_size, {}, static_cast<T>((k1 * data_range) * (k1 * data_range)),
-                static_cast<T>((k2 * data_range) * (k2 * data_range))};
-    for (double v : gaussian_window(window_size, sigma)) P.w.push_back(static_cast<T>(v));
-    const T* xp = x.data_ptr<T>();
-    const T* yp = y.data_ptr<T>();
-    T* mp = map_out.defined() ? map_out.data_ptr<T>() : nullptr;
-    T* dp = save_for_backward ? dmaps.data_ptr<T>() : nullptr;
-    const int64_t plane_stride_d = planes * Ho * Wo;
-    at::parallel_for(0, planes * nb, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch;
-      for (int64_t u = begin; u < end; ++u) {
-        const int64_t p = u / nb, b = u % nb;
-        const int64_t i0 = b * tb, i1 = std::min(Ho, i0 + tb);
-        forward_band<T>(P, xp + p * H * W, yp + p * H * W, i0, i1, mp ? mp + p * Ho * Wo : nullptr,
-                        &partial[u], dp ? dp + p * Ho * Wo : nullptr, plane_stride_d, scratch);
-      }
-    });
-  });
-
-  if (red == Red::Map) return {map_out, dmaps};
-  std::vector<double> plane_sum(planes, 0.0);
-  for (int64_t p = 0; p < planes; ++p)
-    for (int64_t b = 0; b < nb; ++b) plane_sum[p] += partial[p * nb + b];
-  const double per_plane = static_cast<double>(Ho * Wo);
-  if (red == Red::Mean || x_in.dim() == 2) {
-    double total = 0;
-    for (double v : plane_sum) total += v;
-    const double mean = total / (per_plane * static_cast<double>(planes));
-    return {at::scalar_tensor(mean, x.options()), dmaps};
-  }
-  const int64_t B = x_in.size(0);
-  at::Tensor out = at::empty({B}, x.options().dtype(at::kDouble));
-  auto acc = out.accessor<double, 1>();
-  const int64_t per_b = B > 0 ? planes / B : 0;
-  for (int64_t b = 0; b < B; ++b) {
-    double s = 0;
-    for (int64_t p = b * per_b; p < (b + 1) * per_b; ++p) s += plane_sum[p];
-    acc[b] = s / (per_plane * static_cast<double>(per_b));
-  }
-  return {out.to(x.scalar_type()), dmaps};
-}
-
 // Backward of the input rows [s0, s1) of one plane.
 template <typename T, bool MAP_GRAD>
 void backward_band(const Params<T>& P, const TransposedAxis<T>& tv, const TransposedAxis<T>& th, const T* x,
-                   const T* y, const T* dm, int64_t plane_stride_d, const T* gmap, T gscale, int64_t s0, int64_t s1,
+                   const T* y, const T* dm, int64_t dm_row0, int64_t plane_stride_d, const T* gmap, T gscale,
+                   int64_t s0, int64_t s1,
                    T* gx, T* gy, std::vector<T>& scratch) {
   const Axis &ah = P.ax_h, &aw = P.ax_w;
   const int64_t K = P.K, W = aw.n, Wo = aw.no, Ho = ah.no;
@@ -410,13 +334,27 @@ void backward_band(const Params<T>& P, const TransposedAxis<T>& tv, const Transp
     // vertical transposed taps
     for (int c = 0; c < 5; ++c) std::fill_n(V + c * vlen + (K - 1), Wo, T(0));
     const T* trow = tv.table.data() + s * K;
+    if (!MAP_GRAD && K == 11 && tv.plain[s]) {
+      // interior row: the 11 taps are the window itself, all outputs in range
+      const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
+      for (int c = 0; c < 5; ++c) {
+        const T* d = dm + c * plane_stride_d + (s - Rv - dm_row0) * Wo;
+        const T *r0 = d, *r1 = d + Wo, *r2 = d + 2 * Wo, *r3 = d + 3 * Wo, *r4 = d + 4 * Wo, *r5 = d + 5 * Wo,
+                *r6 = d + 6 * Wo, *r7 = d + 7 * Wo, *r8 = d + 8 * Wo, *r9 = d + 9 * Wo, *r10 = d + 10 * Wo;
+        T* v = V + c * vlen + (K - 1);
+DERAIN_SIMD
+        for (int64_t o = 0; o < Wo; ++o)
+          v[o] = w0 * (r0[o] + r10[o]) + w1 * (r1[o] + r9[o]) + w2 * (r2[o] + r8[o]) + w3 * (r3[o] + r7[o]) +
+                 w4 * (r4[o] + r6[o]) + w5 * r5[o];
+      }
+    } else
     for (int64_t t = 0; t < K; ++t) {
       const int64_t i = s - Rv + t;
       const T wt = trow[t];
       if (i < 0 || i >= Ho || wt == T(0)) continue;
       const T* g = MAP_GRAD ? gmap + i * Wo : nullptr;
       for (int c = 0; c < 5; ++c) {
-        const T* d = dm + c * plane_stride_d + i * Wo;
+        const T* d = dm + c * plane_stride_d + (i - dm_row0) * Wo;
         T* v = V + c * vlen + (K - 1);
         if (MAP_GRAD) {
 DERAIN_SIMD
@@ -454,27 +392,111 @@ DERAIN_SIMD
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> ssim_backward_cpu(const at::Tensor& grad, const at::Tensor& x_in,
-                                                     const at::Tensor& y_in, const at::Tensor& dmaps_in,
-                                                     int64_t window_size, double sigma, c10::string_view padding,
-                                                     c10::string_view reduction) {
-  TORCH_CHECK(x_in.scalar_type() == y_in.scalar_type() && x_in.scalar_type() == dmaps_in.scalar_type() &&
-                  grad.scalar_type() == x_in.scalar_type(),
-              "derain.ssim_backward: grad, x, y and dmaps must have the same dtype");
-  TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kDouble,
-              "derain.ssim_backward: the kernel takes float32 or float64");
-  TORCH_CHECK(x_in.sizes().equals(y_in.sizes()) && x_in.dim() >= 2, "derain.ssim_backward: bad x / y shapes");
-  TORCH_CHECK(window_size >= 1 && window_size % 2 == 1, "derain.ssim_backward: window_size must be odd and >= 1");
-  const Pad pad = parse_padding(padding);
-  const Red red = parse_reduction(reduction);
-  const int64_t H = x_in.size(-2), W = x_in.size(-1);
-  const int64_t planes = x_in.numel() / (H * W);
-  const Axis ah(H, window_size, pad), aw(W, window_size, pad);
+struct Checked {
+  Pad pad;
+  Red red;
+  int64_t H, W, planes;
+};
+
+Checked check_args(const at::Tensor& x, const at::Tensor& y, int64_t window_size, c10::string_view padding,
+                   c10::string_view reduction) {
+  TORCH_CHECK(x.scalar_type() == y.scalar_type(), "derain.ssim: x and y must have the same dtype");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "derain.ssim: the kernel takes float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(x.sizes().equals(y.sizes()), "derain.ssim: x and y must have the same shape");
+  TORCH_CHECK(x.dim() >= 2, "derain.ssim: x must have at least 2 dimensions (..., H, W)");
+  TORCH_CHECK(window_size >= 1 && window_size % 2 == 1, "derain.ssim: window_size must be odd and >= 1");
+  Checked c{parse_padding(padding), parse_reduction(reduction), x.size(-2), x.size(-1), 0};
+  const int64_t r = window_size / 2;
+  TORCH_CHECK(c.H > 0 && c.W > 0, "derain.ssim: empty images");
+  TORCH_CHECK(c.pad != Pad::Valid || (c.H >= window_size && c.W >= window_size),
+              "derain.ssim: window_size larger than the images with padding='valid'");
+  TORCH_CHECK(c.pad != Pad::Reflect || (c.H > r && c.W > r),
+              "derain.ssim: padding='reflect' needs images larger than window_size // 2");
+  c.planes = x.numel() / (c.H * c.W);
+  return c;
+}
+
+template <typename T>
+Params<T> make_params(const Axis& ah, const Axis& aw, int64_t K, const std::vector<double>& w, double k1, double k2,
+                      double data_range) {
+  Params<T> P{ah, aw, K, {}, static_cast<T>((k1 * data_range) * (k1 * data_range)),
+              static_cast<T>((k2 * data_range) * (k2 * data_range))};
+  for (double v : w) P.w.push_back(static_cast<T>(v));
+  return P;
+}
+
+at::Tensor ssim_cpu(const at::Tensor& x_in, const at::Tensor& y_in, int64_t window_size, double sigma,
+                    double data_range, c10::string_view padding, c10::string_view reduction, double k1, double k2) {
+  const Checked a = check_args(x_in, y_in, window_size, padding, reduction);
+  const int64_t H = a.H, W = a.W, planes = a.planes;
+  at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
+  const Axis ah(H, window_size, a.pad), aw(W, window_size, a.pad);
   const int64_t Ho = ah.no, Wo = aw.no;
-  TORCH_CHECK(dmaps_in.dim() == 4 && dmaps_in.size(0) == 5 && dmaps_in.size(1) == planes &&
-                  dmaps_in.size(2) == Ho && dmaps_in.size(3) == Wo,
-              "derain.ssim_backward: dmaps must have shape (5, planes, Ho, Wo)");
-  at::Tensor x = x_in.contiguous(), y = y_in.contiguous(), dmaps = dmaps_in.contiguous();
+
+  std::vector<int64_t> map_shape(x_in.sizes().begin(), x_in.sizes().end() - 2);
+  map_shape.push_back(Ho);
+  map_shape.push_back(Wo);
+  at::Tensor map_out = a.red == Red::Map ? at::empty(map_shape, x.options()) : at::Tensor();
+
+  const int64_t tb = forward_band_rows(Wo, planes, Ho);
+  const int64_t nb = (Ho + tb - 1) / tb;
+  std::vector<double> partial(planes * nb, 0.0);
+  const auto wd = gaussian_window(window_size, sigma);
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_cpu", [&] {
+    using T = scalar_t;
+    const Params<T> P = make_params<T>(ah, aw, window_size, wd, k1, k2, data_range);
+    const T* xp = x.data_ptr<T>();
+    const T* yp = y.data_ptr<T>();
+    T* mp = map_out.defined() ? map_out.data_ptr<T>() : nullptr;
+    at::parallel_for(0, planes * nb, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch;
+      for (int64_t u = begin; u < end; ++u) {
+        const int64_t p = u / nb, b = u % nb;
+        const int64_t i0 = b * tb, i1 = std::min(Ho, i0 + tb);
+        forward_band<T>(P, xp + p * H * W, yp + p * H * W, i0, i1, mp ? mp + p * Ho * Wo : nullptr, &partial[u],
+                        nullptr, 0, 0, scratch);
+      }
+    });
+  });
+
+  if (a.red == Red::Map) return map_out;
+  std::vector<double> plane_sum(planes, 0.0);
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t b = 0; b < nb; ++b) plane_sum[p] += partial[p * nb + b];
+  const double per_plane = static_cast<double>(Ho * Wo);
+  if (a.red == Red::Mean || x_in.dim() == 2) {
+    double total = 0;
+    for (double v : plane_sum) total += v;
+    return at::scalar_tensor(total / (per_plane * static_cast<double>(planes)), x.options());
+  }
+  const int64_t B = x_in.size(0);
+  at::Tensor out = at::empty({B}, x.options().dtype(at::kDouble));
+  auto acc = out.accessor<double, 1>();
+  const int64_t per_b = B > 0 ? planes / B : 0;
+  for (int64_t b = 0; b < B; ++b) {
+    double s = 0;
+    for (int64_t p = b * per_b; p < (b + 1) * per_b; ++p) s += plane_sum[p];
+    acc[b] = s / (per_plane * static_cast<double>(per_b));
+  }
+  return out.to(x.scalar_type());
+}
+
+// The backward recomputes what it needs: per (plane, band of input rows), the
+// forward statistics and the five derivative maps of the output rows that the
+// band's transposed window reaches (band + halo, in per-thread scratch), then
+// the transposed blur. No full-size intermediate is saved or allocated.
+std::tuple<at::Tensor, at::Tensor> ssim_backward_cpu(const at::Tensor& grad, const at::Tensor& x_in,
+                                                     const at::Tensor& y_in, int64_t window_size, double sigma,
+                                                     double data_range, c10::string_view padding,
+                                                     c10::string_view reduction, double k1, double k2) {
+  const Checked a = check_args(x_in, y_in, window_size, padding, reduction);
+  TORCH_CHECK(grad.scalar_type() == x_in.scalar_type(), "derain.ssim_backward: grad must have x's dtype");
+  const int64_t H = a.H, W = a.W, planes = a.planes;
+  const Axis ah(H, window_size, a.pad), aw(W, window_size, a.pad);
+  const int64_t Ho = ah.no, Wo = aw.no;
+  at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
   at::Tensor gx = at::empty(x_in.sizes(), x.options());
   at::Tensor gy = at::empty(x_in.sizes(), x.options());
   if (planes == 0) return {gx, gy};
@@ -482,52 +504,63 @@ std::tuple<at::Tensor, at::Tensor> ssim_backward_cpu(const at::Tensor& grad, con
   // per-plane scale of the incoming gradient ("mean"/"none"), or the map itself ("map")
   std::vector<double> gscale(planes, 1.0);
   at::Tensor gmap;
-  if (red == Red::Map) {
+  const double per_plane = static_cast<double>(Ho * Wo);
+  if (a.red == Red::Map) {
     TORCH_CHECK(grad.numel() == planes * Ho * Wo, "derain.ssim_backward: grad must have the map's shape");
     gmap = grad.contiguous();
+  } else if (a.red == Red::Mean || x_in.dim() == 2) {
+    TORCH_CHECK(grad.numel() == 1, "derain.ssim_backward: grad must be a scalar for reduction 'mean'");
+    const double v = grad.item<double>() / (per_plane * static_cast<double>(planes));
+    std::fill(gscale.begin(), gscale.end(), v);
   } else {
+    const int64_t B = x_in.size(0), per_b = planes / B;
+    TORCH_CHECK(grad.numel() == B, "derain.ssim_backward: grad must have shape (B,) for reduction 'none'");
     at::Tensor g = grad.to(at::kDouble).contiguous().reshape({-1});
-    const double per_plane = static_cast<double>(Ho * Wo);
-    if (red == Red::Mean || x_in.dim() == 2) {
-      TORCH_CHECK(g.numel() == 1, "derain.ssim_backward: grad must be a scalar for reduction 'mean'");
-      const double v = g.item<double>() / (per_plane * static_cast<double>(planes));
-      std::fill(gscale.begin(), gscale.end(), v);
-    } else {
-      const int64_t B = x_in.size(0), per_b = planes / B;
-      TORCH_CHECK(g.numel() == B, "derain.ssim_backward: grad must have shape (B,) for reduction 'none'");
-      auto acc = g.accessor<double, 1>();
-      for (int64_t p = 0; p < planes; ++p) gscale[p] = acc[p / per_b] / (per_plane * static_cast<double>(per_b));
-    }
+    auto acc = g.accessor<double, 1>();
+    for (int64_t p = 0; p < planes; ++p) gscale[p] = acc[p / per_b] / (per_plane * static_cast<double>(per_b));
   }
 
-  const int64_t band = std::max<int64_t>(8, std::min<int64_t>(64, H / 2));
+  // band of input rows: forward scratch (band + 4r rows) and derivative maps
+  // (band + 2r rows) of about 1 MiB (L2), and enough units for every thread
+  const int64_t r = window_size / 2;
+  const int64_t row_bytes = 10 * Wo * static_cast<int64_t>(x.element_size());
+  int64_t band = std::max<int64_t>(16, (int64_t(1) << 20) / std::max<int64_t>(row_bytes, 1) - 4 * r);
+  band = std::min(band, H);
+  while (band > 16 && planes * ((H + band - 1) / band) < 2 * at::get_num_threads()) band = (band + 1) / 2;
   const int64_t nb = (H + band - 1) / band;
+  const auto wd = gaussian_window(window_size, sigma);
+
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_backward_cpu", [&] {
     using T = scalar_t;
-    Params<T> P{ah, aw, window_size, {}, T(0), T(0)};
-    const auto wd = gaussian_window(window_size, sigma);
-    for (double v : wd) P.w.push_back(static_cast<T>(v));
+    const Params<T> P = make_params<T>(ah, aw, window_size, wd, k1, k2, data_range);
     const auto tv = transposed_axis<T>(ah, wd);
     const auto th = transposed_axis<T>(aw, wd);
+    const int64_t Rv = ah.R();
     const T* xp = x.data_ptr<T>();
     const T* yp = y.data_ptr<T>();
-    const T* dp = dmaps.data_ptr<T>();
     const T* gp = gmap.defined() ? gmap.data_ptr<T>() : nullptr;
     T* gxp = gx.data_ptr<T>();
     T* gyp = gy.data_ptr<T>();
-    const int64_t plane_stride_d = planes * Ho * Wo;
     at::parallel_for(0, planes * nb, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> scratch;
+      std::vector<T> fwd_scratch, bwd_scratch, dscratch;
       for (int64_t u = begin; u < end; ++u) {
         const int64_t p = u / nb, b = u % nb;
         const int64_t s0 = b * band, s1 = std::min(H, s0 + band);
         const int64_t off = p * H * W;
+        // output rows read by input rows s0 .. s1-1
+        const int64_t i0 = std::max<int64_t>(0, s0 - Rv), i1 = std::min<int64_t>(Ho, s1 - Rv + window_size - 1);
+        const int64_t nrows = std::max<int64_t>(0, i1 - i0);
+        dscratch.resize(std::max<int64_t>(1, 5 * nrows * Wo));
+        double unused_sum;
+        if (nrows > 0)
+          forward_band<T>(P, xp + off, yp + off, i0, i1, nullptr, &unused_sum, dscratch.data(), i0, nrows * Wo,
+                          fwd_scratch);
         if (gp) {
-          backward_band<T, true>(P, tv, th, xp + off, yp + off, dp + p * Ho * Wo, plane_stride_d, gp + p * Ho * Wo,
-                                 T(1), s0, s1, gxp + off, gyp + off, scratch);
+          backward_band<T, true>(P, tv, th, xp + off, yp + off, dscratch.data(), i0, nrows * Wo,
+                                 gp + p * Ho * Wo, T(1), s0, s1, gxp + off, gyp + off, bwd_scratch);
         } else {
-          backward_band<T, false>(P, tv, th, xp + off, yp + off, dp + p * Ho * Wo, plane_stride_d, nullptr,
-                                  static_cast<T>(gscale[p]), s0, s1, gxp + off, gyp + off, scratch);
+          backward_band<T, false>(P, tv, th, xp + off, yp + off, dscratch.data(), i0, nrows * Wo, nullptr,
+                                  static_cast<T>(gscale[p]), s0, s1, gxp + off, gyp + off, bwd_scratch);
         }
       }
     });
