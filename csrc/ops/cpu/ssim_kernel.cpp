@@ -256,12 +256,14 @@ DERAIN_SIMD
       T* d2 = d1 + plane_stride_d;
       T* d3 = d2 + plane_stride_d;
       T* d4 = d3 + plane_stride_d;
-      _Pragma("omp simd reduction(+ : row_sum)")
+      // (the backward needs no sum: no reduction, which keeps this loop vectorised)
+DERAIN_SIMD
       for (int64_t o = 0; o < Wo; ++o) {
         const T ux = mx[o], uy = my[o];
         const T vx = exx[o] - ux * ux, vy = eyy[o] - uy * uy, cxy = exy[o] - ux * uy;
-        const bool okx = !(vx < T(0)), oky = !(vy < T(0));
-        const T sx = okx ? vx : T(0), sy = oky ? vy : T(0), sxy = (okx && oky) ? cxy : T(0);
+        // (selects on the comparisons themselves: bool temporaries keep GCC from vectorising)
+        const T sx = vx < T(0) ? T(0) : vx, sy = vy < T(0) ? T(0) : vy;
+        const T sxy = vx < T(0) ? T(0) : (vy < T(0) ? T(0) : cxy);
         const T a1 = T(2) * (ux * uy) + c1;
         const T du = ux - uy;
         const T b1 = a1 + du * du;
@@ -269,29 +271,28 @@ DERAIN_SIMD
         const T b2 = sx + sy + c2;
         const T den = b1 * b2;
         const T inv = T(1) / den;
-        const T s = (a1 * a2) / den;  // not (a1 a2) inv: identical images must give exactly 1
-        row_sum += s;
-        if (mrow) mrow[o] = s;
+        const T s = (a1 * a2) * inv;
         const T t1 = a2 * inv;  // dS/da1
         const T t2 = s / b1;    // -dS/db1
         const T t3 = a1 * inv;  // dS/da2
         const T t4 = s / b2;    // -dS/db2
-        const T ax = okx ? -t4 : T(0);
-        const T ay = oky ? -t4 : T(0);
-        const T bxy = (okx && oky) ? T(2) * t3 : T(0);
+        const T ax = vx < T(0) ? T(0) : -t4;
+        const T ay = vy < T(0) ? T(0) : -t4;
+        const T bxy = vx < T(0) ? T(0) : (vy < T(0) ? T(0) : T(2) * t3);
         d0[o] = T(2) * (uy * t1 - ux * t2) - T(2) * ux * ax - uy * bxy;
         d1[o] = T(2) * (ux * t1 - uy * t2) - T(2) * uy * ay - ux * bxy;
         d2[o] = ax;
         d3[o] = ay;
         d4[o] = bxy;
       }
-    } else {
+    } else if (mrow) {
+      // (separate loops: a conditional store keeps the vectoriser off)
       _Pragma("omp simd reduction(+ : row_sum)")
       for (int64_t o = 0; o < Wo; ++o) {
         const T ux = mx[o], uy = my[o];
         const T vx = exx[o] - ux * ux, vy = eyy[o] - uy * uy, cxy = exy[o] - ux * uy;
-        const bool okx = !(vx < T(0)), oky = !(vy < T(0));
-        const T sx = okx ? vx : T(0), sy = oky ? vy : T(0), sxy = (okx && oky) ? cxy : T(0);
+        const T sx = vx < T(0) ? T(0) : vx, sy = vy < T(0) ? T(0) : vy;
+        const T sxy = vx < T(0) ? T(0) : (vy < T(0) ? T(0) : cxy);
         const T a1 = T(2) * (ux * uy) + c1;
         const T du = ux - uy;
         const T b1 = a1 + du * du;
@@ -299,7 +300,22 @@ DERAIN_SIMD
         const T b2 = sx + sy + c2;
         const T s = (a1 * a2) / (b1 * b2);
         row_sum += s;
-        if (mrow) mrow[o] = s;
+        mrow[o] = s;
+      }
+    } else {
+      _Pragma("omp simd reduction(+ : row_sum)")
+      for (int64_t o = 0; o < Wo; ++o) {
+        const T ux = mx[o], uy = my[o];
+        const T vx = exx[o] - ux * ux, vy = eyy[o] - uy * uy, cxy = exy[o] - ux * uy;
+        const T sx = vx < T(0) ? T(0) : vx, sy = vy < T(0) ? T(0) : vy;
+        const T sxy = vx < T(0) ? T(0) : (vy < T(0) ? T(0) : cxy);
+        const T a1 = T(2) * (ux * uy) + c1;
+        const T du = ux - uy;
+        const T b1 = a1 + du * du;
+        const T a2 = T(2) * sxy + c2;
+        const T b2 = sx + sy + c2;
+        const T s = (a1 * a2) / (b1 * b2);
+        row_sum += s;
       }
     }
     band_sum += static_cast<double>(row_sum);
