@@ -1,18 +1,34 @@
 """Timing and memory harness shared by every contender in `derain bench`.
 
 `measure(fn)` runs fn a few times to warm up, then `repeats` times, and reports
-the median and spread (min..max) in milliseconds, and the peak extra resident
-memory (MiB) of one call: the process's peak RSS counter is reset through
-/proc/self/clear_refs before the call and read back after it (Linux; None
-elsewhere). That counts every allocator: torch, numpy, OpenCV, scipy alike.
+the median, mean and spread (min..max) in milliseconds, and the peak extra
+memory (MiB) of one call.
+
+CPU memory: the process's peak RSS counter is reset through /proc/self/clear_refs
+before the call and read back after it (Linux; None elsewhere); glibc's cached
+free memory is returned to the OS first (malloc_trim), so that pages reused
+from an earlier contender's frees are not missed. That counts every allocator:
+torch, numpy, OpenCV, scipy alike. CUDA memory: torch's peak allocated bytes.
+
+`budget_s`: a contender whose first call takes longer than the budget is not
+repeated: its Timing has `skipped` set and holds that one call (time and memory).
+
+`run_case(case)` times every contender of a Case with the same settings and
+turns failures into rows ("failed: <reason>") instead of aborting the run.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
+import math
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable
+
+import torch
 
 
 def _read_status_kb(key: str) -> int | None:
@@ -26,21 +42,55 @@ def _read_status_kb(key: str) -> int | None:
     return None
 
 
-def peak_extra_mib(fn: Callable[[], object]) -> float | None:
-    """Peak resident memory above the current level during one call of fn, in MiB."""
+_libc = None
+
+
+def _malloc_trim() -> None:
+    """Give glibc's cached free memory back to the OS (no-op off glibc)."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
+
+
+def _peak_call(fn: Callable[[], object], device: str = "cpu") -> tuple[float, float | None]:
+    """Call fn once; return (seconds, peak extra MiB or None)."""
     gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        result = fn()
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        del result
+        return seconds, max(0.0, (torch.cuda.max_memory_allocated() - base) / 2**20)
+    _malloc_trim()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current RSS
+        base = _read_status_kb("VmRSS")
     except OSError:
-        return None
-    base = _read_status_kb("VmRSS")
+        base = None
+    t0 = time.perf_counter()
     result = fn()
-    peak = _read_status_kb("VmHWM")
+    seconds = time.perf_counter() - t0
+    peak = _read_status_kb("VmHWM") if base is not None else None
     del result
     if base is None or peak is None:
-        return None
-    return max(0.0, (peak - base) / 1024.0)
+        return seconds, None
+    return seconds, max(0.0, (peak - base) / 1024.0)
+
+
+def peak_extra_mib(fn: Callable[[], object], device: str = "cpu") -> float | None:
+    """Peak memory above the current level during one call of fn, in MiB (None if unknown)."""
+    return _peak_call(fn, device)[1]
 
 
 @dataclass
@@ -50,36 +100,65 @@ class Timing:
     max_ms: float
     repeats: int
     peak_mib: float | None = None
+    mean_ms: float | None = None
+    skipped: str | None = None  # why the contender was not repeated (over budget)
 
     def as_dict(self) -> dict:
-        return {"median_ms": self.median_ms, "min_ms": self.min_ms, "max_ms": self.max_ms,
-                "repeats": self.repeats, "peak_extra_mib": self.peak_mib}
+        return {"median_ms": self.median_ms, "mean_ms": self.mean_ms, "min_ms": self.min_ms,
+                "max_ms": self.max_ms, "repeats": self.repeats, "peak_extra_mib": self.peak_mib,
+                "skipped": self.skipped}
 
 
 def measure(fn: Callable[[], object], warmup: int = 2, repeats: int = 7, max_seconds: float = 20.0,
-            memory: bool = True) -> Timing:
-    """Median time of fn() over `repeats` runs (fewer if they exceed max_seconds), after `warmup` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    start = time.perf_counter()
-    for _ in range(repeats):
+            memory: bool = True, budget_s: float | None = None, device: str = "cpu") -> Timing:
+    """Time fn(): `warmup` calls (at least one, used for the budget check), then up to `repeats`
+    timed calls (fewer once max_seconds have passed), then one call for the peak memory.
+
+    On CUDA (`device="cuda..."`) every timed call is followed by a synchronize.
+    """
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    first_s, first_mib = _peak_call(fn, device) if memory else (None, None)
+    if first_s is None:
         t0 = time.perf_counter()
         fn()
+        sync()
+        first_s = time.perf_counter() - t0
+    if budget_s is not None and first_s > budget_s:
+        ms = first_s * 1e3
+        return Timing(ms, ms, ms, 1, first_mib, ms,
+                      skipped=f"one call took {first_s:.1f} s > budget {budget_s:g} s")
+    for _ in range(warmup - 1):
+        fn()
+    sync()
+    times = []
+    start = time.perf_counter()
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        sync()
         times.append((time.perf_counter() - t0) * 1e3)
-        if time.perf_counter() - start > max_seconds and len(times) >= 1:
+        if time.perf_counter() - start > max_seconds:
             break
-    peak = peak_extra_mib(fn) if memory else None
-    return Timing(statistics.median(times), min(times), max(times), len(times), peak)
+    peak = peak_extra_mib(fn, device) if memory else None
+    return Timing(statistics.median(times), min(times), max(times), len(times), peak,
+                  statistics.fmean(times))
 
 
 @dataclass
 class Contender:
-    """One implementation in a comparison: `make()` builds the zero-argument callable to time."""
+    """One implementation in a comparison: `make()` builds the zero-argument callable to time.
+
+    `expected_s`: a known single-call time; when above the run's budget the contender is
+    skipped without being called. `device`: where it runs ("cpu" or "cuda"), for the
+    synchronisation and the memory counter. The time make() takes is reported as setup
+    time (e.g. torch.compile's compilation when make() compiles and calls once).
+    """
     name: str
     make: Callable[[], Callable[[], object]]
     ours: bool = False
     note: str = ""
+    expected_s: float | None = None
+    device: str = "cpu"
 
 
 @dataclass
@@ -90,3 +169,69 @@ class Case:
     shape: str
     contenders: list[Contender] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # peers not installed / skipped, with reasons
+
+
+@dataclass
+class Settings:
+    """How `run_case` times: the same for every contender of a run."""
+    warmup: int = 2
+    repeats: int = 7
+    max_seconds: float = 5.0
+    budget_s: float | None = 10.0
+    memory: bool = True
+
+
+def shape_numel(shape: str) -> int | None:
+    """Number of elements of a shape written like '8x3x128x128' (None if it is not one)."""
+    m = re.match(r"\s*(\d+(?:\s*[x×]\s*\d+)+)", shape)
+    if not m:
+        return None
+    return math.prod(int(v) for v in re.split(r"\s*[x×]\s*", m.group(1)))
+
+
+def run_case(case: Case, settings: Settings, on_result: Callable[[dict], None] | None = None,
+             over_budget: dict | None = None) -> list[dict]:
+    """Time every contender of `case`; one result row (dict) per contender.
+
+    `over_budget` maps (op, mode, contender) to the element count at which that contender
+    went over budget in this run: it is then skipped on larger shapes without a call.
+    Rows: status "ok" | "skipped" | "failed"; speedup_vs_ours = contender median / ours median.
+    """
+    rows = []
+    for c in case.contenders:
+        row = {"op": case.op, "mode": case.mode, "shape": case.shape, "impl": c.name, "ours": c.ours,
+               "note": c.note, "device": c.device, "status": "ok", "reason": "", "median_ms": None,
+               "mean_ms": None, "min_ms": None, "max_ms": None, "repeats": 0, "peak_extra_mib": None,
+               "setup_s": None, "speedup_vs_ours": None}
+        numel = shape_numel(case.shape)
+        key = (case.op, case.mode, c.name)
+        if c.expected_s is not None and settings.budget_s is not None and c.expected_s > settings.budget_s:
+            row.update(status="skipped", reason=f"would take ~{c.expected_s:g} s > budget {settings.budget_s:g} s")
+        elif over_budget is not None and key in over_budget and numel is not None and numel >= over_budget[key][0]:
+            row.update(status="skipped", reason=f"over budget at {over_budget[key][1]} already")
+        else:
+            try:
+                t0 = time.perf_counter()
+                fn = c.make()
+                row["setup_s"] = time.perf_counter() - t0
+                t = measure(fn, warmup=settings.warmup, repeats=settings.repeats,
+                            max_seconds=settings.max_seconds, memory=settings.memory,
+                            budget_s=settings.budget_s, device=c.device)
+                del fn
+                row.update(t.as_dict())
+                row.pop("skipped")
+                if t.skipped:
+                    row.update(status="skipped", reason=t.skipped)
+                    if over_budget is not None and numel is not None:
+                        over_budget[key] = (numel, case.shape)
+            except Exception as exc:  # a failing contender is a result, not a crash of the run
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                row.update(status="failed", reason=f"{type(exc).__name__}: {msg}"[:200])
+        rows.append(row)
+        if on_result is not None:
+            on_result(row)
+    ours = next((r for r in rows if r["ours"] and r["median_ms"]), None)
+    for r in rows:
+        if ours is not None and not r["ours"] and r["median_ms"]:
+            r["speedup_vs_ours"] = r["median_ms"] / ours["median_ms"]
+    return rows
