@@ -7,7 +7,7 @@ import torch
 
 from derain.bench import train_step
 
-(CASE,) = train_step.cases()
+(CASE,) = train_step.cases(devices=["cpu"])
 
 
 @pytest.mark.parametrize("contender", CASE.contenders, ids=[c.name for c in CASE.contenders])

@@ -55,6 +55,13 @@ def test_measure_stops_after_max_seconds():
     assert 1 <= t.repeats < 50
 
 
+def test_slow_contender_gets_no_extra_warmup_or_memory_call():
+    fn = Counter(0.02)
+    t = measure(fn, warmup=3, repeats=5, max_seconds=0.05, memory=True)
+    # 0.02 s × (3 + 5) planned calls > 0.05 s: the first call is the only warm-up and gives the memory
+    assert fn.calls == 1 + t.repeats
+
+
 def test_measure_over_budget_is_called_once():
     fn = Counter(0.05)
     t = measure(fn, warmup=2, repeats=5, budget_s=0.01)

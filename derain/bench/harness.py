@@ -113,6 +113,8 @@ def measure(fn: Callable[[], object], warmup: int = 2, repeats: int = 7, max_sec
             memory: bool = True, budget_s: float | None = None, device: str = "cpu") -> Timing:
     """Time fn(): `warmup` calls (at least one, used for the budget check), then up to `repeats`
     timed calls (fewer once max_seconds have passed), then one call for the peak memory.
+    When the first call shows that the planned calls would exceed max_seconds, the first call
+    is the only warm-up and its memory is reported (no extra call).
 
     On CUDA (`device="cuda..."`) every timed call is followed by a synchronize.
     """
@@ -127,7 +129,10 @@ def measure(fn: Callable[[], object], warmup: int = 2, repeats: int = 7, max_sec
         ms = first_s * 1e3
         return Timing(ms, ms, ms, 1, first_mib, ms,
                       skipped=f"one call took {first_s:.1f} s > budget {budget_s:g} s")
-    for _ in range(warmup - 1):
+    # A slow contender (its planned calls would not fit in max_seconds) needs no more warm-up
+    # than its first call, and its memory is that first call's: no extra calls of seconds each.
+    slow = first_s * (warmup + repeats) > max_seconds
+    for _ in range(0 if slow else warmup - 1):
         fn()
     sync()
     times = []
@@ -139,7 +144,7 @@ def measure(fn: Callable[[], object], warmup: int = 2, repeats: int = 7, max_sec
         times.append((time.perf_counter() - t0) * 1e3)
         if time.perf_counter() - start > max_seconds:
             break
-    peak = peak_extra_mib(fn, device) if memory else None
+    peak = (first_mib if slow else peak_extra_mib(fn, device)) if memory else None
     return Timing(statistics.median(times), min(times), max(times), len(times), peak,
                   statistics.fmean(times))
 

@@ -167,13 +167,19 @@ def op_table(results: dict, section: str = "ops") -> tuple[Table, list[str]]:
     missing = []
     for case in _cases(results, section):
         first = True
+        device = case["rows"][0]["device"] if case["rows"] else "cpu"
+        shape = case["shape"] if device == "cpu" else f"{case['shape']} {device}"
         for r in case["rows"]:
-            key = (case["op"], case["mode"], case["shape"]) if first else ("", "", "")
+            key = (case["op"], case["mode"], shape) if first else ("", "", "")
             t.add(*key, r["impl"], _time_cell(r), _spread_cell(r), fmt_mib(r["peak_extra_mib"]),
                   _ours_ratio_cell(r), _note_cell(r))
             first = False
         missing += [f"{case['op']} {case['mode']} {case['shape']}: {m}" for m in case["missing"]]
     return t, missing
+
+
+def missing_peers(results: dict) -> list[str]:
+    return [k for k, v in results["machine"].get("peers", {}).items() if v == "not installed"]
 
 
 def ratio_summary(results: dict) -> list[tuple[str, float]]:
@@ -198,6 +204,8 @@ def render_text(results: dict) -> str:
             t, missing = op_table(results, section)
             parts += ["", "== " + SECTION_TITLES[section], t.text()]
             parts += [f"  not measured: {m}" for m in missing]
+            if section == "ops" and missing_peers(results):
+                parts.append("  peers not installed: " + ", ".join(missing_peers(results)))
     legend = ("ours faster = contender's median / ours' median (>1: ours is faster); "
               "peak MiB = peak extra memory of one call; ~ = from a single over-budget call")
     parts += ["", legend]
@@ -207,7 +215,11 @@ def render_text(results: dict) -> str:
 def render_markdown(results: dict) -> str:
     m = results["machine"]
     out = ["# `derain bench` results", "",
-           f"Produced by `{results.get('command', 'derain bench')}` on {m.get('date', '?')}.", ""]
+           f"Produced by `{results.get('command', 'derain bench')}` on {m.get('date', '?')} "
+           "(after `pip install -r requirements.txt -r requirements-test.txt && "
+           "pip install --no-build-isolation -e .`; the peers come from requirements-test.txt). "
+           "Timings on a shared machine vary by ±10–15 % between runs: compare the ratios measured "
+           "side by side in one run.", ""]
     out += [f"- {line}" for line in header_lines(results)[1:-1]]
     out.append("")
     out.append("Timing: the same harness for every contender (derain/bench/harness.py): warm-up calls, then "
@@ -225,6 +237,8 @@ def render_markdown(results: dict) -> str:
             out += ["", "## " + SECTION_TITLES[section], "", t.markdown()]
             if missing:
                 out += ["", "Not measured:", ""] + [f"- {x}" for x in missing]
+            if section == "ops" and missing_peers(results):
+                out += ["", "Peers not installed: " + ", ".join(missing_peers(results)) + "."]
     return "\n".join(out) + "\n"
 
 

@@ -27,15 +27,15 @@ T = 1  # iteration index of the loss schedule (value irrelevant for timing)
 BETA, ALPHA = 1000.0 / (1000.0 + T), T / 1000.0
 
 
-def _model(channels_last: bool) -> RainOerMeNet:
+def _model(channels_last: bool, device: str = "cpu") -> RainOerMeNet:
     torch.manual_seed(0)
-    m = RainOerMeNet().train()
+    m = RainOerMeNet().train().to(device)
     return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
 def make_step(ssim_loss, composite, channels_last: bool, X, Ys, C):
     """A zero-argument callable doing one full training step; returns the loss."""
-    model = _model(channels_last)
+    model = _model(channels_last, X.device.type)
     opt = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999))
     if channels_last:
         X, Ys, C = (t.contiguous(memory_format=torch.channels_last) for t in (X, Ys, C))
@@ -56,16 +56,24 @@ def _torch_composite(c, r):
     return (c + r).clamp(0, 1)
 
 
-def cases(quick: bool = False, smoke: bool = False) -> list[Case]:
+def cases(quick: bool = False, smoke: bool = False, devices: list[str] | None = None) -> list[Case]:
+    """One Case per device (CPU, and CUDA when torch sees one)."""
+    if devices is None:
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return [_case(device, smoke) for device in devices]
+
+
+def _case(device: str, smoke: bool) -> Case:
     shape = (2, 3, 32, 32) if smoke else (8, 3, 128, 128)
     gen = torch.Generator().manual_seed(0)
-    X = torch.rand(shape, generator=gen)
-    C = torch.rand(shape, generator=gen)
+    X = torch.rand(shape, generator=gen).to(device)
+    C = torch.rand(shape, generator=gen).to(device)
     Ys = F.avg_pool2d(X, 5, stride=1, padding=2, count_include_pad=False)  # a stand-in soft label
     case = Case(OP, MODE, "x".join(map(str, shape)), missing=[])
 
     def contender(name, loss_fn, composite, channels_last, ours=False, note=""):
-        return Contender(name, lambda: make_step(loss_fn, composite, channels_last, X, Ys, C), ours=ours, note=note)
+        return Contender(name, lambda: make_step(loss_fn, composite, channels_last, X, Ys, C), ours=ours,
+                         note=note, device=device)
 
     if hasattr(dk, "ssim_loss"):
         case.contenders.append(contender("ours: dk ops, channels-last", lambda a, b: dk.ssim_loss(a, b),
