@@ -128,6 +128,10 @@ def test_parameter_counts_match_the_paper():
     assert p["G_weights"] == p["paper_G"] == 51_552
     assert p["G_with_biases"] == 51_843
     assert (p["g_weights"], p["g_with_biases"]) == (3_168, 3_203)
+    model = network.RainOerMeNet()
+    if hasattr(model, "parameter_count"):  # the model's own count (derain/models) agrees
+        own = model.parameter_count()
+        assert (own["G"]["weights"], own["G"]["with_biases"]) == (p["G_weights"], p["G_with_biases"])
 
 
 def test_network_compile_failure_is_a_row(monkeypatch):

@@ -60,7 +60,6 @@ def _malloc_trim() -> None:
 
 def _peak_call(fn: Callable[[], object], device: str = "cpu") -> tuple[float, float | None]:
     """Call fn once; return (seconds, peak extra MiB or None)."""
-    gc.collect()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
@@ -203,6 +202,7 @@ def run_case(case: Case, settings: Settings, on_result: Callable[[dict], None] |
     Rows: status "ok" | "skipped" | "failed"; speedup_vs_ours = contender median / ours median.
     """
     rows = []
+    gc.collect()  # free what earlier cases left in reference cycles before measuring memory
     for c in case.contenders:
         row = {"op": case.op, "mode": case.mode, "shape": case.shape, "impl": c.name, "ours": c.ours,
                "note": c.note, "device": c.device, "status": "ok", "reason": "", "median_ms": None,

@@ -178,6 +178,18 @@ def op_table(results: dict, section: str = "ops") -> tuple[Table, list[str]]:
     return t, missing
 
 
+def case_line(case: dict) -> str:
+    """One line per finished case, written while the run goes on."""
+    cells = []
+    for r in case["rows"]:
+        if r["median_ms"] is None:
+            cells.append(f"{r['impl']} {r['status']}")
+        else:
+            ratio = "" if r["ours"] or r["speedup_vs_ours"] is None else f" ({fmt_ratio(r['speedup_vs_ours'])})"
+            cells.append(f"{r['impl']} {fmt_ms(r['median_ms'])} ms{ratio}")
+    return f"{case['op']} {case['mode']} {case['shape']}: " + "; ".join(cells)
+
+
 def missing_peers(results: dict) -> list[str]:
     return [k for k, v in results["machine"].get("peers", {}).items() if v == "not installed"]
 

@@ -123,13 +123,14 @@ def _suite_cases(name: str, args) -> tuple[list, str | None]:
 
 def collect(args) -> dict:
     """Run the chosen sections; return the results dict that every renderer reads."""
-    from derain.bench import network
+    from derain.bench import network, report
     from derain.bench.harness import Settings, run_case
 
     chosen = args.only or sections()
     unknown = [s for s in chosen if s not in sections()]
     if unknown:
         raise ValueError(f"--only: unknown section(s) {unknown}; choose from {sections()}")
+    chosen = [s for s in sections() if s in chosen]  # the report's order
     settings = _settings(args)
     planned = []  # (section, suite, case, reason not run)
     for name in chosen:
@@ -166,6 +167,9 @@ def collect(args) -> dict:
                                            budget_s=s["budget_s"]), on_result=tick, over_budget=over_budget)
         results_cases.append({"section": section, "suite": suite, "op": case.op, "mode": case.mode,
                               "shape": case.shape, "missing": list(case.missing), "rows": rows})
+        if reason is None:
+            line = report.case_line(results_cases[-1])
+            bar.write(line, file=sys.stderr) if bar is not None else print(line, file=sys.stderr, flush=True)
     if bar is not None:
         bar.close()
     results = {"machine": machine_header(), "command": _command_line(args), "settings": settings,
