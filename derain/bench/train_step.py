@@ -97,4 +97,4 @@ def _case(device: str, smoke: bool) -> Case:
         case.contenders.append(contender("kornia, channels-last", kornia_loss, _torch_composite, True))
     else:
         case.missing.append("kornia not installed")
-    return [case]
+    return case
