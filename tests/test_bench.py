@@ -249,3 +249,22 @@ def test_bench_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys, tmp
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
     assert main(["bench", "--smoke", "--only", "composite", "--plot", str(tmp_path / "p.png")]) == 2
     assert "matplotlib" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suite", __import__("derain.bench", fromlist=["SUITES"]).SUITES)
+def test_op_suite_runs_in_smoke_sizes(suite):
+    """Every op suite of `derain bench` builds its cases and each contender runs (tiny sizes)."""
+    import importlib
+    import inspect
+
+    torch.set_num_threads(1)
+    cases_fn = importlib.import_module(f"derain.bench.{suite}").cases
+    if "smoke" not in inspect.signature(cases_fn).parameters:
+        pytest.skip(f"suite {suite} has no smoke sizes (cases(quick, smoke=...))")
+    cases = cases_fn(quick=True, smoke=True)
+    assert cases and all(isinstance(c, Case) and c.contenders for c in cases)
+    for case in cases:
+        assert sum(c.ours for c in case.contenders) <= 1, case.op
+        rows = run_case(case, Settings(warmup=1, repeats=1, memory=False, budget_s=5.0))
+        failed = [(r["impl"], r["reason"]) for r in rows if r["status"] == "failed"]
+        assert not failed, (case.op, case.mode, case.shape, failed)
