@@ -202,7 +202,7 @@ def test_bench_smoke_end_to_end(tmp_path, capsys):
                "train_step", "--json", str(js), "--markdown", str(md), "--plot", str(png)])
     assert rc == 0
     out = capsys.readouterr().out
-    data = json.loads(js.read_text())
+    data = json.loads(js.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
     text = md.read_text()
     assert data["command"].startswith("derain bench --smoke") and data["command"] in text
     assert data["parameters"]["G_weights"] == 51_552

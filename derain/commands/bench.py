@@ -101,7 +101,7 @@ def _settings(args) -> dict:
     images = network.image_count(args.quick, args.smoke, args.images)
     return {"ops": ops,
             "network": {"warmup": 1 if args.smoke else 2, "repeats": images, "images": images,
-                        "max_seconds": math.inf, "budget_s": None},
+                        "max_seconds": None, "budget_s": None},  # None: no limit (strict JSON)
             "train_step": {**ops, "budget_s": None, "max_seconds": 2.0 * ops["max_seconds"]}}
 
 
@@ -163,7 +163,8 @@ def collect(args) -> dict:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(f"{row['impl'][:24]}: {row['status']}")
-            rows = run_case(case, Settings(warmup=s["warmup"], repeats=s["repeats"], max_seconds=s["max_seconds"],
+            max_seconds = math.inf if s["max_seconds"] is None else s["max_seconds"]
+            rows = run_case(case, Settings(warmup=s["warmup"], repeats=s["repeats"], max_seconds=max_seconds,
                                            budget_s=s["budget_s"]), on_result=tick, over_budget=over_budget)
         results_cases.append({"section": section, "suite": suite, "op": case.op, "mode": case.mode,
                               "shape": case.shape, "missing": list(case.missing), "rows": rows})
@@ -178,6 +179,17 @@ def collect(args) -> dict:
     if "network" in chosen:
         results["parameters"] = network.parameter_counts()
     return results
+
+
+def _strict_json(obj):
+    """Non-finite floats become None (JSON has no NaN/Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict_json(v) for v in obj]
+    return obj
 
 
 def _command_line(args) -> str:
@@ -212,7 +224,7 @@ def run(args) -> int:
     print("\n" + text.split("\n", len(report.header_lines(results)))[-1], end="")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=str)
+            json.dump(_strict_json(results), f, indent=1, default=str, allow_nan=False)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(report.render_markdown(results))
