@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from .harness import shape_numel
 from .network import PAPER_SECONDS, QUOTED, QUOTED_SOURCE
 
 SECTION_TITLES = {
@@ -116,7 +117,15 @@ def header_lines(results: dict) -> list[str]:
 
 
 def _cases(results: dict, section: str) -> list[dict]:
-    return [c for c in results["cases"] if c["section"] == section]
+    """The section's cases grouped by op, then mode, then shape (small to large), else in run order."""
+    cases = [c for c in results["cases"] if c["section"] == section]
+    ops = {op: i for i, op in reversed(list(enumerate(c["op"] for c in cases)))}
+    modes = {m: i for i, m in reversed(list(enumerate(c["mode"] for c in cases)))}
+
+    def key(item):
+        i, c = item
+        return ops[c["op"]], modes[c["mode"]], shape_numel(c["shape"]) or 0, i
+    return [c for _, c in sorted(enumerate(cases), key=key)]
 
 
 def network_tables(results: dict) -> tuple[list[str], list[Table], list[str]]:
@@ -165,12 +174,16 @@ def op_table(results: dict, section: str = "ops") -> tuple[Table, list[str]]:
     t = Table(["op", "mode", "shape", "impl", "median ms", "min..max ms", "peak MiB", "ours faster", "note"],
               right={"median ms", "min..max ms", "peak MiB", "ours faster"})
     missing = []
+    prev = (None, None)
     for case in _cases(results, section):
         first = True
         device = case["rows"][0]["device"] if case["rows"] else "cpu"
         shape = case["shape"] if device == "cpu" else f"{case['shape']} {device}"
+        op = "" if prev[0] == case["op"] else case["op"]
+        mode = "" if prev == (case["op"], case["mode"]) else case["mode"]
+        prev = (case["op"], case["mode"])
         for r in case["rows"]:
-            key = (case["op"], case["mode"], shape) if first else ("", "", "")
+            key = (op, mode, shape) if first else ("", "", "")
             t.add(*key, r["impl"], _time_cell(r), _spread_cell(r), fmt_mib(r["peak_extra_mib"]),
                   _ours_ratio_cell(r), _note_cell(r))
             first = False
