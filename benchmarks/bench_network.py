@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 
+from derain.bench.network import eager_network
 from derain.models import RainOerMeNet
 
 SHAPE = (1, 3, 512, 512)
@@ -23,14 +24,15 @@ def _runner(variant: str):
         if not hasattr(model, "fused"):
             pytest.skip("RainOerMeNet.fused() is not in this build")
         return model.fused()
+    eager = eager_network(model)  # every block in plain PyTorch
     if variant == "eager contiguous":
-        return model
+        return eager
     if variant == "eager channels-last":
-        model = model.to(memory_format=torch.channels_last)
-        return lambda x: model(x.contiguous(memory_format=torch.channels_last))
+        eager = eager.to(memory_format=torch.channels_last)
+        return lambda x: eager(x.contiguous(memory_format=torch.channels_last))
     if os.environ.get("DERAIN_BENCH_COMPILE") != "1":
         pytest.skip("torch.compile variant: set DERAIN_BENCH_COMPILE=1 (compiles for minutes on 2 cores)")
-    return torch.compile(model)
+    return torch.compile(eager)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -152,7 +152,27 @@ def test_network_contenders_compute_the_same_image():
     outs = {c.name: c.make()() for c in case.contenders}
     ref = outs["eager contiguous"]
     for name, y in outs.items():
-        torch.testing.assert_close(y, ref, msg=name)
+        torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_eager_network_is_plain_pytorch_with_the_same_weights():
+    torch.manual_seed(1)
+    model = network.RainOerMeNet()
+    for p in model.parameters():  # weights large enough that every block matters
+        p.data.normal_(0, 0.2)
+    types_before = [type(m) for m in model.modules()]
+    eager = network.eager_network(model)
+    blocks = [m for m in eager.modules() if isinstance(m, network.EagerSelfCorrectingBlock)]
+    assert len(blocks) == 6
+    assert [type(m) for m in model.modules()] == types_before  # the model itself is untouched
+    assert eager.state_dict().keys() == model.state_dict().keys()
+    for k, v in model.state_dict().items():
+        assert torch.equal(eager.state_dict()[k], v), k
+    x = torch.rand(2, 3, 20, 23)
+    with torch.no_grad():
+        torch.testing.assert_close(eager(x), model(x), rtol=1e-4, atol=1e-5)
+        r, y, r_e, y_e = eager.forward_train(x)
+        torch.testing.assert_close(y_e, model.forward_train(x)[3], rtol=1e-4, atol=1e-5)
 
 
 def test_train_step_contenders_run_and_learn():

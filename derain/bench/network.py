@@ -1,17 +1,19 @@
 """TIP Table IV reproduced: RainOerMeNet inference on 512×512 images, mean over N images.
 
 Contenders, on CPU (and CUDA when torch sees one): (a) our fused path `model.fused()`
-(when this build has it), (b) the same network in eager PyTorch, default contiguous
-layout and channels-last, (c) `torch.compile` of the eager network (its compilation
+(when this build has it), (b) the same network in eager PyTorch (`eager_network`: every
+block plain PyTorch, whatever the model uses), default contiguous layout and channels-last, (c) `torch.compile` of the eager network (its compilation
 time is the contender's setup time; a failure is reported, not raised).
 Weights are random N(0, 0.02) (the authors' initialisation): timing does not depend
 on their values. Inputs: N pre-generated random images, one per call.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 
 import torch
+from torch import nn
 
 from derain.models import RainOerMeNet
 
@@ -36,6 +38,38 @@ PAPER_PARAMETERS = 51_552
 PAPER_SECONDS = {"cpu": 1.45, "cuda": 0.13}
 OP = "RainOerMeNet G"
 MODE = "inference"
+
+
+class EagerSelfCorrectingBlock(nn.Module):
+    """The authors' block in plain PyTorch: la = ReLU(conv1(x)); ReLU(dilated_conv(x − la) + la).
+
+    Same parameter names as the model's block (`conv1.0.*`, `dilated_conv.*`).
+    """
+
+    def __init__(self, channels: int = 16, dilation: int = 3):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
+        self.dilated_conv = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        la = self.conv1(x)
+        return torch.relu(self.dilated_conv(x - la) + la)
+
+
+def eager_network(model: RainOerMeNet) -> RainOerMeNet:
+    """A copy of `model` (same weights, mode and device) whose every self-correcting block is plain
+    PyTorch: the network as users run it without derain_kernels (the model may use fused blocks)."""
+    eager = copy.deepcopy(model)
+    dilation = model.config["dilation"]
+    for parent in list(eager.modules()):
+        for name, child in list(parent.named_children()):
+            if hasattr(child, "conv1") and hasattr(child, "dilated_conv"):
+                c = child.dilated_conv.weight.shape[0]
+                block = EagerSelfCorrectingBlock(c, dilation).to(child.dilated_conv.weight.device)
+                block.load_state_dict(child.state_dict())
+                block.train(child.training)
+                setattr(parent, name, block)
+    return eager
 
 
 def parameter_counts(model: RainOerMeNet | None = None) -> dict:
@@ -89,18 +123,17 @@ def _case(device: str, shape, n: int, compile: bool, smoke: bool) -> Case:
     cl = torch.channels_last
 
     def eager():
-        return _cycling(model, images)
+        return _cycling(eager_network(model), images)
 
     def eager_cl():
-        m = RainOerMeNet().eval().to(device, memory_format=cl)
-        m.load_state_dict(model.state_dict())
+        m = eager_network(model).to(memory_format=cl)
         return _cycling(lambda x: m(x.contiguous(memory_format=cl)), images)
 
     def fused():
         return _cycling(model.fused(), images)
 
     def compiled():
-        cm = torch.compile(model)
+        cm = torch.compile(eager_network(model))
         call = _cycling(cm, images)
         call()  # compiles: counted as setup time, not as inference time
         return call

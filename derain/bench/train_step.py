@@ -5,8 +5,9 @@ timed step), C an unrelated clean crop. The timed step:
     R, Ŷ, R_e, Ŷ_e = model.forward_train(X); D = rain_composite(C, R_e.detach()); Ĉ = model(D)
     L = β(1 − SSIM(Ŷ_e, Y_s)) + α(1 − SSIM(Ĉ, C)); L.backward(); Adam step
 "Ours": derain_kernels.rain_composite + derain_kernels.ssim_loss and the model as built
-here; peers: torch add+clamp + pytorch_msssim.ssim (or kornia.metrics.ssim) and the
-model in eager PyTorch. SSIM padding conventions differ (ours "zeros" as the authors;
+here (its blocks fused when derain_kernels has them); peers: torch add+clamp +
+pytorch_msssim.ssim (or kornia.metrics.ssim) and the same model with plain-PyTorch
+blocks (network.eager_network). SSIM padding conventions differ (ours "zeros" as the authors;
 pytorch_msssim "valid"; kornia "same" reflect): the compute is the same class.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import derain_kernels as dk
 from derain.models import RainOerMeNet
 
 from .harness import Case, Contender
+from .network import eager_network
 
 OP = "distillation training step"
 MODE = "fwd+bwd+Adam"
@@ -27,15 +29,18 @@ T = 1  # iteration index of the loss schedule (value irrelevant for timing)
 BETA, ALPHA = 1000.0 / (1000.0 + T), T / 1000.0
 
 
-def _model(channels_last: bool, device: str = "cpu") -> RainOerMeNet:
+def _model(channels_last: bool, device: str = "cpu", eager: bool = False) -> RainOerMeNet:
     torch.manual_seed(0)
     m = RainOerMeNet().train().to(device)
+    if eager:
+        m = eager_network(m)
     return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
-def make_step(ssim_loss, composite, channels_last: bool, X, Ys, C):
-    """A zero-argument callable doing one full training step; returns the loss."""
-    model = _model(channels_last, X.device.type)
+def make_step(ssim_loss, composite, channels_last: bool, X, Ys, C, eager: bool = False):
+    """A zero-argument callable doing one full training step; returns the loss.
+    `eager`: the network's blocks in plain PyTorch (network.eager_network) instead of the model's."""
+    model = _model(channels_last, X.device.type, eager)
     opt = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999))
     if channels_last:
         X, Ys, C = (t.contiguous(memory_format=torch.channels_last) for t in (X, Ys, C))
@@ -72,11 +77,11 @@ def _case(device: str, smoke: bool) -> Case:
     case = Case(OP, MODE, "x".join(map(str, shape)), missing=[])
 
     def contender(name, loss_fn, composite, channels_last, ours=False, note=""):
-        return Contender(name, lambda: make_step(loss_fn, composite, channels_last, X, Ys, C), ours=ours,
-                         note=note, device=device)
+        return Contender(name, lambda: make_step(loss_fn, composite, channels_last, X, Ys, C, eager=not ours),
+                         ours=ours, note=note, device=device)
 
     if hasattr(dk, "ssim_loss"):
-        case.contenders.append(contender("ours: dk ops, channels-last", lambda a, b: dk.ssim_loss(a, b),
+        case.contenders.append(contender("ours: derain_kernels, channels-last", lambda a, b: dk.ssim_loss(a, b),
                                          dk.rain_composite, True, ours=True))
     else:
         case.missing.append("ours: derain_kernels.ssim_loss not available in this build")
