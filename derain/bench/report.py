@@ -104,7 +104,10 @@ def header_lines(results: dict) -> list[str]:
     b = m.get("backend", {})
     lines = [
         f"date: {m.get('date', '?')}",
-        f"machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch threads {m.get('threads', '?')}",
+        f"machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch threads {m.get('threads', '?')}"
+        + ("" if m.get("load_average_1min") is None else
+           f", 1-min load average {m['load_average_1min']} at the start"
+           + (" (other processes were competing for the cores)" if m["load_average_1min"] >= 1.0 else "")),
         f"torch {m.get('torch', '?')}, python {m.get('python', '?')}, {m.get('platform', '')}".rstrip(", "),
         f"derain_kernels backend: CPU kernels {b.get('cpu_kernels', '?')} ({len(b.get('cpu_ops', []))} ops), "
         f"build {b.get('build', {}).get('flags', '?') if isinstance(b.get('build'), dict) else '?'}; "

@@ -78,8 +78,13 @@ def machine_header() -> dict:
     cuda = "not available"
     if torch.cuda.is_available():
         cuda = f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    try:
+        load = round(os.getloadavg()[0], 1)
+    except (OSError, AttributeError):
+        load = None
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu": _cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "load_average_1min": load,
             "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(terse=True), "cuda": cuda, "backend": dk.backend_info(),
             "peers": {m: _version(m, d) for m, d in PEERS.items()}}
@@ -213,6 +218,9 @@ def run(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+        if importlib.util.find_spec("cv2") is not None:  # the same thread count for OpenCV's peers
+            import cv2
+            cv2.setNumThreads(args.threads)
     if args.plot:  # fail before the run, not after it
         if importlib.util.find_spec("matplotlib") is None:
             raise ValueError("--plot needs matplotlib, which is not installed (pip install matplotlib)")
