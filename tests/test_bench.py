@@ -288,3 +288,21 @@ def test_op_suite_runs_in_smoke_sizes(suite):
         rows = run_case(case, Settings(warmup=1, repeats=1, memory=False, budget_s=5.0))
         failed = [(r["impl"], r["reason"]) for r in rows if r["status"] == "failed"]
         assert not failed, (case.op, case.mode, case.shape, failed)
+
+
+def test_measure_on_cuda_synchronizes_and_reads_torch_peak(monkeypatch):
+    """The CUDA path of the harness, with torch.cuda's counters stubbed (no GPU needed)."""
+    events = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: events.append("sync"))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a: 3 * 2**20)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 8 * 2**20)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: events.append("reset"))
+
+    def fn():
+        events.append("call")
+
+    t = measure(fn, warmup=1, repeats=2, device="cuda")
+    assert t.peak_mib == pytest.approx(5.0) and t.repeats == 2
+    # every call is followed by a synchronize before its time is read
+    calls = [i for i, e in enumerate(events) if e == "call"]
+    assert len(calls) == 1 + 2 + 1 and all(events[i + 1] == "sync" for i in calls)
