@@ -257,6 +257,26 @@ def test_bench_smoke_lists_suites_without_smoke_sizes(monkeypatch, tmp_path):
     assert row["status"] == "skipped" and "smoke" in row["reason"]
 
 
+def test_bench_reports_a_broken_suite_and_runs_the_others(monkeypatch, tmp_path, capsys):
+    import derain.bench as bench_pkg
+
+    def cases(quick=False, smoke=False):
+        raise ImportError("no module named fancy_peer")
+
+    module = types.ModuleType("derain.bench.broken_suite")
+    module.cases = cases
+    monkeypatch.setitem(sys.modules, "derain.bench.broken_suite", module)
+    monkeypatch.setattr(bench_pkg, "SUITES", [*bench_pkg.SUITES, "broken_suite"])
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    assert main(["bench", "--smoke", "--threads", "1", "--no-progress", "--only", "composite", "broken_suite",
+                 "--json", str(js), "--markdown", str(md)]) == 0
+    data = json.loads(js.read_text())
+    assert data["suite_errors"] == {"broken_suite": "ImportError: no module named fancy_peer"}
+    assert data["rows"] and all(r["status"] == "ok" for r in data["rows"])
+    assert "broken_suite failed: ImportError" in md.read_text()
+    assert "broken_suite failed: ImportError" in capsys.readouterr().out
+
+
 def test_bench_rejects_unknown_section(capsys):
     assert main(["bench", "--smoke", "--only", "nope"]) == 2
     assert "nope" in capsys.readouterr().err

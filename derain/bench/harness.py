@@ -193,6 +193,14 @@ def shape_numel(shape: str) -> int | None:
     return math.prod(int(v) for v in re.split(r"\s*[x×]\s*", m.group(1)))
 
 
+def result_row(case: Case, c: Contender, status: str = "ok", reason: str = "") -> dict:
+    """A result row with no measurement yet (what run_case fills in)."""
+    return {"op": case.op, "mode": case.mode, "shape": case.shape, "impl": c.name, "ours": c.ours,
+            "note": c.note, "device": c.device, "status": status, "reason": reason, "median_ms": None,
+            "mean_ms": None, "min_ms": None, "max_ms": None, "repeats": 0, "peak_extra_mib": None,
+            "setup_s": None, "speedup_vs_ours": None}
+
+
 def run_case(case: Case, settings: Settings, on_result: Callable[[dict], None] | None = None,
              over_budget: dict | None = None) -> list[dict]:
     """Time every contender of `case`; one result row (dict) per contender.
@@ -204,10 +212,7 @@ def run_case(case: Case, settings: Settings, on_result: Callable[[dict], None] |
     rows = []
     gc.collect()  # free what earlier cases left in reference cycles before measuring memory
     for c in case.contenders:
-        row = {"op": case.op, "mode": case.mode, "shape": case.shape, "impl": c.name, "ours": c.ours,
-               "note": c.note, "device": c.device, "status": "ok", "reason": "", "median_ms": None,
-               "mean_ms": None, "min_ms": None, "max_ms": None, "repeats": 0, "peak_extra_mib": None,
-               "setup_s": None, "speedup_vs_ours": None}
+        row = result_row(case, c)
         numel = shape_numel(case.shape)
         key = (case.op, case.mode, c.name)
         if c.expected_s is not None and settings.budget_s is not None and c.expected_s > settings.budget_s:

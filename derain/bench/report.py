@@ -230,10 +230,12 @@ def render_text(results: dict) -> str:
         parts += ["", "== " + SECTION_TITLES["network"], *before, t.text(), *after, "",
                   f"Peers' rows, {QUOTED_SOURCE}:", q.text()]
     for section in ("ops", "train_step"):
-        if _cases(results, section):
+        if _cases(results, section) or (section == "ops" and results.get("suite_errors")):
             t, missing = op_table(results, section)
             parts += ["", "== " + SECTION_TITLES[section], t.text()]
             parts += [f"  not measured: {m}" for m in missing]
+            if section == "ops":
+                parts += [f"  suite {k} failed: {v}" for k, v in results.get("suite_errors", {}).items()]
             if section == "ops" and missing_peers(results):
                 parts.append("  peers not installed: " + ", ".join(missing_peers(results)))
     legend = ("ours faster = contender's median / ours' median (>1: ours is faster); "
@@ -262,9 +264,11 @@ def render_markdown(results: dict) -> str:
         out += [f"- {a}" for a in after]
         out += ["", f"Peers' rows, {QUOTED_SOURCE}:", "", q.markdown()]
     for section in ("ops", "train_step"):
-        if _cases(results, section):
+        if _cases(results, section) or (section == "ops" and results.get("suite_errors")):
             t, missing = op_table(results, section)
             out += ["", "## " + SECTION_TITLES[section], "", t.markdown()]
+            if section == "ops":
+                missing = missing + [f"suite {k} failed: {v}" for k, v in results.get("suite_errors", {}).items()]
             if missing:
                 out += ["", "Not measured:", ""] + [f"- {x}" for x in missing]
             if section == "ops" and missing_peers(results):

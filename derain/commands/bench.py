@@ -126,10 +126,10 @@ def _suite_cases(name: str, args) -> tuple[list, str | None]:
     return cases_fn(quick=args.quick), None
 
 
-def collect(args) -> dict:
+def collect(args, head: dict | None = None) -> dict:
     """Run the chosen sections; return the results dict that every renderer reads."""
     from derain.bench import network, report
-    from derain.bench.harness import Settings, run_case
+    from derain.bench.harness import Settings, result_row, run_case
 
     chosen = args.only or sections()
     unknown = [s for s in chosen if s not in sections()]
@@ -138,9 +138,17 @@ def collect(args) -> dict:
     chosen = [s for s in sections() if s in chosen]  # the report's order
     settings = _settings(args)
     planned = []  # (section, suite, case, reason not run)
+    suite_errors = {}  # a suite that cannot build its cases is reported, the others still run
     for name in chosen:
         section = name if name in ("network", "train_step") else "ops"
-        cases, reason = _suite_cases(name, args)
+        try:
+            cases, reason = _suite_cases(name, args)
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            suite_errors[name] = f"{type(exc).__name__}: {msg}"[:300]
+            print(f"derain bench: suite {name} failed to build its cases: {suite_errors[name]}",
+                  file=sys.stderr, flush=True)
+            continue
         planned += [(section, name, c, reason) for c in cases]
 
     total = sum(len(c.contenders) for _, _, c, reason in planned if reason is None)
@@ -156,10 +164,7 @@ def collect(args) -> dict:
     for section, suite, case, reason in planned:
         s = settings[section]
         if reason is not None:
-            rows = [{"op": case.op, "mode": case.mode, "shape": case.shape, "impl": c.name, "ours": c.ours,
-                     "note": c.note, "device": c.device, "status": "skipped", "reason": reason,
-                     "median_ms": None, "mean_ms": None, "min_ms": None, "max_ms": None, "repeats": 0,
-                     "peak_extra_mib": None, "setup_s": None, "speedup_vs_ours": None} for c in case.contenders]
+            rows = [result_row(case, c, "skipped", reason) for c in case.contenders]
         else:
             if bar is not None:
                 bar.set_description(f"{case.op} {case.mode} {case.shape}"[:48])
@@ -178,9 +183,9 @@ def collect(args) -> dict:
             bar.write(line, file=sys.stderr) if bar is not None else print(line, file=sys.stderr, flush=True)
     if bar is not None:
         bar.close()
-    results = {"machine": machine_header(), "command": _command_line(args), "settings": settings,
-               "cases": results_cases, "rows": [dict(r, section=c["section"]) for c in results_cases
-                                                 for r in c["rows"]]}
+    results = {"machine": head or machine_header(), "command": _command_line(args), "settings": settings,
+               "suite_errors": suite_errors, "cases": results_cases,
+               "rows": [dict(r, section=c["section"]) for c in results_cases for r in c["rows"]]}
     if "network" in chosen:
         results["parameters"] = network.parameter_counts()
     return results
@@ -227,7 +232,7 @@ def run(args) -> int:
     head = machine_header()
     preview = {"machine": head, "command": _command_line(args)}
     print("\n".join(report.header_lines(preview)), flush=True)
-    results = collect(args)
+    results = collect(args, head)
     text = report.render_text(results)
     print("\n" + text.split("\n", len(report.header_lines(results)))[-1], end="")
     if args.json:
