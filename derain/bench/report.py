@@ -215,7 +215,7 @@ def missing_peers(results: dict) -> list[str]:
 def ratio_summary(results: dict) -> list[tuple[str, float]]:
     """(label, ours-faster ratio) for every measured peer row (the bars of --plot)."""
     out = []
-    for case in results["cases"]:
+    for case in [c for section in ("network", "ops", "train_step") for c in _cases(results, section)]:
         for r in case["rows"]:
             if not r["ours"] and r["speedup_vs_ours"] is not None:
                 out.append((f"{case['op']} {case['mode']} {case['shape']} vs {r['impl']}", r["speedup_vs_ours"]))
@@ -284,6 +284,7 @@ def write_plot(results: dict, path: str) -> None:
         raise RuntimeError("--plot needs matplotlib: pip install matplotlib") from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     bars = ratio_summary(results)
     height = max(2.0, 0.28 * len(bars) + 1.2)
@@ -296,6 +297,7 @@ def write_plot(results: dict, path: str) -> None:
         ax.set_yticks(list(ys), labels, fontsize=7)
         ax.invert_yaxis()
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
         ax.axvline(1.0, color="black", linewidth=0.8)
         for y, v in zip(ys, values):
             ax.text(v, y, f" {v:.2f}×", va="center", fontsize=7)
