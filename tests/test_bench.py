@@ -103,13 +103,43 @@ def test_run_case_rows_ratios_and_failures():
     ], missing=["kornia not installed"])
     seen = []
     rows = run_case(case, Settings(warmup=1, repeats=3, memory=False, budget_s=10.0), on_result=seen.append)
-    assert [r["impl"] for r in rows] == ["ours", "peer", "broken", "too slow"] and seen == rows
+    assert [r["impl"] for r in rows] == ["ours", "peer", "broken", "too slow"]
+    assert sorted(r["impl"] for r in seen) == sorted(r["impl"] for r in rows)  # each reported once
     r_ours, r_peer, r_broken, r_slow = rows
     assert r_ours["status"] == r_peer["status"] == "ok" and r_ours["repeats"] == 3
     assert r_ours["speedup_vs_ours"] is None
     assert r_peer["speedup_vs_ours"] == pytest.approx(r_peer["median_ms"] / r_ours["median_ms"])
     assert r_broken["status"] == "failed" and r_broken["reason"] == "RuntimeError: no kernel for this"
     assert r_slow["status"] == "skipped" and "budget" in r_slow["reason"] and r_slow["median_ms"] is None
+
+
+def test_run_case_interleaves_timed_calls_and_survives_a_late_failure():
+    log = []
+
+    def contender(name, fail_at=None):
+        calls = [0]
+
+        def fn():
+            calls[0] += 1
+            log.append(name)
+            if fail_at is not None and calls[0] == fail_at:
+                raise ValueError(f"{name} broke")
+        return Contender(name, lambda: fn, ours=name == "a")
+
+    case = Case("op", "fwd", "4x4", [contender("a"), contender("b"), contender("c", fail_at=4)])
+    rows = run_case(case, Settings(warmup=2, repeats=4, memory=False, budget_s=None))
+    # warm-ups one contender after the other, then timed calls round-robin
+    assert log[:6] == ["a", "a", "b", "b", "c", "c"]
+    assert log[6:12] == ["a", "b", "c", "a", "b", "c"]
+    by = {r["impl"]: r for r in rows}
+    assert by["a"]["repeats"] == by["b"]["repeats"] == 4
+    assert by["c"]["status"] == "failed" and by["c"]["reason"] == "ValueError: c broke"
+    assert by["b"]["speedup_vs_ours"] == pytest.approx(by["b"]["median_ms"] / by["a"]["median_ms"])
+
+    log.clear()
+    run_case(Case("op", "fwd", "4x4", [contender("a"), contender("b")]),
+             Settings(warmup=1, repeats=2, memory=False, interleave=False))
+    assert log == ["a", "a", "a", "b", "b", "b"]
 
 
 def test_run_case_skips_larger_shapes_after_going_over_budget():

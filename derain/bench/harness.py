@@ -108,44 +108,75 @@ class Timing:
                 "skipped": self.skipped}
 
 
+class _Timer:
+    """The measurement of one callable in stages, so that several can be interleaved.
+
+    start(): the first call (timed, its peak memory read; it is the first warm-up call),
+    the budget check, the other warm-up calls. step(): one timed call; False when done
+    (`repeats` calls, or their total time passed max_seconds). finish(): the memory call
+    and the Timing.
+    """
+
+    def __init__(self, fn, warmup=2, repeats=7, max_seconds=20.0, memory=True, budget_s=None, device="cpu"):
+        self.fn, self.warmup, self.repeats, self.max_seconds = fn, warmup, max(1, repeats), max_seconds
+        self.memory, self.budget_s, self.device = memory, budget_s, device
+        self.sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+        self.times: list[float] = []
+        self.slow = False
+        self.first_mib = None
+
+    def start(self) -> Timing | None:
+        """Returns a Timing when the contender is over budget (then it is done), else None."""
+        if self.memory:
+            first_s, self.first_mib = _peak_call(self.fn, self.device)
+        else:
+            t0 = time.perf_counter()
+            self.fn()
+            self.sync()
+            first_s = time.perf_counter() - t0
+        if self.budget_s is not None and first_s > self.budget_s:
+            ms = first_s * 1e3
+            return Timing(ms, ms, ms, 1, self.first_mib, ms,
+                          skipped=f"one call took {first_s:.1f} s > budget {self.budget_s:g} s")
+        # A slow contender (its planned calls would not fit in max_seconds) needs no more warm-up
+        # than its first call, and its memory is that first call's: no extra calls of seconds each.
+        self.slow = first_s * (self.warmup + self.repeats) > self.max_seconds
+        for _ in range(0 if self.slow else self.warmup - 1):
+            self.fn()
+        self.sync()
+        return None
+
+    def step(self) -> bool:
+        t0 = time.perf_counter()
+        self.fn()
+        self.sync()
+        self.times.append((time.perf_counter() - t0) * 1e3)
+        return len(self.times) < self.repeats and sum(self.times) / 1e3 <= self.max_seconds
+
+    def finish(self) -> Timing:
+        peak = None
+        if self.memory:
+            peak = self.first_mib if self.slow else peak_extra_mib(self.fn, self.device)
+        t = self.times
+        return Timing(statistics.median(t), min(t), max(t), len(t), peak, statistics.fmean(t))
+
+
 def measure(fn: Callable[[], object], warmup: int = 2, repeats: int = 7, max_seconds: float = 20.0,
             memory: bool = True, budget_s: float | None = None, device: str = "cpu") -> Timing:
     """Time fn(): `warmup` calls (at least one, used for the budget check), then up to `repeats`
-    timed calls (fewer once max_seconds have passed), then one call for the peak memory.
+    timed calls (fewer once their total passes max_seconds), then one call for the peak memory.
     When the first call shows that the planned calls would exceed max_seconds, the first call
     is the only warm-up and its memory is reported (no extra call).
 
-    On CUDA (`device="cuda..."`) every timed call is followed by a synchronize.
+    On CUDA (`device="cuda..."`) every call is followed by a synchronize before its time is read.
     """
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    first_s, first_mib = _peak_call(fn, device) if memory else (None, None)
-    if first_s is None:
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        first_s = time.perf_counter() - t0
-    if budget_s is not None and first_s > budget_s:
-        ms = first_s * 1e3
-        return Timing(ms, ms, ms, 1, first_mib, ms,
-                      skipped=f"one call took {first_s:.1f} s > budget {budget_s:g} s")
-    # A slow contender (its planned calls would not fit in max_seconds) needs no more warm-up
-    # than its first call, and its memory is that first call's: no extra calls of seconds each.
-    slow = first_s * (warmup + repeats) > max_seconds
-    for _ in range(0 if slow else warmup - 1):
-        fn()
-    sync()
-    times = []
-    start = time.perf_counter()
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-        if time.perf_counter() - start > max_seconds:
-            break
-    peak = (first_mib if slow else peak_extra_mib(fn, device)) if memory else None
-    return Timing(statistics.median(times), min(times), max(times), len(times), peak,
-                  statistics.fmean(times))
+    timer = _Timer(fn, warmup, repeats, max_seconds, memory, budget_s, device)
+    skipped = timer.start()
+    if skipped is not None:
+        return skipped
+    while timer.step():
+        pass
+    return timer.finish()
 
 
 @dataclass
@@ -183,6 +214,7 @@ class Settings:
     max_seconds: float = 5.0
     budget_s: float | None = 10.0
     memory: bool = True
+    interleave: bool = True  # timed calls round-robin over the contenders of a case
 
 
 def shape_numel(shape: str) -> int | None:
@@ -201,45 +233,96 @@ def result_row(case: Case, c: Contender, status: str = "ok", reason: str = "") -
             "setup_s": None, "speedup_vs_ours": None}
 
 
+def _failure(exc: Exception) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {msg}"[:200]
+
+
 def run_case(case: Case, settings: Settings, on_result: Callable[[dict], None] | None = None,
-             over_budget: dict | None = None) -> list[dict]:
+             over_budget: dict | None = None, on_round: Callable[[int, int], None] | None = None) -> list[dict]:
     """Time every contender of `case`; one result row (dict) per contender.
 
-    `over_budget` maps (op, mode, contender) to the element count at which that contender
-    went over budget in this run: it is then skipped on larger shapes without a call.
-    Rows: status "ok" | "skipped" | "failed"; speedup_vs_ours = contender median / ours median.
+    Each contender is built (`make()`, timed as setup) and warmed up (budget check) in turn;
+    with `settings.interleave` the timed calls then go round-robin (one call of each contender
+    per round, so that a change of machine load hits all of them alike), else one contender
+    after the other. `over_budget` maps (op, mode, contender) to the element count at which
+    that contender went over budget in this run: it is then skipped on larger shapes without a
+    call. Rows: status "ok" | "skipped" | "failed"; speedup_vs_ours = contender median / ours median.
     """
-    rows = []
+    rows = [result_row(case, c) for c in case.contenders]
     gc.collect()  # free what earlier cases left in reference cycles before measuring memory
-    for c in case.contenders:
-        row = result_row(case, c)
-        numel = shape_numel(case.shape)
+    numel = shape_numel(case.shape)
+    active = []  # (row, timer)
+
+    def done(row, timing=None, exc=None):
+        if exc is not None:
+            row.update(status="failed", reason=_failure(exc))
+        elif timing is not None:
+            row.update(timing.as_dict())
+            row.pop("skipped")
+            if timing.skipped:
+                row.update(status="skipped", reason=timing.skipped)
+                if over_budget is not None and numel is not None:
+                    over_budget[(case.op, case.mode, row["impl"])] = (numel, case.shape)
+        if on_result is not None:
+            on_result(row)
+
+    for c, row in zip(case.contenders, rows):
         key = (case.op, case.mode, c.name)
         if c.expected_s is not None and settings.budget_s is not None and c.expected_s > settings.budget_s:
             row.update(status="skipped", reason=f"would take ~{c.expected_s:g} s > budget {settings.budget_s:g} s")
-        elif over_budget is not None and key in over_budget and numel is not None and numel >= over_budget[key][0]:
+            done(row)
+            continue
+        if over_budget is not None and key in over_budget and numel is not None and numel >= over_budget[key][0]:
             row.update(status="skipped", reason=f"over budget at {over_budget[key][1]} already")
+            done(row)
+            continue
+        try:
+            t0 = time.perf_counter()
+            fn = c.make()
+            row["setup_s"] = time.perf_counter() - t0
+            timer = _Timer(fn, settings.warmup, settings.repeats, settings.max_seconds, settings.memory,
+                           settings.budget_s, c.device)
+            skipped = timer.start()
+        except Exception as exc:  # a failing contender is a result, not a crash of the run
+            done(row, exc=exc)
+            continue
+        if skipped is not None:
+            done(row, skipped)
+        elif settings.interleave:
+            active.append((row, timer))
         else:
             try:
-                t0 = time.perf_counter()
-                fn = c.make()
-                row["setup_s"] = time.perf_counter() - t0
-                t = measure(fn, warmup=settings.warmup, repeats=settings.repeats,
-                            max_seconds=settings.max_seconds, memory=settings.memory,
-                            budget_s=settings.budget_s, device=c.device)
-                del fn
-                row.update(t.as_dict())
-                row.pop("skipped")
-                if t.skipped:
-                    row.update(status="skipped", reason=t.skipped)
-                    if over_budget is not None and numel is not None:
-                        over_budget[key] = (numel, case.shape)
-            except Exception as exc:  # a failing contender is a result, not a crash of the run
-                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                row.update(status="failed", reason=f"{type(exc).__name__}: {msg}"[:200])
-        rows.append(row)
-        if on_result is not None:
-            on_result(row)
+                while timer.step():
+                    pass
+                done(row, timer.finish())
+            except Exception as exc:
+                done(row, exc=exc)
+
+    rounds = max(1, settings.repeats)
+    for i in range(rounds):
+        if not active:
+            break
+        if on_round is not None:
+            on_round(i + 1, rounds)
+        still = []
+        for row, timer in active:
+            try:
+                more = timer.step()
+            except Exception as exc:
+                done(row, exc=exc)
+                continue
+            if more:
+                still.append((row, timer))
+            else:
+                try:
+                    done(row, timer.finish())
+                except Exception as exc:
+                    done(row, exc=exc)
+        active = still
+    for row, timer in active:  # (only when rounds ran out first, which step() prevents)
+        done(row, timer.finish())
+
     ours = next((r for r in rows if r["ours"] and r["median_ms"]), None)
     for r in rows:
         if ours is not None and not r["ours"] and r["median_ms"]:

@@ -254,8 +254,12 @@ def render_markdown(results: dict) -> str:
            "side by side in one run.", ""]
     out += [f"- {line}" for line in header_lines(results)[1:-1]]
     out.append("")
+    interleaved = results.get("settings", {}).get("ops", {}).get("interleave", True)
     out.append("Timing: the same harness for every contender (derain/bench/harness.py): warm-up calls, then "
-               "repeated calls; median and min..max in ms; peak MiB = peak extra resident memory (CPU) or "
+               + ("timed calls round-robin over the contenders of each comparison (one call of each per "
+                  "round, so that load changes hit all alike)" if interleaved else "timed calls, one contender "
+                  "after the other (--sequential)")
+               + "; median and min..max in ms; peak MiB = peak extra resident memory (CPU) or "
                "allocated memory (CUDA) of one call; ours faster = contender's median / ours' median "
                "(> 1: ours is faster; ~ = estimate from a single over-budget call).")
     if _cases(results, "network"):

@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
                    help="a contender whose first call takes longer is not repeated (default 10, --quick 3)")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile in Table IV")
+    p.add_argument("--sequential", dest="interleave", action="store_false",
+                   help="time one contender after the other (default: timed calls round-robin over the "
+                        "contenders of a comparison, fairer when the machine's load changes)")
     p.add_argument("--json", metavar="FILE", help="write all results as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the report as Markdown (the RESULTS.md body)")
     p.add_argument("--plot", metavar="FILE.png", help="write a bar chart of the speed-up ratios (needs matplotlib)")
@@ -103,10 +106,12 @@ def _settings(args) -> dict:
         ops["repeats"] = args.repeats
     if args.budget is not None:
         ops["budget_s"] = args.budget
+    ops["interleave"] = args.interleave
     images = network.image_count(args.quick, args.smoke, args.images)
     return {"ops": ops,
             "network": {"warmup": 1 if args.smoke else 2, "repeats": images, "images": images,
-                        "max_seconds": None, "budget_s": None},  # None: no limit (strict JSON)
+                        "max_seconds": None, "budget_s": None,  # None: no limit (strict JSON)
+                        "interleave": args.interleave},
             "train_step": {**ops, "budget_s": None, "max_seconds": 2.0 * ops["max_seconds"]}}
 
 
@@ -173,9 +178,13 @@ def collect(args, head: dict | None = None) -> dict:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(f"{row['impl'][:24]}: {row['status']}")
+            def round_note(i, n):
+                if bar is not None and n > 1:
+                    bar.set_postfix_str(f"timed round {i}/{n}")
             max_seconds = math.inf if s["max_seconds"] is None else s["max_seconds"]
             rows = run_case(case, Settings(warmup=s["warmup"], repeats=s["repeats"], max_seconds=max_seconds,
-                                           budget_s=s["budget_s"]), on_result=tick, over_budget=over_budget)
+                                           budget_s=s["budget_s"], interleave=s["interleave"]),
+                            on_result=tick, over_budget=over_budget, on_round=round_note)
         results_cases.append({"section": section, "suite": suite, "op": case.op, "mode": case.mode,
                               "shape": case.shape, "missing": list(case.missing), "rows": rows})
         if reason is None:
@@ -215,6 +224,8 @@ def _command_line(args) -> str:
             argv += [f"--{opt}", str(getattr(args, opt))]
     if not getattr(args, "compile", True):
         argv.append("--no-compile")
+    if not getattr(args, "interleave", True):
+        argv.append("--sequential")
     return shlex.join(argv)
 
 
