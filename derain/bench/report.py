@@ -204,7 +204,8 @@ def case_line(case: dict) -> str:
             cells.append(f"{r['impl']} {r['status']}")
         else:
             ratio = "" if r["ours"] or r["speedup_vs_ours"] is None else f" ({fmt_ratio(r['speedup_vs_ours'])})"
-            cells.append(f"{r['impl']} {fmt_ms(r['median_ms'])} ms{ratio}")
+            t = fmt_ms(r["median_ms"])
+            cells.append(f"{r['impl']} {t}{'' if t.endswith(' s') else ' ms'}{ratio}")
     return f"{case['op']} {case['mode']} {case['shape']}: " + "; ".join(cells)
 
 
