@@ -9,12 +9,18 @@ from ._backend import backend_info  # noqa: F401  (loads the C++ extension)
 from .ops.composite import min_composite, rain_composite  # noqa: F401
 from .ops.median import median_filter, soft_label  # noqa: F401
 from .ops.ssim import SSIMLoss, ssim, ssim_loss  # noqa: F401
+from .ops.related import dark_channel, dark_channel_loss, directional_kernels, rain_direction_loss, tv_loss  # noqa: F401
 
 __version__ = "0.1.0"
 
 __all__ = [
     "backend_info",
     "median_filter",
+    "dark_channel",
+    "dark_channel_loss",
+    "directional_kernels",
+    "rain_direction_loss",
+    "tv_loss",
     "min_composite",
     "rain_composite",
     "soft_label",
