@@ -260,6 +260,28 @@ def test_ssim_opcheck(padding, reduction):
     out = torch.ops.derain.ssim(*args)
     g = torch.randn_like(out)
     torch.library.opcheck(torch.ops.derain.ssim_backward, (g, x.detach(), y.detach(), *args[2:]))
+    torch.library.opcheck(torch.ops.derain.ssim_backward_x, (g, x.detach(), y.detach(), *args[2:]))
+
+
+@pytest.mark.parametrize("padding,reduction", [("zeros", "mean"), ("valid", "none"), ("reflect", "map")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_sided_gradients(padding, reduction, dtype):
+    # only the gradient autograd asks for is computed (ssim_backward_x, with x and y swapped for y)
+    x, y = _images((2, 3, 21, 18), dtype)
+    a, b = x.double().clone().requires_grad_(), y.double().clone().requires_grad_()
+    g = torch.randn_like(ref.ssim(a, b, 7, 1.5, 1.0, padding, reduction))
+    ref.ssim(a, b, 7, 1.5, 1.0, padding, reduction).backward(g)
+    atol = 1e-12 if dtype == torch.float64 else 2e-5 * float(a.grad.abs().max())
+    for wants_x in (True, False):
+        xs, ys = x.clone().requires_grad_(wants_x), y.clone().requires_grad_(not wants_x)
+        dk.ssim(xs, ys, 7, padding=padding, reduction=reduction).backward(g.to(dtype))
+        leaf, other, expected = (xs, ys, a.grad) if wants_x else (ys, xs, b.grad)
+        assert other.grad is None
+        torch.testing.assert_close(leaf.grad.double(), expected, rtol=0, atol=atol)
+    both_x, both_y = x.clone().requires_grad_(), y.clone().requires_grad_()
+    dk.ssim(both_x, both_y, 7, padding=padding, reduction=reduction).backward(g.to(dtype))
+    gx = torch.ops.derain.ssim_backward_x(g.to(dtype), x, y, 7, 1.5, 1.0, padding, reduction, 0.01, 0.03)
+    assert torch.equal(gx, both_x.grad)  # same arithmetic as the two-sided kernel
 
 
 def test_ssim_compiles_fullgraph():
@@ -302,7 +324,7 @@ def test_triton_ssim_matches_cpp(padding, reduction, dtype):
     torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
     g = torch.randn(out.shape, dtype=dtype, device=dev)
     gx, gy = ts.ssim_backward(g, x, y, 7, 1.5, 1.0, padding, reduction, 0.01, 0.03)
-    a, b = x.double().requires_grad_(), y.double().requires_grad_()
+    a, b = x.double().clone().requires_grad_(), y.double().clone().requires_grad_()
     ref.ssim(a, b, 7, 1.5, 1.0, padding, reduction).backward(g.double())
     scale = a.grad.abs().max().item()
     tol = 2e-5 * scale if dtype == torch.float32 else 1e-10 * scale

@@ -6,6 +6,8 @@
 // (B,) for "none" or the mean () for "mean". ssim_backward takes the gradient
 // of that result and returns (grad_x, grad_y); it recomputes the statistics it
 // needs tile by tile, so the forward saves nothing but x and y.
+// ssim_backward_x returns grad_x alone (about 2/5 less transposed-blur work);
+// SSIM is symmetric in (x, y), so grad_y alone is ssim_backward_x(grad, y, x).
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(derain, m) {
@@ -13,4 +15,6 @@ TORCH_LIBRARY_FRAGMENT(derain, m) {
         "str reduction, float k1, float k2) -> Tensor");
   m.def("ssim_backward(Tensor grad, Tensor x, Tensor y, int window_size, float sigma, float data_range, "
         "str padding, str reduction, float k1, float k2) -> (Tensor, Tensor)");
+  m.def("ssim_backward_x(Tensor grad, Tensor x, Tensor y, int window_size, float sigma, float data_range, "
+        "str padding, str reduction, float k1, float k2) -> Tensor");
 }

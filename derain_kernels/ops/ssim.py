@@ -140,6 +140,10 @@ if _CPP:
     def _ssim_backward_fake(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
         return x.new_empty(x.shape), x.new_empty(x.shape)
 
+    @torch.library.register_fake("derain::ssim_backward_x")
+    def _ssim_backward_x_fake(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
+        return x.new_empty(x.shape)
+
     # ---- autograd ----
     def _ssim_setup(ctx, inputs, output):
         x, y, *params = inputs
@@ -147,12 +151,23 @@ if _CPP:
         ctx.params = params
 
     def _ssim_backward(ctx, grad):
+        # Only the gradients autograd asks for: ssim_loss(pred, target) needs no
+        # grad of the target, and ssim_backward_x skips its share of the work.
+        # SSIM is symmetric in (x, y), so grad_y alone is ssim_backward_x(grad, y, x).
         x, y = ctx.saved_tensors
-        gx, gy = torch.ops.derain.ssim_backward(grad, x, y, *ctx.params)
+        need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if need_x and need_y:
+            gx, gy = torch.ops.derain.ssim_backward(grad, x, y, *ctx.params)
+        elif need_x:
+            gx, gy = torch.ops.derain.ssim_backward_x(grad, x, y, *ctx.params), None
+        elif need_y:
+            gx, gy = None, torch.ops.derain.ssim_backward_x(grad, y, x, *ctx.params)
+        else:
+            gx = gy = None
         return gx, gy, None, None, None, None, None, None, None
 
     torch.library.register_autograd("derain::ssim", _ssim_backward, setup_context=_ssim_setup)
 
     # ---- CUDA: Triton ----
-    for _op in ("ssim", "ssim_backward"):
+    for _op in ("ssim", "ssim_backward", "ssim_backward_x"):
         register_triton_cuda(_op, "ssim", _op)

@@ -221,6 +221,12 @@ def ssim_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, window_s
     return ssim_backward_from_dmaps(grad, x, y, dmaps, window_size, sigma, padding, reduction)
 
 
+def ssim_backward_x(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: float,
+                    data_range: float, padding: str, reduction: str, k1: float, k2: float):
+    """Launcher with the schema of derain::ssim_backward_x: grad_x alone (here via `ssim_backward`)."""
+    return ssim_backward(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2)[0]
+
+
 def ssim_backward_from_dmaps(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, dmaps: torch.Tensor,
                              window_size: int, sigma: float, padding: str, reduction: str):
     """(grad_x, grad_y) from the derivative maps of `ssim_with_dmaps`."""

@@ -337,6 +337,10 @@ void backward_band(const Params<T>& P, const TransposedAxis<T>& tv, const Transp
                    const T* y, const T* dm, int64_t dm_row0, int64_t plane_stride_d, const T* gmap, T gscale,
                    int64_t s0, int64_t s1,
                    T* gx, T* gy, std::vector<T>& scratch) {
+  // gy == nullptr: only grad_x, which needs the derivative maps 0, 2, 4 only
+  static constexpr int kAll[5] = {0, 1, 2, 3, 4}, kX[3] = {0, 2, 4};
+  const int* chans = gy ? kAll : kX;
+  const int nch = gy ? 5 : 3;
   const Axis &ah = P.ax_h, &aw = P.ax_w;
   const int64_t K = P.K, W = aw.n, Wo = aw.no, Ho = ah.no;
   const int64_t Rv = ah.R(), Rh = aw.R();
@@ -348,12 +352,13 @@ void backward_band(const Params<T>& P, const TransposedAxis<T>& tv, const Transp
   std::fill_n(V, 5 * vlen, T(0));
   for (int64_t s = s0; s < s1; ++s) {
     // vertical transposed taps
-    for (int c = 0; c < 5; ++c) std::fill_n(V + c * vlen + (K - 1), Wo, T(0));
+    for (int ci = 0; ci < nch; ++ci) std::fill_n(V + chans[ci] * vlen + (K - 1), Wo, T(0));
     const T* trow = tv.table.data() + s * K;
     if (!MAP_GRAD && K == 11 && tv.plain[s]) {
       // interior row: the 11 taps are the window itself, all outputs in range
       const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
-      for (int c = 0; c < 5; ++c) {
+      for (int ci = 0; ci < nch; ++ci) {
+        const int c = chans[ci];
         const T* d = dm + c * plane_stride_d + (s - Rv - dm_row0) * Wo;
         const T *r0 = d, *r1 = d + Wo, *r2 = d + 2 * Wo, *r3 = d + 3 * Wo, *r4 = d + 4 * Wo, *r5 = d + 5 * Wo,
                 *r6 = d + 6 * Wo, *r7 = d + 7 * Wo, *r8 = d + 8 * Wo, *r9 = d + 9 * Wo, *r10 = d + 10 * Wo;
@@ -369,7 +374,8 @@ DERAIN_SIMD
       const T wt = trow[t];
       if (i < 0 || i >= Ho || wt == T(0)) continue;
       const T* g = MAP_GRAD ? gmap + i * Wo : nullptr;
-      for (int c = 0; c < 5; ++c) {
+      for (int ci = 0; ci < nch; ++ci) {
+        const int c = chans[ci];
         const T* d = dm + c * plane_stride_d + (i - dm_row0) * Wo;
         T* v = V + c * vlen + (K - 1);
         if (MAP_GRAD) {
@@ -382,7 +388,8 @@ DERAIN_SIMD
       }
     }
     // horizontal transposed taps: input column q gets sum_t table[q][t] V[q - Rh + t]
-    for (int c = 0; c < 5; ++c) {
+    for (int ci = 0; ci < nch; ++ci) {
+      const int c = chans[ci];
       const T* v = V + c * vlen + (K - 1);  // v[o], o may run K-1 outside [0, Wo): zeros
       T* tm = Tm + c * W;
       const int64_t pb = th.plain_begin, pe = th.plain_end;
@@ -398,12 +405,17 @@ DERAIN_SIMD
     const T* xr = x + s * W;
     const T* yr = y + s * W;
     T* gxr = gx + s * W;
-    T* gyr = gy + s * W;
     const T *t0 = Tm, *t1 = Tm + W, *t2 = Tm + 2 * W, *t3 = Tm + 3 * W, *t4 = Tm + 4 * W;
+    if (gy) {
+      T* gyr = gy + s * W;
 DERAIN_SIMD
-    for (int64_t q = 0; q < W; ++q) {
-      gxr[q] = gscale * (t0[q] + T(2) * xr[q] * t2[q] + yr[q] * t4[q]);
-      gyr[q] = gscale * (t1[q] + T(2) * yr[q] * t3[q] + xr[q] * t4[q]);
+      for (int64_t q = 0; q < W; ++q) {
+        gxr[q] = gscale * (t0[q] + T(2) * xr[q] * t2[q] + yr[q] * t4[q]);
+        gyr[q] = gscale * (t1[q] + T(2) * yr[q] * t3[q] + xr[q] * t4[q]);
+      }
+    } else {
+DERAIN_SIMD
+      for (int64_t q = 0; q < W; ++q) gxr[q] = gscale * (t0[q] + T(2) * xr[q] * t2[q] + yr[q] * t4[q]);
     }
   }
 }
@@ -503,10 +515,13 @@ at::Tensor ssim_cpu(const at::Tensor& x_in, const at::Tensor& y_in, int64_t wind
 // forward statistics and the five derivative maps of the output rows that the
 // band's transposed window reaches (band + halo, in per-thread scratch), then
 // the transposed blur. No full-size intermediate is saved or allocated.
-std::tuple<at::Tensor, at::Tensor> ssim_backward_cpu(const at::Tensor& grad, const at::Tensor& x_in,
-                                                     const at::Tensor& y_in, int64_t window_size, double sigma,
-                                                     double data_range, c10::string_view padding,
-                                                     c10::string_view reduction, double k1, double k2) {
+// need_y false: only grad_x (gy stays undefined), skipping the transposed blur
+// of the two derivative maps that only grad_y reads.
+std::tuple<at::Tensor, at::Tensor> ssim_backward_impl(const at::Tensor& grad, const at::Tensor& x_in,
+                                                      const at::Tensor& y_in, int64_t window_size, double sigma,
+                                                      double data_range, c10::string_view padding,
+                                                      c10::string_view reduction, double k1, double k2,
+                                                      bool need_y) {
   const Checked a = check_args(x_in, y_in, window_size, padding, reduction);
   TORCH_CHECK(grad.scalar_type() == x_in.scalar_type(), "derain.ssim_backward: grad must have x's dtype");
   const int64_t H = a.H, W = a.W, planes = a.planes;
@@ -514,7 +529,7 @@ std::tuple<at::Tensor, at::Tensor> ssim_backward_cpu(const at::Tensor& grad, con
   const int64_t Ho = ah.no, Wo = aw.no;
   at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
   at::Tensor gx = at::empty(x_in.sizes(), x.options());
-  at::Tensor gy = at::empty(x_in.sizes(), x.options());
+  at::Tensor gy = need_y ? at::empty(x_in.sizes(), x.options()) : at::Tensor();
   if (planes == 0) return {gx, gy};
 
   // per-plane scale of the incoming gradient ("mean"/"none"), or the map itself ("map")
@@ -556,7 +571,7 @@ std::tuple<at::Tensor, at::Tensor> ssim_backward_cpu(const at::Tensor& grad, con
     const T* yp = y.data_ptr<T>();
     const T* gp = gmap.defined() ? gmap.data_ptr<T>() : nullptr;
     T* gxp = gx.data_ptr<T>();
-    T* gyp = gy.data_ptr<T>();
+    T* gyp = need_y ? gy.data_ptr<T>() : nullptr;
     at::parallel_for(0, planes * nb, 1, [&](int64_t begin, int64_t end) {
       std::vector<T> fwd_scratch, bwd_scratch, dscratch;
       for (int64_t u = begin; u < end; ++u) {
@@ -573,10 +588,11 @@ std::tuple<at::Tensor, at::Tensor> ssim_backward_cpu(const at::Tensor& grad, con
                           fwd_scratch);
         if (gp) {
           backward_band<T, true>(P, tv, th, xp + off, yp + off, dscratch.data(), i0, nrows * Wo,
-                                 gp + p * Ho * Wo, T(1), s0, s1, gxp + off, gyp + off, bwd_scratch);
+                                 gp + p * Ho * Wo, T(1), s0, s1, gxp + off, gyp ? gyp + off : nullptr, bwd_scratch);
         } else {
           backward_band<T, false>(P, tv, th, xp + off, yp + off, dscratch.data(), i0, nrows * Wo, nullptr,
-                                  static_cast<T>(gscale[p]), s0, s1, gxp + off, gyp + off, bwd_scratch);
+                                  static_cast<T>(gscale[p]), s0, s1, gxp + off, gyp ? gyp + off : nullptr,
+                                  bwd_scratch);
         }
       }
     });
@@ -584,11 +600,26 @@ std::tuple<at::Tensor, at::Tensor> ssim_backward_cpu(const at::Tensor& grad, con
   return {gx, gy};
 }
 
+std::tuple<at::Tensor, at::Tensor> ssim_backward_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
+                                                     int64_t window_size, double sigma, double data_range,
+                                                     c10::string_view padding, c10::string_view reduction, double k1,
+                                                     double k2) {
+  return ssim_backward_impl(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2, true);
+}
+
+at::Tensor ssim_backward_x_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, int64_t window_size,
+                               double sigma, double data_range, c10::string_view padding,
+                               c10::string_view reduction, double k1, double k2) {
+  return std::get<0>(
+      ssim_backward_impl(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2, false));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(derain, CPU, m) {
   m.impl("ssim", &ssim_cpu);
   m.impl("ssim_backward", &ssim_backward_cpu);
+  m.impl("ssim_backward_x", &ssim_backward_x_cpu);
 }
 
 }  // namespace derain
