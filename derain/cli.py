@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["bench"]
+COMMANDS = ["bench", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:
