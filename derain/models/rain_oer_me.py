@@ -84,6 +84,25 @@ class RainOerMeNet(nn.Module):
                 nn.init.normal_(m.weight, 0.0, 0.02)
                 nn.init.zeros_(m.bias)
 
+    @classmethod
+    def from_checkpoint(cls, path, map_location="cpu") -> "RainOerMeNet":
+        """Authors' .pth (detail variant from the out2 keys), our .safetensors + .json, or a folder."""
+        from .checkpoint import load_checkpoint
+
+        return load_checkpoint(path, map_location=map_location)
+
+    def save(self, path, metadata: dict | None = None):
+        """Our format: `path` .safetensors (or folder/rain_oer_me.safetensors) + JSON config. Returns the path."""
+        from .checkpoint import save_checkpoint
+
+        return save_checkpoint(self, path, metadata=metadata)
+
+    def parameter_count(self) -> dict:
+        """{"G": {"weights": 51552, "with_biases": 51843}, "g": {...}} as TIP Table IV counts them."""
+        from .checkpoint import parameter_count
+
+        return parameter_count(self)
+
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """R = G(X) = tanh(outc(...)), shape like x."""
         fi = self.inc(x)

@@ -1,0 +1,66 @@
+"""Median filter (SPEC §1, §3): median_filter and the soft label of the method.
+
+Exact median of an odd kh x kw window around every pixel of the last two
+dimensions, for float16, bfloat16, float32, float64 and uint8 (no
+quantisation), any leading dimensions, any odd kernel size (also larger than
+the image). See docs/ops/median.md for the selection (tie) rule, the padding
+rules and the NaN policy, which every kernel (C++, Triton, reference) shares.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import reference
+from .._backend import has_op
+from .._checks import FLOAT_DTYPES, check_choice, check_odd_size, check_tensor
+from ..reference.median import PADDINGS
+from .composite import min_composite as _min_composite
+
+_CPP = has_op("median_filter")
+MEDIAN_DTYPES = FLOAT_DTYPES + (torch.uint8,)
+
+
+def _check(x, kernel_size, padding):
+    check_tensor(x, "x", dtypes=MEDIAN_DTYPES, min_dim=2)
+    kh, kw = check_odd_size(kernel_size, "kernel_size")
+    check_choice(padding, "padding", PADDINGS)
+    return kh, kw
+
+
+def median_filter(x: torch.Tensor, kernel_size, padding: str = "reflect") -> torch.Tensor:
+    """Exact median over the odd kh x kw window around each element of the last two dims.
+
+    x: (..., H, W), float16/bfloat16/float32/float64 or uint8; any layout.
+    kernel_size: odd int k or pair (kh, kw), >= 1, any size (also > H, W).
+    padding: "reflect" (= torch reflect = scipy "mirror"; periodic mirror when
+    the window is larger than the image), "replicate" (= OpenCV medianBlur =
+    scipy "nearest"), "zeros" (= kornia median_blur).
+    Returns the same shape, dtype and layout as x.
+    Gradient: the whole output gradient goes to the selected element, the one at
+    the middle position when the window is sorted by (value, flat index h*W + w);
+    padding copies route it to their source; a zero pad receives none.
+    NaN: a window containing a NaN returns NaN and passes no gradient.
+    """
+    kh, kw = _check(x, kernel_size, padding)
+    if _CPP:
+        return torch.ops.derain.median_filter(x, [kh, kw], padding)
+    return reference.median_filter(x, (kh, kw), padding)
+
+
+def soft_label(x: torch.Tensor, kernel_size=31, padding: str = "reflect",
+               min_composite: bool = False) -> torch.Tensor:
+    """The soft label Y_s of Rain O'er Me (SPEC §1): median_filter(x, kernel_size, padding).
+
+    With min_composite=True (the CVPR-W variant): min(x, median_filter(x)).
+    Shapes/dtypes as median_filter. The result is a label: it is computed without
+    autograd and returned detached (no gradient flows to x).
+    """
+    kh, kw = _check(x, kernel_size, padding)
+    if not isinstance(min_composite, bool):
+        raise TypeError(f"min_composite must be a bool, got {type(min_composite).__name__}")
+    with torch.no_grad():
+        x = x.detach()
+        y = median_filter(x, (kh, kw), padding)
+        if min_composite:
+            y = _min_composite(x, y) if x.is_floating_point() else torch.minimum(x, y)
+    return y

@@ -1,0 +1,239 @@
+"""median_filter and soft_label: C++ and Triton kernels against the reference, scipy and OpenCV."""
+import numpy as np
+import pytest
+import torch
+
+import derain_kernels as dk
+from derain_kernels import reference as ref
+from derain_kernels.reference.median import median_filter_indices
+from helpers import layouts
+
+scipy_ndimage = pytest.importorskip("scipy.ndimage")
+
+SCIPY_MODE = {"reflect": "mirror", "replicate": "nearest", "zeros": "constant"}
+PADDINGS = list(SCIPY_MODE)
+
+
+def _scipy(x: torch.Tensor, k, padding):
+    kh, kw = (k, k) if isinstance(k, int) else k
+    size = (1,) * (x.dim() - 2) + (kh, kw)
+    return torch.from_numpy(scipy_ndimage.median_filter(x.numpy(), size=size, mode=SCIPY_MODE[padding], cval=0.0))
+
+
+def _numpy_pad_median(x: torch.Tensor, k, padding):
+    """Independent oracle for any window size: numpy.pad + sliding windows + np.median (odd count)."""
+    kh, kw = (k, k) if isinstance(k, int) else k
+    mode = {"reflect": "reflect", "replicate": "edge", "zeros": "constant"}[padding]
+    a = x.numpy()
+    pad = [(0, 0)] * (a.ndim - 2) + [(kh // 2, kh // 2), (kw // 2, kw // 2)]
+    p = np.pad(a, pad, mode=mode)
+    win = np.lib.stride_tricks.sliding_window_view(p, (kh, kw), axis=(-2, -1))
+    return torch.from_numpy(np.median(win.reshape(*win.shape[:-2], -1), axis=-1).astype(a.dtype))
+
+
+# ---------------------------------------------------------------- agreement with peers
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("k", [1, 3, 5, 7, (3, 5), (7, 1)])
+def test_reference_matches_scipy(padding, k):
+    x = torch.rand(2, 3, 13, 17, dtype=torch.float64)
+    torch.testing.assert_close(ref.median_filter(x, k, padding), _scipy(x, k, padding), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("shape,k", [((2, 3, 19, 23), 3), ((1, 2, 23, 29), 5), ((3, 25, 21), (5, 3)),
+                                     ((1, 1, 40, 37), 21), ((2, 33, 35), 31), ((1, 1, 31, 57), 51)])
+def test_matches_scipy_float32(padding, shape, k):
+    x = torch.rand(shape)
+    torch.testing.assert_close(dk.median_filter(x, k, padding), _scipy(x, k, padding), rtol=0, atol=0)
+
+
+def test_matches_scipy_float64_large_image():
+    x = torch.rand(1, 2, 96, 80, dtype=torch.float64)
+    for padding in PADDINGS:
+        torch.testing.assert_close(dk.median_filter(x, 31, padding), _scipy(x, 31, padding), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("k", [3, 5, 21, 31, 51])
+def test_matches_opencv_uint8_replicate(k):
+    cv2 = pytest.importorskip("cv2")
+    x = torch.randint(0, 256, (2, 3, 67, 73), dtype=torch.uint8)
+    out = dk.median_filter(x, k, "replicate")
+    assert out.dtype == torch.uint8
+    expected = np.stack([[cv2.medianBlur(np.ascontiguousarray(x[b, c].numpy()), k) for c in range(3)]
+                         for b in range(2)])
+    assert np.array_equal(out.numpy(), expected)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_uint8_matches_scipy(padding):
+    x = torch.randint(0, 256, (1, 2, 31, 26), dtype=torch.uint8)
+    for k in (3, 9):
+        assert torch.equal(dk.median_filter(x, k, padding), _scipy(x, k, padding))
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("shape,k", [((1, 1, 4, 5), 9), ((2, 3, 5), (13, 3)), ((1, 1, 1, 6), 7),
+                                     ((1, 7, 1), 5), ((1, 1, 1, 1), 31), ((2, 1, 3, 3), 51)])
+def test_window_larger_than_image(padding, shape, k):
+    """reflect is numpy.pad's periodic mirror (period 2(n-1)) once the window exceeds the image."""
+    x = torch.rand(shape, dtype=torch.float64)
+    expected = _numpy_pad_median(x, k, padding)
+    torch.testing.assert_close(ref.median_filter(x, k, padding), expected, rtol=0, atol=0)
+    torch.testing.assert_close(dk.median_filter(x, k, padding), expected, rtol=0, atol=0)
+
+
+def test_reflect_matches_scipy_up_to_image_size():
+    # scipy's "mirror" agrees with the periodic mirror while the half window is <= n - 1
+    x = torch.rand(1, 1, 6, 8, dtype=torch.float64)
+    torch.testing.assert_close(dk.median_filter(x, (11, 15), "reflect"), _scipy(x, (11, 15), "reflect"),
+                               rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- properties
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.uint8])
+def test_constant_image_stays_constant(padding, dtype):
+    x = torch.full((1, 2, 20, 23), 7, dtype=dtype)
+    out = dk.median_filter(x, 9, padding)
+    if padding == "zeros":
+        # corners see 25 of 81 real pixels: zero wins there; the centre stays 7
+        assert out[..., 0, 0].eq(0).all() and out[..., 10, 11].eq(7).all()
+    else:
+        assert out.eq(7).all()  # corners stay constant
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_ties_match_reference(padding):
+    x = torch.randint(0, 4, (2, 3, 21, 19)).to(torch.float32)  # heavy ties
+    torch.testing.assert_close(dk.median_filter(x, 5, padding), ref.median_filter(x, 5, padding), rtol=0, atol=0)
+    torch.testing.assert_close(dk.median_filter(x, 5, padding), _scipy(x, 5, padding), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(dtype):
+    x = torch.rand(2, 3, 15, 18).to(dtype)
+    out = dk.median_filter(x, 5)
+    assert out.dtype == dtype
+    expected = _scipy(x.float(), 5, "reflect").to(dtype)  # conversion is exact both ways
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+def test_leading_dims():
+    x = torch.rand(2, 2, 3, 11, 12)
+    out = dk.median_filter(x, 3)
+    torch.testing.assert_close(out, _scipy(x, 3, "reflect"), rtol=0, atol=0)
+    plane = torch.rand(9, 10)
+    torch.testing.assert_close(dk.median_filter(plane, 3), _scipy(plane, 3, "reflect"), rtol=0, atol=0)
+
+
+def test_empty():
+    assert dk.median_filter(torch.rand(0, 3, 4, 5), 3).shape == (0, 3, 4, 5)
+    assert dk.median_filter(torch.rand(2, 0, 5), 3).shape == (2, 0, 5)
+
+
+# ---------------------------------------------------------------- NaN
+def test_nan_propagates_to_every_window_containing_it():
+    x = torch.rand(1, 1, 12, 13)
+    x[0, 0, 5, 6] = float("nan")
+    x[0, 0, 0, 12] = float("nan")
+    for padding in PADDINGS:
+        out = dk.median_filter(x, 3, padding)
+        expected_nan = torch.zeros(12, 13, dtype=torch.bool)
+        expected_nan[4:7, 5:8] = True
+        expected_nan[0:2, 11:13] = True
+        assert torch.equal(torch.isnan(out[0, 0]), expected_nan), padding
+        torch.testing.assert_close(out, ref.median_filter(x, 3, padding), rtol=0, atol=0, equal_nan=True)
+
+
+def test_nan_window_passes_no_gradient():
+    x = torch.rand(1, 1, 6, 7, dtype=torch.float64)
+    x[0, 0, 0, 0] = float("nan")
+    x.requires_grad_()
+    dk.median_filter(x, 3).sum().backward()
+    # windows touching (0, 0) are NaN (reflect: (0,0), (0,1), (1,0), (1,1)) and route no gradient
+    assert torch.isfinite(x.grad).all()
+    assert x.grad[0, 0, 0, 0] == 0
+
+
+# ---------------------------------------------------------------- gradient
+def _distinct(shape, dtype=torch.float64):
+    n = int(np.prod(shape))
+    return (torch.randperm(n).to(dtype) / n).reshape(shape)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("k", [3, (5, 3), 9])
+def test_gradcheck_float64(padding, k):
+    x = _distinct((2, 2, 6, 7)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: dk.median_filter(t, k, padding), (x,))
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_gradient_matches_reference_with_ties(padding):
+    x = torch.randint(0, 3, (2, 2, 13, 11)).to(torch.float64)
+    g = torch.randn(2, 2, 13, 11, dtype=torch.float64)
+    a = x.clone().requires_grad_()
+    b = x.clone().requires_grad_()
+    dk.median_filter(a, 5, padding).backward(g)
+    ref.median_filter(b, 5, padding).backward(g)
+    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12)
+
+
+def test_tie_rule_selects_middle_of_value_then_index_order():
+    # a 1x3 window over [5, 5, 5]: sorted by index -> the middle one (the centre itself)
+    x = torch.tensor([[[5.0, 5.0, 5.0, 5.0]]], dtype=torch.float64)
+    idx, _ = median_filter_indices(x, (1, 3), "replicate")
+    # replicate windows: [x0,x0,x1] -> middle x0; [x0,x1,x2] -> x1; [x1,x2,x3] -> x2; [x2,x3,x3] -> x3
+    assert idx.flatten().tolist() == [0, 1, 2, 3]
+    xg = x.clone().requires_grad_()
+    dk.median_filter(xg, (1, 3), "replicate").backward(torch.tensor([[[1.0, 10.0, 100.0, 1000.0]]],
+                                                                    dtype=torch.float64))
+    assert xg.grad.flatten().tolist() == [1.0, 10.0, 100.0, 1000.0]
+    # zeros: a zero pad ranks before a real 0: [pad, z0, z1] -> z0; [z0, z1, z2] -> z1;
+    # [z1, z2, pad] sorts as [pad, z1, z2] -> z1
+    z = torch.zeros(1, 1, 3, dtype=torch.float64, requires_grad=True)
+    dk.median_filter(z, (1, 3), "zeros").backward(torch.tensor([[[1.0, 10.0, 100.0]]], dtype=torch.float64))
+    assert z.grad.flatten().tolist() == [1.0, 110.0, 0.0]
+
+
+# ---------------------------------------------------------------- layouts
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+def test_layouts(dtype):
+    x = (torch.rand(2, 3, 14, 15) * 200).to(dtype)
+    expected = ref.median_filter(x, 5)
+    for name, xl in layouts(x):
+        torch.testing.assert_close(dk.median_filter(xl, 5), expected, rtol=0, atol=0, msg=name)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert dk.median_filter(cl, 3).is_contiguous(memory_format=torch.channels_last)
+
+
+# ---------------------------------------------------------------- soft label
+def test_soft_label():
+    x = torch.rand(2, 3, 40, 36, requires_grad=True)
+    y = dk.soft_label(x, 31)
+    assert not y.requires_grad
+    torch.testing.assert_close(y, _scipy(x.detach(), 31, "reflect"), rtol=0, atol=0)
+    ym = dk.soft_label(x, 21, padding="replicate", min_composite=True)
+    torch.testing.assert_close(ym, torch.minimum(x.detach(), _scipy(x.detach(), 21, "replicate")), rtol=0, atol=0)
+    u = torch.randint(0, 256, (1, 3, 20, 20), dtype=torch.uint8)
+    assert torch.equal(dk.soft_label(u, 5, min_composite=True), torch.minimum(u, dk.median_filter(u, 5)))
+
+
+# ---------------------------------------------------------------- bad arguments
+@pytest.mark.parametrize("bad,exc,match", [
+    (lambda: dk.median_filter(torch.rand(1, 5, 5), 4), ValueError, "kernel_size must be odd"),
+    (lambda: dk.median_filter(torch.rand(1, 5, 5), 0), ValueError, "kernel_size must be >= 1"),
+    (lambda: dk.median_filter(torch.rand(1, 5, 5), -3), ValueError, "kernel_size must be >= 1"),
+    (lambda: dk.median_filter(torch.rand(1, 5, 5), (3, 2)), ValueError, "kernel_size must be odd"),
+    (lambda: dk.median_filter(torch.rand(1, 5, 5), 3.0), TypeError, "kernel_size must be an int"),
+    (lambda: dk.median_filter(torch.rand(1, 5, 5), True), TypeError, "kernel_size"),
+    (lambda: dk.median_filter(torch.ones(1, 5, 5, dtype=torch.int32), 3), TypeError, "x must have dtype"),
+    (lambda: dk.median_filter(torch.ones(5, dtype=torch.float32), 3), ValueError, "x must have at least 2"),
+    (lambda: dk.median_filter(np.ones((5, 5)), 3), TypeError, "x must be a torch.Tensor"),
+    (lambda: dk.median_filter(torch.rand(5, 5), 3, padding="circular"), ValueError, "padding must be one of"),
+    (lambda: dk.soft_label(torch.rand(5, 5), 3, min_composite=1), TypeError, "min_composite must be a bool"),
+    (lambda: dk.soft_label(torch.rand(5, 5), 6), ValueError, "kernel_size must be odd"),
+])
+def test_bad_arguments(bad, exc, match):
+    with pytest.raises(exc, match=match):
+        bad()
