@@ -173,19 +173,15 @@ class SoftLabelCache:
         return None
 
     def compute(self, image: np.ndarray) -> np.ndarray:
-        """soft_label of one (H, W, 3) image, same dtype convention as the input."""
+        """soft_label of one (H, W, 3) image, same dtype convention as the input (8-bit images are
+        filtered as uint8: a median/minimum selects input values, so this equals the float result)."""
         from derain_kernels import soft_label
 
-        x = torch.from_numpy(to_float(image)).permute(2, 0, 1).unsqueeze(0).to(self.device)
-        with torch.no_grad():
-            y = soft_label(x, kernel_size=self.kernel_size, padding=self.padding,
-                           min_composite=self.min_composite)
-        y = y[0].permute(1, 2, 0).cpu().numpy().astype(np.float32)
-        if image.dtype == np.uint8:
-            q = np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
-            if np.array_equal(to_float(q), y):
-                return q
-        return y
+        x = image if image.dtype == np.uint8 else to_float(image)
+        x = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1).unsqueeze(0).to(self.device)
+        y = soft_label(x, kernel_size=self.kernel_size, padding=self.padding, min_composite=self.min_composite)
+        y = y[0].permute(1, 2, 0).cpu().numpy()
+        return y if y.dtype == np.uint8 else y.astype(np.float32)
 
     def store(self, digest: str, label: np.ndarray) -> None:
         png, npz = self._paths(digest)
