@@ -8,6 +8,7 @@ autograd and torch.compile(fullgraph=True)), and a pure-PyTorch reference in
 from ._backend import backend_info  # noqa: F401  (loads the C++ extension)
 from .ops.composite import min_composite, rain_composite  # noqa: F401
 from .ops.median import median_filter, soft_label  # noqa: F401
+from .ops.ssim import SSIMLoss, ssim, ssim_loss  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -17,4 +18,7 @@ __all__ = [
     "min_composite",
     "rain_composite",
     "soft_label",
+    "ssim",
+    "ssim_loss",
+    "SSIMLoss",
 ]

@@ -5,3 +5,4 @@ Each function has the public op's signature and semantics, gradients included
 """
 from .composite import min_composite, rain_composite  # noqa: F401
 from .median import median_filter  # noqa: F401
+from .ssim import ssim, ssim_loss  # noqa: F401

@@ -1,0 +1,120 @@
+"""SSIM and the SSIM loss (SPEC §1, §3): one fused forward and one fused backward kernel.
+
+    S = ((2 μx μy + C1)(2 σxy + C2)) / ((μx² + μy² + C1)(σx² + σy² + C2)),
+    C1 = (k1·L)², C2 = (k2·L)², L = data_range,
+
+where μ, σ², σxy are Gaussian-weighted (normalised 1-D window, outer product)
+local means, variances and covariance. Variances are clamped at 0 and where
+either one is clamped the covariance is set to 0 (Cauchy–Schwarz), so identical
+or constant images give exactly 1 with finite gradients. See docs/ops/ssim.md.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from .. import reference
+from .._backend import has_op
+from .._checks import check_choice, check_same, check_tensor
+from ._common import register_triton_cuda
+
+_CPP = has_op("ssim")
+
+PADDINGS = ("zeros", "valid", "reflect")
+REDUCTIONS = ("mean", "none", "map")
+
+
+def _check_positive_real(v, name: str, allow_zero: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+    v = float(v)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {v}")
+    return v
+
+
+def _check_params(window_size, sigma, data_range, padding, reduction, k1, k2):
+    if isinstance(window_size, bool) or not isinstance(window_size, int):
+        raise TypeError(f"window_size must be an int, got {type(window_size).__name__}")
+    if window_size < 1 or window_size % 2 == 0:
+        raise ValueError(f"window_size must be an odd int >= 1, got {window_size}")
+    sigma = _check_positive_real(sigma, "sigma")
+    data_range = _check_positive_real(data_range, "data_range")
+    k1 = _check_positive_real(k1, "k1")
+    k2 = _check_positive_real(k2, "k2")
+    if not isinstance(padding, str):
+        raise TypeError(f"padding must be a str, got {type(padding).__name__}")
+    check_choice(padding, "padding", PADDINGS)
+    if not isinstance(reduction, str):
+        raise TypeError(f"reduction must be a str, got {type(reduction).__name__}")
+    check_choice(reduction, "reduction", REDUCTIONS)
+    return window_size, sigma, data_range, padding, reduction, k1, k2
+
+
+def _check_inputs(x, y, window_size, padding):
+    check_tensor(x, "x", min_dim=2)
+    check_tensor(y, "y", min_dim=2)
+    check_same(x, "x", y, "y")
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    h, w = x.shape[-2:]
+    if h == 0 or w == 0:
+        raise ValueError(f"x must have non-empty images (H, W), got shape {tuple(x.shape)}")
+    r = window_size // 2
+    if padding == "valid" and (h < window_size or w < window_size):
+        raise ValueError(f"window_size={window_size} is larger than the images ({h}x{w}) and padding='valid' "
+                         "needs the window to fit; use padding='zeros' or a smaller window_size")
+    if padding == "reflect" and (h <= r or w <= r):
+        raise ValueError(f"padding='reflect' needs images larger than window_size // 2 = {r} in both dims, "
+                         f"got {h}x{w}; use padding='zeros' or a smaller window_size")
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float = 1.5, data_range: float = 1.0,
+         padding: str = "zeros", reduction: str = "mean", k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+    """Structural similarity of x and y.
+
+    Shapes: x, y (..., H, W), same shape (images are (B, C, H, W); every leading
+    index is a separate plane). Returns: "mean" -> () the mean of the map over
+    everything; "none" -> (B,) the mean per leading index 0 (() for 2-D inputs);
+    "map" -> (..., H, W), or (..., H-w+1, W-w+1) for padding "valid".
+    padding: "zeros" (authors/PReNet, zero padding w//2, same size), "valid"
+    (skimage/pytorch_msssim), "reflect" (kornia/torchmetrics, torch reflect).
+    Dtypes: float32, float64; float16/bfloat16 are computed in float32 and cast back.
+    Gradient: to both x and y. NaN inputs give NaN in every map value whose window touches them.
+    """
+    window_size, sigma, data_range, padding, reduction, k1, k2 = _check_params(
+        window_size, sigma, data_range, padding, reduction, k1, k2)
+    _check_inputs(x, y, window_size, padding)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        out = ssim(x.float(), y.float(), window_size, sigma, data_range, padding, reduction, k1, k2)
+        return out.to(x.dtype)
+    if _CPP:
+        save = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
+        return torch.ops.derain.ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2, save)[0]
+    return reference.ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
+
+
+def ssim_loss(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float = 1.5, data_range: float = 1.0,
+              padding: str = "zeros", reduction: str = "mean", k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+    """1 - ssim(x, y, ...): same arguments, shapes and gradients (negated) as `ssim`."""
+    return 1 - ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
+
+
+class SSIMLoss(torch.nn.Module):
+    """Module form of `ssim_loss`: arguments are checked at construction; forward(x, y) -> 1 - SSIM."""
+
+    def __init__(self, window_size: int = 11, sigma: float = 1.5, data_range: float = 1.0, padding: str = "zeros",
+                 reduction: str = "mean", k1: float = 0.01, k2: float = 0.03):
+        super().__init__()
+        (self.window_size, self.sigma, self.data_range, self.padding, self.reduction, self.k1,
+         self.k2) = _check_params(window_size, sigma, data_range, padding, reduction, k1, k2)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return ssim_loss(x, y, self.window_size, self.sigma, self.data_range, self.padding, self.reduction,
+                         self.k1, self.k2)
+
+    def extra_repr(self) -> str:
+        return (f"window_size={self.window_size}, sigma={self.sigma}, data_range={self.data_range}, "
+                f"padding={self.padding!r}, reduction={self.reduction!r}, k1={self.k1}, k2={self.k2}")

@@ -1,0 +1,249 @@
+"""ssim / ssim_loss / SSIMLoss: kernels against the float64 reference and against the peers' conventions."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import derain_kernels as dk
+from derain_kernels import reference as ref
+from derain_kernels.reference.ssim import gaussian_window
+from helpers import layouts
+
+PADDINGS = ["zeros", "valid", "reflect"]
+REDUCTIONS = ["mean", "none", "map"]
+
+
+def _images(shape, dtype=torch.float32, smooth=True):
+    """A pair of correlated images in [0, 1] (y = x + noise), like a restored / clean pair."""
+    x = torch.rand(shape, dtype=torch.float64)
+    if smooth:  # some structure, so that variances and covariances span a realistic range
+        x = 0.5 * x + 0.5 * F.avg_pool2d(x.reshape(-1, 1, *shape[-2:]), 3, 1, 1).reshape(shape)
+    y = (x + 0.1 * torch.randn(shape, dtype=torch.float64)).clamp(0, 1)
+    return x.to(dtype), y.to(dtype)
+
+
+# ---------------------------------------------------------------- against the float64 reference
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", [(2, 3, 23, 17), (1, 1, 11, 40), (3, 13, 29)])
+def test_ssim_matches_float64_reference(padding, reduction, shape):
+    x, y = _images(shape)
+    out = dk.ssim(x, y, padding=padding, reduction=reduction)
+    expected = ref.ssim(x.double(), y.double(), padding=padding, reduction=reduction)
+    assert out.dtype == torch.float32 and out.shape == expected.shape
+    atol = 6e-6 if reduction == "map" else 2e-6  # float32 round-off of one map value / of a mean
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_ssim_float64_and_other_windows(padding):
+    x, y = _images((2, 2, 19, 21), torch.float64)
+    for window_size, sigma in [(11, 1.5), (7, 1.0), (1, 0.5), (5, 3.0)]:
+        for k1, k2, data_range in [(0.01, 0.03, 1.0), (0.02, 0.05, 2.0)]:
+            out = dk.ssim(x, y, window_size, sigma, data_range, padding, "map", k1, k2)
+            expected = ref.ssim(x, y, window_size, sigma, data_range, padding, "map", k1, k2)
+            torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
+def test_ssim_reduction_shapes_and_loss():
+    x, y = _images((4, 3, 16, 18))
+    assert dk.ssim(x, y).shape == ()
+    assert dk.ssim(x, y, reduction="none").shape == (4,)
+    assert dk.ssim(x, y, reduction="map").shape == (4, 3, 16, 18)
+    assert dk.ssim(x, y, padding="valid", reduction="map").shape == (4, 3, 6, 8)
+    assert dk.ssim(x[0, 0], y[0, 0], reduction="none").shape == ()
+    m = dk.ssim(x, y, reduction="map")
+    torch.testing.assert_close(dk.ssim(x, y, reduction="none"), m.mean((1, 2, 3)))
+    torch.testing.assert_close(dk.ssim(x, y), m.mean())
+    torch.testing.assert_close(dk.ssim_loss(x, y, reduction="none"), 1 - dk.ssim(x, y, reduction="none"))
+    loss = dk.SSIMLoss(padding="reflect", window_size=7)
+    torch.testing.assert_close(loss(x, y), 1 - dk.ssim(x, y, window_size=7, padding="reflect"))
+    assert "reflect" in repr(loss)
+    assert isinstance(loss, torch.nn.Module)
+
+
+def test_ssim_layouts():
+    x, y = _images((2, 3, 15, 13))
+    expected = dk.ssim(x, y, reduction="map")
+    for xn, xl in layouts(x):
+        for yn, yl in layouts(y):
+            torch.testing.assert_close(dk.ssim(xl, yl, reduction="map"), expected, rtol=0, atol=1e-6,
+                                       msg=f"{xn}/{yn}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_ssim_half_computes_in_float32(dtype):
+    x, y = _images((1, 3, 16, 16), dtype)
+    out = dk.ssim(x, y)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, ref.ssim(x.double(), y.double()).to(dtype))
+
+
+# ---------------------------------------------------------------- peers' conventions
+def _prenet_ssim(img1, img2):
+    """Po-Hsun-Su pytorch_ssim / PReNet's SSIM, written from its definition: 11x11 Gaussian (σ 1.5) as a
+    2-D grouped conv with zero padding 5, no clamping, mean over everything."""
+    ch = img1.shape[1]
+    g = torch.tensor([np.exp(-(k - 5) ** 2 / (2 * 1.5 ** 2)) for k in range(11)], dtype=img1.dtype)
+    g = g / g.sum()
+    window = (g[:, None] @ g[None, :]).expand(ch, 1, 11, 11).contiguous()
+    mu1 = F.conv2d(img1, window, padding=5, groups=ch)
+    mu2 = F.conv2d(img2, window, padding=5, groups=ch)
+    s1 = F.conv2d(img1 * img1, window, padding=5, groups=ch) - mu1 * mu1
+    s2 = F.conv2d(img2 * img2, window, padding=5, groups=ch) - mu2 * mu2
+    s12 = F.conv2d(img1 * img2, window, padding=5, groups=ch) - mu1 * mu2
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    m = ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1 * mu1 + mu2 * mu2 + c1) * (s1 + s2 + c2))
+    return m.mean()
+
+
+def test_ssim_zeros_equals_prenet_formula():
+    x, y = _images((2, 3, 37, 41))
+    torch.testing.assert_close(dk.ssim(x, y, padding="zeros"), _prenet_ssim(x, y), rtol=0, atol=2e-6)
+    torch.testing.assert_close(dk.ssim(x.double(), y.double()), _prenet_ssim(x.double(), y.double()),
+                               rtol=0, atol=1e-12)
+
+
+def test_ssim_valid_equals_skimage():
+    skm = pytest.importorskip("skimage.metrics")
+    x, y = _images((1, 1, 45, 38), torch.float64)
+    for data_range, scale in [(1.0, 1.0), (255.0, 255.0)]:
+        expected = skm.structural_similarity(x[0, 0].numpy() * scale, y[0, 0].numpy() * scale, data_range=data_range,
+                                             gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        out = dk.ssim(x * scale, y * scale, data_range=data_range, padding="valid")
+        assert abs(out.item() - expected) < 1e-10
+        out32 = dk.ssim((x * scale).float(), (y * scale).float(), data_range=data_range, padding="valid")
+        assert abs(out32.item() - expected) < 2e-6
+
+
+def test_ssim_valid_equals_pytorch_msssim():
+    pm = pytest.importorskip("pytorch_msssim")
+    x, y = _images((2, 3, 40, 33))
+    expected = pm.ssim(x, y, data_range=1.0, size_average=True, win_size=11, win_sigma=1.5)
+    torch.testing.assert_close(dk.ssim(x, y, padding="valid"), expected, rtol=0, atol=2e-6)
+    per_image = pm.ssim(x, y, data_range=1.0, size_average=False)
+    torch.testing.assert_close(dk.ssim(x, y, padding="valid", reduction="none"), per_image, rtol=0, atol=2e-6)
+
+
+def test_ssim_reflect_equals_kornia_and_torchmetrics():
+    kornia = pytest.importorskip("kornia")
+    tm = pytest.importorskip("torchmetrics.functional")
+    x, y = _images((2, 3, 31, 36))
+    kmap = kornia.metrics.ssim(x, y, 11, max_val=1.0, eps=0.0, padding="same")
+    torch.testing.assert_close(dk.ssim(x, y, padding="reflect", reduction="map"), kmap, rtol=0, atol=6e-6)
+    expected = tm.structural_similarity_index_measure(x, y, data_range=1.0)
+    torch.testing.assert_close(dk.ssim(x, y, padding="reflect"), expected, rtol=0, atol=2e-6)
+    # and the "valid" conventions disagree with "same" ones on the same images (why the option exists)
+    assert abs(dk.ssim(x, y, padding="valid") - dk.ssim(x, y, padding="reflect")) > 1e-4
+
+
+# ---------------------------------------------------------------- special inputs
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_identical_images_give_exactly_one(padding, dtype):
+    x, _ = _images((2, 3, 24, 19), dtype)
+    for img in (x, torch.full_like(x, 0.37), torch.zeros_like(x), 255 * x):
+        a = img.clone().requires_grad_()
+        b = img.clone().requires_grad_()
+        data_range = 255.0 if img.max() > 1 else 1.0
+        m = dk.ssim(a, b, padding=padding, reduction="map", data_range=data_range)
+        assert torch.equal(m, torch.ones_like(m))
+        m.sum().backward()
+        assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_constant_images(padding):
+    x = torch.full((1, 2, 16, 16), 0.2, dtype=torch.float64, requires_grad=True)
+    y = torch.full((1, 2, 16, 16), 0.6, dtype=torch.float64, requires_grad=True)
+    m = dk.ssim(x, y, padding=padding, reduction="map")
+    c1 = 0.01 ** 2
+    lum = (2 * 0.2 * 0.6 + c1) / (0.2 ** 2 + 0.6 ** 2 + c1)
+    if padding != "zeros":  # away from zero padding, the window sees a constant: SSIM = luminance term
+        torch.testing.assert_close(m, torch.full_like(m, lum), rtol=0, atol=1e-12)
+    else:
+        assert abs(m[..., 5:-5, 5:-5] - lum).max() < 1e-12
+    m.mean().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()
+    x32 = x.detach().float().requires_grad_()
+    dk.ssim(x32, y.detach().float(), padding=padding).backward()
+    assert torch.isfinite(x32.grad).all()
+
+
+def test_images_smaller_than_window():
+    x, y = _images((1, 2, 4, 3), torch.float64)
+    for padding in ("zeros",):
+        torch.testing.assert_close(dk.ssim(x, y, padding=padding, reduction="map"),
+                                   ref.ssim(x, y, padding=padding, reduction="map"), rtol=0, atol=1e-12)
+    x, y = _images((1, 2, 6, 7), torch.float64)  # reflect needs H, W > window_size // 2
+    torch.testing.assert_close(dk.ssim(x, y, padding="reflect"), ref.ssim(x, y, padding="reflect"),
+                               rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="window_size"):
+        dk.ssim(x, y, padding="valid")
+    with pytest.raises(ValueError, match="window_size"):
+        dk.ssim(x[..., :5, :], y[..., :5, :], padding="reflect")
+    one = torch.rand(1, 1, 1, 1, dtype=torch.float64)
+    assert dk.ssim(one, one).item() == 1.0
+
+
+def test_nan_propagates():
+    x, y = _images((1, 1, 30, 30))
+    x[0, 0, 3, 4] = float("nan")
+    m = dk.ssim(x, y, reduction="map")
+    assert torch.isnan(m[0, 0, 3, 4]) and torch.isnan(m[0, 0, 0, 0]) and not torch.isnan(m[0, 0, 20:, 20:]).any()
+    assert torch.isnan(dk.ssim(x, y))
+
+
+# ---------------------------------------------------------------- gradients
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_ssim_gradcheck_both_inputs(padding, reduction):
+    x, y = _images((2, 1, 10, 9), torch.float64)
+    x.requires_grad_()
+    y.requires_grad_()
+    f = lambda a, b: dk.ssim(a, b, window_size=7, padding=padding, reduction=reduction)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, y))
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_ssim_gradients_match_reference_float32(padding, reduction):
+    x, y = _images((2, 3, 33, 27))
+    outs = []
+    for impl, dtype in ((dk.ssim, torch.float32), (ref.ssim, torch.float64)):
+        a = x.to(dtype).requires_grad_()
+        b = y.to(dtype).requires_grad_()
+        out = impl(a, b, padding=padding, reduction=reduction)
+        g = torch.ones_like(out) if reduction != "map" else torch.linspace(-1, 1, out.numel()).reshape(out.shape)
+        out.backward(g.to(dtype))
+        outs.append((a.grad.double(), b.grad.double()))
+    scale = outs[1][0].abs().max().item()
+    for got, want in zip(outs[0], outs[1]):
+        torch.testing.assert_close(got, want, rtol=0, atol=2e-5 * scale)
+
+
+# ---------------------------------------------------------------- bad arguments
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda x: dk.ssim(x, x.double()), TypeError, "same dtype"),
+    (lambda x: dk.ssim(x, x[..., :-1]), ValueError, "same shape"),
+    (lambda x: dk.ssim(x, "y"), TypeError, "y must be a torch.Tensor"),
+    (lambda x: dk.ssim(x.long(), x.long()), TypeError, "x must have dtype"),
+    (lambda x: dk.ssim(x[0, 0, 0], x[0, 0, 0]), ValueError, "x must have at least 2"),
+    (lambda x: dk.ssim(x, x, window_size=4), ValueError, "window_size must be an odd"),
+    (lambda x: dk.ssim(x, x, window_size=11.0), TypeError, "window_size must be an int"),
+    (lambda x: dk.ssim(x, x, sigma=0), ValueError, "sigma"),
+    (lambda x: dk.ssim(x, x, sigma="1.5"), TypeError, "sigma"),
+    (lambda x: dk.ssim(x, x, data_range=-1.0), ValueError, "data_range"),
+    (lambda x: dk.ssim(x, x, k1=float("nan")), ValueError, "k1"),
+    (lambda x: dk.ssim(x, x, k2=0), ValueError, "k2"),
+    (lambda x: dk.ssim(x, x, padding="same"), ValueError, "padding must be one of"),
+    (lambda x: dk.ssim(x, x, reduction="sum"), ValueError, "reduction must be one of"),
+    (lambda x: dk.ssim(x, x[..., :0]), ValueError, "same shape"),
+    (lambda x: dk.ssim(x[..., :0], x[..., :0]), ValueError, "non-empty"),
+    (lambda x: dk.SSIMLoss(padding="valdi"), ValueError, "padding"),
+    (lambda x: dk.ssim(x, x.to("meta")), ValueError, "same device"),
+])
+def test_bad_arguments(call, exc, match):
+    x = torch.rand(1, 2, 12, 12)
+    with pytest.raises(exc, match=match):
+        call(x)
