@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["bench", "train"]
+COMMANDS = ["bench", "infer", "eval", "demo", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:

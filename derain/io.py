@@ -53,15 +53,19 @@ def list_images(inputs, name: str = "INPUT") -> list[Path]:
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     files: list[Path] = []
+    seen: set[Path] = set()
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             found = sorted((f for f in p.iterdir() if f.is_file() and is_image_file(f)), key=_natural_key)
             if not found:
                 raise ValueError(f"{name}: folder {str(p)!r} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
-            files.extend(found)
+            files.extend(f for f in found if f.resolve() not in seen)
+            seen.update(f.resolve() for f in found)
         elif p.is_file():
-            files.append(p)
+            if p.resolve() not in seen:
+                files.append(p)
+                seen.add(p.resolve())
         else:
             raise FileNotFoundError(f"{name}: no such file or folder: {str(p)!r}")
     return files
@@ -101,7 +105,7 @@ def read_image(path) -> tuple[torch.Tensor, ImageInfo]:
                                  exif=im.info.get("exif"))
                 array = _to_array(im, info)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
-        if isinstance(exc, (FileNotFoundError, PermissionError)):
+        if isinstance(exc, FileNotFoundError):
             raise
         raise ImageReadError(f"cannot read image {str(path)!r}: {exc}") from exc
     image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+import derain_kernels
+
 _Y_WEIGHTS = (65.481, 128.553, 24.966)
 
 
@@ -69,30 +71,9 @@ def ssim_y(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _ssim_valid(yp: torch.Tensor, yt: torch.Tensor) -> torch.Tensor:
-    """Mean SSIM over valid window positions per image, (B, 1, H, W) float64 in [0, 255] -> (B,)."""
-    import derain_kernels as dk
-
-    op = getattr(dk, "ssim", None)
-    if op is not None:
-        smap = op(yp, yt, window_size=11, sigma=1.5, data_range=255.0, padding="valid", reduction="none")
-        return smap.mean(dim=(-3, -2, -1))
-    return _TEMPORARY_ssim_until_derain_kernels_ssim_lands(yp, yt)
-
-
-def _TEMPORARY_ssim_until_derain_kernels_ssim_lands(yp, yt):  # noqa: N802 - removed once dk.ssim is on main
-    k = torch.arange(11, dtype=torch.float64) - 5
-    g = torch.exp(-(k * k) / (2 * 1.5 ** 2))
-    g = g / g.sum()
-
-    def blur(t):
-        t = torch.nn.functional.conv2d(t, g.view(1, 1, 1, 11))
-        return torch.nn.functional.conv2d(t, g.view(1, 1, 11, 1))
-
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mx, my = blur(yp), blur(yt)
-    sxx, syy, sxy = blur(yp * yp) - mx * mx, blur(yt * yt) - my * my, blur(yp * yt) - mx * my
-    smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return smap.mean(dim=(-3, -2, -1))
+    """Mean SSIM over the valid window positions, per image: (B, 1, H, W) float64 in [0, 255] -> (B,)."""
+    return derain_kernels.ssim(yp, yt, window_size=11, sigma=1.5, data_range=255.0, padding="valid",
+                               reduction="none")
 
 
 def _check_rgb(x, name: str) -> None:

@@ -9,16 +9,26 @@ from ._backend import backend_info  # noqa: F401  (loads the C++ extension)
 from .ops.composite import min_composite, rain_composite  # noqa: F401
 from .ops.median import median_filter, soft_label  # noqa: F401
 from .ops.ssim import SSIMLoss, ssim, ssim_loss  # noqa: F401
+from .ops.related import dark_channel, dark_channel_loss, directional_kernels, rain_direction_loss, tv_loss  # noqa: F401
+from .ops.block import self_correcting_block  # noqa: F401
+from . import nn  # noqa: F401  (derain_kernels.nn.SelfCorrectingBlock, FusedRainOerMe)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "backend_info",
     "median_filter",
+    "dark_channel",
+    "dark_channel_loss",
+    "directional_kernels",
+    "rain_direction_loss",
+    "tv_loss",
     "min_composite",
     "rain_composite",
     "soft_label",
     "ssim",
     "ssim_loss",
     "SSIMLoss",
+    "self_correcting_block",
+    "nn",
 ]

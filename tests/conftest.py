@@ -14,7 +14,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# $DERAIN_SHARED overrides (e.g. a git worktree whose parent folder has no shared/).
+SHARED = Path(os.environ.get("DERAIN_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 
 
 @pytest.fixture(autouse=True)

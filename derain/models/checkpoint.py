@@ -5,20 +5,21 @@ Formats read by `load_checkpoint(path)`:
   absent -> "did"); also a dict wrapping one under "state_dict"/"model"/"net", and "module." prefixes;
 - ours: `NAME.safetensors` + `NAME.json` (config, format version, parameter counts, free metadata).
   The config is also stored in the safetensors header, so a lone `.safetensors` loads too;
-- a folder holding one of our checkpoints (`rain_oer_me.safetensors`, or a single `*.safetensors`).
+- `derain train` checkpoints (`step_*.safetensors`: "model.*" tensors, optimizer state, run config);
+- a folder: a training run or weights folder (rain_oer_me / final / best .safetensors, else the newest
+  step_*.safetensors, else its only .safetensors).
 """
 from __future__ import annotations
 
 import json
 import os
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 
 FORMAT = "derain-kernels/rain-oer-me"
 FORMAT_VERSION = 1
+TRAIN_FORMAT = "derain-train-checkpoint/1"    # `derain train`'s step_*.safetensors (derain.train.checkpoint)
 DEFAULT_NAME = "rain_oer_me"
 
 # Weights that ship in the package (written by the trainer at the end of its run).
@@ -49,9 +50,15 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def _checkpoint_in_folder(folder: Path) -> Path:
-    preferred = folder / f"{DEFAULT_NAME}.safetensors"
-    if preferred.is_file():
-        return preferred
+    """A training run or weights folder -> its weights: rain_oer_me / final / best .safetensors, else the
+    newest training checkpoint step_*.safetensors, else its only .safetensors."""
+    for name in (DEFAULT_NAME, "final", "best"):
+        p = folder / f"{name}.safetensors"
+        if p.is_file():
+            return p
+    steps = sorted(folder.glob("step_*.safetensors"))
+    if steps:
+        return steps[-1]
     found = sorted(folder.glob("*.safetensors"))
     if len(found) == 1:
         return found[0]
@@ -64,8 +71,9 @@ def _checkpoint_in_folder(folder: Path) -> Path:
 def _read_torch(path: Path, map_location) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
-            AttributeError, TypeError) as exc:
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # a garbage pickle can raise anything (UnpicklingError, IndexError, ...)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"cannot read weights {str(path)!r}: not a readable PyTorch checkpoint ({msg})") from None
     if isinstance(obj, dict):
@@ -88,15 +96,26 @@ def _config_from_state(path: Path, state: dict) -> dict:
 
 
 def _read_ours(path: Path):
-    from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
         state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # SafetensorError, header JSON errors, ...
         raise ValueError(f"cannot read weights {str(path)!r}: not a readable safetensors file ({exc})") from None
+    if header.get("format") == TRAIN_FORMAT:     # a `derain train` checkpoint: model.* tensors + optimizer
+        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        config = _config_from_state(path, state)
+        try:
+            run = json.loads(header.get("config", "{}"))
+        except ValueError:
+            run = {}
+        if isinstance(run, dict) and isinstance(run.get("dilation"), int):
+            config["dilation"] = run["dilation"]
+        return config, state
     meta = None
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
@@ -105,8 +124,11 @@ def _read_ours(path: Path):
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read the config {str(sidecar)!r} of {str(path)!r}: {exc}") from None
     elif "config" in header:
-        meta = {"format": header.get("format"), "format_version": int(header.get("format_version", 0)),
-                "config": json.loads(header["config"])}
+        try:
+            meta = {"format": header.get("format"), "format_version": int(header.get("format_version", 0)),
+                    "config": json.loads(header["config"])}
+        except ValueError as exc:
+            raise ValueError(f"weights {str(path)!r} have an unreadable config in their header: {exc}") from None
     if meta is None:
         raise ValueError(f"weights {str(path)!r} have no config: expected {str(sidecar)!r} next to them")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "config" not in meta:
@@ -118,7 +140,9 @@ def _read_ours(path: Path):
                          f"versions up to {FORMAT_VERSION} (upgrade derain)")
     config = meta["config"]
     allowed = {"channels", "dilation", "detail"}
-    if not isinstance(config, dict) or set(config) - allowed:
+    if not isinstance(config, dict):
+        raise ValueError(f"config of {str(path)!r} is not a JSON object: {config!r}")
+    if set(config) - allowed:
         raise ValueError(f"config of {str(path)!r} has unknown entries: {sorted(set(config) - allowed)}")
     return config, state
 

@@ -10,22 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-class _SelfCorrectingBlock(nn.Module):
-    """la = ReLU(conv(x)); out = ReLU(dilated_conv(x - la) + la)  (TIP Eq. 14, as released).
-
-    Plain PyTorch; replaced by derain_kernels.nn.SelfCorrectingBlock (same parameter names)
-    when the fused op lands.
-    """
-
-    def __init__(self, channels: int = 16, dilation: int = 3):
-        super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=False))
-        self.dilated_conv = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        la = self.conv1(x)
-        return torch.relu(self.dilated_conv(x - la) + la)
+import derain_kernels
 
 
 def _conv_relu(cin: int, cout: int) -> nn.Sequential:
@@ -37,8 +22,8 @@ class _Tree(nn.Module):
 
     def __init__(self, channels: int = 16, dilation: int = 3):
         super().__init__()
-        self.conv1 = _SelfCorrectingBlock(channels, dilation)
-        self.conv2 = _SelfCorrectingBlock(channels, dilation)
+        self.conv1 = derain_kernels.nn.SelfCorrectingBlock(channels, dilation)
+        self.conv2 = derain_kernels.nn.SelfCorrectingBlock(channels, dilation)
         self.merge = _conv_relu(2 * channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,6 +100,14 @@ class RainOerMeNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x - self.residual(x)
+
+    def fused(self) -> nn.Module:
+        """Fused CPU inference of this network: a module whose call equals `self(x)` (float32 round-off).
+
+        Built from a snapshot of the current weights (derain_kernels.nn.FusedRainOerMe),
+        in eval mode; no gradient. Rebuild it after changing the weights.
+        """
+        return derain_kernels.nn.FusedRainOerMe(self.state_dict(), dilation=self.config["dilation"]).eval()
 
     def forward_train(self, x: torch.Tensor):
         r = self.residual(x)

@@ -1,0 +1,14 @@
+// Schemas of the fused self-correcting dilated block (SPEC §1, §3) and of the
+// fused inference of the whole network G. Kernels: cpu/block_kernel.cpp,
+// cpu/network_kernel.cpp (C++), derain_kernels/triton/block.py (CUDA);
+// autograd and fake tensors are registered in derain_kernels/ops/block.py and
+// derain_kernels/ops/network.py.
+#include <torch/library.h>
+
+TORCH_LIBRARY_FRAGMENT(derain, m) {
+  m.def("self_correcting_block(Tensor x, Tensor w1, Tensor b1, Tensor w3, Tensor b3, int dilation=3) -> Tensor");
+  m.def(
+      "self_correcting_block_backward(Tensor grad, Tensor x, Tensor out, Tensor w1, Tensor b1, Tensor w3, "
+      "Tensor b3, int dilation=3) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("rain_oer_me_derain(Tensor x, Tensor[] params, int dilation=3) -> Tensor");
+}

@@ -1,0 +1,215 @@
+// CPU kernels of the fused self-correcting dilated block:
+//   la = relu(conv3x3(x; w1, b1)); e = x - la; out = relu(conv3x3_d(e; w3, b3) + la)
+// and its backward. Both run as line-buffer pipelines (row_pipeline.h) over
+// image bands, in parallel over (image, band) on all threads: no intermediate
+// full-size map is written. The backward saves nothing but x and out: it
+// recomputes la and e row by row and takes the mask of the final ReLU from out.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "row_pipeline.h"
+
+namespace derain {
+namespace {
+
+using rowpipe::Epilogue;
+using rowpipe::Kind;
+using rowpipe::Layer;
+using rowpipe::Pipeline;
+
+void check_block_args(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w3,
+                      const at::Tensor& b3, int64_t dilation) {
+  TORCH_CHECK(x.dim() == 4, "derain: x must be (N, C, H, W), got ", x.sizes());
+  const int64_t C = x.size(1);
+  for (const at::Tensor* w : {&w1, &w3})
+    TORCH_CHECK(w->dim() == 4 && w->size(0) == C && w->size(1) == C && w->size(2) == 3 && w->size(3) == 3,
+                "derain: block weights must be (C, C, 3, 3) with C = ", C, ", got ", w->sizes());
+  for (const at::Tensor* b : {&b1, &b3})
+    TORCH_CHECK(b->dim() == 1 && b->size(0) == C, "derain: block biases must be (C,), got ", b->sizes());
+  for (const at::Tensor* t : {&w1, &b1, &w3, &b3})
+    TORCH_CHECK(t->scalar_type() == x.scalar_type(), "derain: parameters must have x's dtype");
+  TORCH_CHECK(dilation >= 1, "derain: dilation must be >= 1, got ", dilation);
+}
+
+// Bands per image so that (images x bands) keeps every thread busy.
+int64_t bands_per_image(int64_t N, int64_t H) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  if (N >= threads) return 1;
+  const int64_t nb = (threads + N - 1) / N;
+  return std::max<int64_t>(1, std::min<int64_t>(nb, H / 16));
+}
+
+// Channels-last output for a channels-last input, contiguous otherwise
+// (mirrored by the fake-tensor rules in derain_kernels/ops/block.py).
+at::Tensor empty_like_layout(const at::Tensor& x) {
+  const bool cl = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
+  return at::empty(x.sizes(), x.options().memory_format(cl ? at::MemoryFormat::ChannelsLast
+                                                            : at::MemoryFormat::Contiguous));
+}
+
+template <typename T>
+void block_forward_impl(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w3,
+                        const at::Tensor& b3, int64_t d, at::Tensor& out) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t Cp = rowpipe::padded_channels<T>(C);
+  const auto w1r = rowpipe::relayout_weight<T>(w1, C, Cp), w3r = rowpipe::relayout_weight<T>(w3, C, Cp);
+  const auto b1r = rowpipe::relayout_bias<T>(b1, Cp), b3r = rowpipe::relayout_bias<T>(b3, Cp);
+  const int64_t nb = bands_per_image(N, H);
+  at::parallel_for(0, N * nb, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / nb, band = task % nb;
+      const int64_t r0 = H * band / nb, r1 = H * (band + 1) / nb;
+      Pipeline<T> p(H, W, std::max<int64_t>(d, 1));
+      const int sx = p.add_store(Cp), sla = p.add_store(Cp), se = p.add_store(Cp);
+      Layer<T> load;
+      load.kind = Kind::LoadImage;
+      load.out = sx;
+      load.image = rowpipe::image_view<T>(x, n);
+      const int l0 = p.add_layer(load);
+      Layer<T> c1;
+      c1.epi = Epilogue::ReluSplit;
+      c1.in = sx, c1.cin = C, c1.d = 1, c1.w = w1r.data(), c1.b = b1r.data(), c1.coutp = Cp;
+      c1.out = sla, c1.out2 = se, c1.aux = sx;
+      c1.deps = {{l0, 1}};
+      const int l1 = p.add_layer(c1);
+      Layer<T> c3;
+      c3.epi = Epilogue::AddReluImage;
+      c3.in = se, c3.cin = C, c3.d = d, c3.w = w3r.data(), c3.b = b3r.data(), c3.coutp = Cp;
+      c3.aux = sla;
+      c3.image = rowpipe::image_view<T>(out, n);
+      c3.deps = {{l1, d}};
+      p.add_layer(c3);
+      p.run(r0, r1);
+    }
+  });
+}
+
+at::Tensor block_forward_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w3,
+                             const at::Tensor& b3, int64_t dilation) {
+  check_block_args(x, w1, b1, w3, b3, dilation);
+  at::Tensor out = empty_like_layout(x);
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "self_correcting_block", [&] {
+    block_forward_impl<scalar_t>(x, w1, b1, w3, b3, dilation, out);
+  });
+  return out;
+}
+
+// Gradients (gx, gw1, gb1, gw3, gb3). With q = conv_d(e) + b3 + la, p = conv(x) + b1:
+//   gq = grad * [out > 0]; ge = conv_d^T(gq); gp = (gq - ge) * [p > 0];
+//   gx = ge + conv^T(gp); gw3 = e (*) gq; gw1 = x (*) gp; gb = sums.
+template <typename T>
+void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& out, const at::Tensor& w1,
+                         const at::Tensor& b1, const at::Tensor& w3, int64_t d, at::Tensor& gx, at::Tensor& gw1, at::Tensor& gb1,
+                         at::Tensor& gw3, at::Tensor& gb3) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t Cp = rowpipe::padded_channels<T>(C);
+  const auto w1r = rowpipe::relayout_weight<T>(w1, C, Cp);
+  const auto w1t = rowpipe::relayout_weight<T>(w1, C, Cp, /*transposed=*/true);
+  const auto w3t = rowpipe::relayout_weight<T>(w3, C, Cp, /*transposed=*/true);
+  const auto b1r = rowpipe::relayout_bias<T>(b1, Cp);
+  const std::vector<T> zero_bias(Cp, T(0));
+  const int64_t nb = bands_per_image(N, H);
+  const int64_t ntasks = N * nb;
+  const int64_t wsize = 9 * C * Cp;
+  std::vector<std::vector<T>> parts(ntasks);
+  at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / nb, band = task % nb;
+      const int64_t r0 = H * band / nb, r1 = H * (band + 1) / nb;
+      std::vector<T>& part = parts[task];
+      part.assign(2 * wsize + 2 * Cp, T(0));  // gw1, gw3, gb1, gb3
+      Pipeline<T> p(H, W, std::max<int64_t>(d, 1));
+      const int sx = p.add_store(Cp), sla = p.add_store(Cp), se = p.add_store(Cp);
+      const int sq = p.add_store(Cp), sge = p.add_store(Cp), sgp = p.add_store(Cp);
+      Layer<T> load;
+      load.kind = Kind::LoadImage;
+      load.out = sx;
+      load.image = rowpipe::image_view<T>(x, n);
+      const int l_load = p.add_layer(load);
+      Layer<T> c1;
+      c1.epi = Epilogue::ReluSplit;
+      c1.in = sx, c1.cin = C, c1.d = 1, c1.w = w1r.data(), c1.b = b1r.data(), c1.coutp = Cp;
+      c1.out = sla, c1.out2 = se, c1.aux = sx;
+      c1.deps = {{l_load, 1}};
+      const int l_c1 = p.add_layer(c1);
+      Layer<T> gq;
+      gq.kind = Kind::LoadGradMask;
+      gq.out = sq;
+      gq.image = rowpipe::image_view<T>(grad, n);
+      gq.image2 = rowpipe::image_view<T>(out, n);
+      const int l_gq = p.add_layer(gq);
+      Layer<T> ge;
+      ge.epi = Epilogue::BackwardE;
+      ge.in = sq, ge.cin = C, ge.d = d, ge.w = w3t.data(), ge.b = zero_bias.data(), ge.coutp = Cp;
+      ge.out = sge, ge.out2 = sgp, ge.aux = sq, ge.aux2 = sla;
+      ge.deps = {{l_gq, d}, {l_c1, 0}};
+      const int l_ge = p.add_layer(ge);
+      Layer<T> gxl;
+      gxl.epi = Epilogue::AddImage;
+      gxl.in = sgp, gxl.cin = C, gxl.d = 1, gxl.w = w1t.data(), gxl.b = zero_bias.data(), gxl.coutp = Cp;
+      gxl.aux = sge;
+      gxl.image = rowpipe::image_view<T>(gx, n);
+      gxl.deps = {{l_ge, 1}};
+      p.add_layer(gxl);
+      Layer<T> g3;
+      g3.kind = Kind::WeightGrad;
+      g3.in = se, g3.cin = C, g3.d = d, g3.aux = sq, g3.coutp = Cp;
+      g3.gw = part.data() + wsize, g3.gb = part.data() + 2 * wsize + Cp;
+      g3.deps = {{l_c1, d}, {l_gq, 0}};
+      p.add_layer(g3);
+      Layer<T> g1;
+      g1.kind = Kind::WeightGrad;
+      g1.in = sx, g1.cin = C, g1.d = 1, g1.aux = sgp, g1.coutp = Cp;
+      g1.gw = part.data(), g1.gb = part.data() + 2 * wsize;
+      g1.deps = {{l_load, 1}, {l_ge, 0}};
+      p.add_layer(g1);
+      p.run(r0, r1);
+    }
+  });
+  // Sum the band partials in a fixed order (deterministic), then lay out as (C, C, 3, 3).
+  std::vector<double> total(2 * wsize + 2 * Cp, 0.0);
+  for (const auto& part : parts)
+    for (size_t i = 0; i < total.size(); ++i) total[i] += part[i];
+  T* g1p = gw1.data_ptr<T>();
+  T* g3p = gw3.data_ptr<T>();
+  for (int64_t co = 0; co < C; ++co)
+    for (int64_t ci = 0; ci < C; ++ci)
+      for (int t = 0; t < 9; ++t) {
+        g1p[(co * C + ci) * 9 + t] = static_cast<T>(total[(t * C + ci) * Cp + co]);
+        g3p[(co * C + ci) * 9 + t] = static_cast<T>(total[wsize + (t * C + ci) * Cp + co]);
+      }
+  for (int64_t c = 0; c < C; ++c) {
+    gb1.data_ptr<T>()[c] = static_cast<T>(total[2 * wsize + c]);
+    gb3.data_ptr<T>()[c] = static_cast<T>(total[2 * wsize + Cp + c]);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> block_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& out, const at::Tensor& w1, const at::Tensor& b1,
+    const at::Tensor& w3, const at::Tensor& b3, int64_t dilation) {
+  check_block_args(x, w1, b1, w3, b3, dilation);
+  TORCH_CHECK(grad.sizes() == x.sizes() && out.sizes() == x.sizes(), "derain: grad and out must have x's shape");
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type() && out.scalar_type() == x.scalar_type(),
+              "derain: grad and out must have x's dtype");
+  at::Tensor gx = empty_like_layout(x);
+  at::Tensor gw1 = at::zeros(w1.sizes(), w1.options());
+  at::Tensor gb1 = at::zeros(b1.sizes(), b1.options());
+  at::Tensor gw3 = at::zeros(w3.sizes(), w3.options());
+  at::Tensor gb3 = at::zeros(b3.sizes(), b3.options());
+  if (x.numel() == 0) return {gx, gw1, gb1, gw3, gb3};
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "self_correcting_block_backward", [&] {
+    block_backward_impl<scalar_t>(grad, x, out, w1, b1, w3, dilation, gx, gw1, gb1, gw3, gb3);
+  });
+  return {gx, gw1, gb1, gw3, gb3};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(derain, CPU, m) {
+  m.impl("self_correcting_block", &block_forward_cpu);
+  m.impl("self_correcting_block_backward", &block_backward_cpu);
+}
+
+}  // namespace derain

@@ -1,0 +1,161 @@
+// CPU kernel of the fused inference of the Rain O'er Me network G (SPEC §1):
+//   Y = X - tanh(outc(merge12(cat(f01, tree3(f01))))),  f01 = merge11(cat(f0, f1)),
+//   f0 = tree1(inc(X)), f1 = tree2(f0),  tree(t) = merge(cat(a1 = block(t), block(a1))).
+// All 21 convolutions run as one line-buffer pipeline (row_pipeline.h) per
+// image band: each layer keeps only the few rows its consumers still need, so
+// the whole network streams through the cache row by row; the concatenations
+// are free (the two halves are written into one 2C-channel store). Bands and
+// images run in parallel on all threads; inference only (no autograd).
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "row_pipeline.h"
+
+namespace derain {
+namespace {
+
+using rowpipe::Epilogue;
+using rowpipe::Kind;
+using rowpipe::Layer;
+using rowpipe::Pipeline;
+
+constexpr int kConvs = 19;  // inc, 3 x (2 blocks x 2 convs + merge), merge11, merge12, outc
+
+// Weights of a merge conv over cat(a, b) (cout, 2C, 3, 3): input channel i of
+// the concatenation sits at i (i < C) or Cp + i - C in the 2Cp-channel store.
+template <typename T>
+std::vector<T> relayout_cat_weight(const at::Tensor& w, int64_t C, int64_t Cp, int64_t coutp) {
+  at::Tensor wc = w.contiguous();
+  const T* src = wc.data_ptr<T>();
+  const int64_t co_n = w.size(0);
+  std::vector<T> out(9 * 2 * Cp * coutp, T(0));
+  for (int64_t co = 0; co < co_n; ++co)
+    for (int64_t i = 0; i < 2 * C; ++i) {
+      const int64_t ci = i < C ? i : Cp + i - C;
+      for (int t = 0; t < 9; ++t) out[(t * 2 * Cp + ci) * coutp + co] = src[(co * 2 * C + i) * 9 + t];
+    }
+  return out;
+}
+
+template <typename T>
+void network_impl(const at::Tensor& x, const std::vector<at::Tensor>& params, int64_t d, at::Tensor& out) {
+  const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t C = params[0].size(0);
+  const int64_t Cp = rowpipe::padded_channels<T>(C);
+  const int64_t Op = rowpipe::padded_channels<T>(Cin);
+  // Re-laid-out weights, in the order of `params` (see derain_kernels/ops/network.py).
+  std::vector<std::vector<T>> w(kConvs), b(kConvs);
+  auto is_merge = [](int i) { return i == 5 || i == 10 || i == 11 || i == 16 || i == 17; };
+  for (int i = 0; i < kConvs; ++i) {
+    const at::Tensor& wi = params[2 * i];
+    const int64_t coutp = i == kConvs - 1 ? Op : Cp;
+    if (is_merge(i)) {
+      w[i] = relayout_cat_weight<T>(wi, C, Cp, coutp);
+    } else {
+      w[i] = rowpipe::relayout_weight<T>(wi, wi.size(1), coutp);
+    }
+    b[i] = rowpipe::relayout_bias<T>(params[2 * i + 1], coutp);
+  }
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t nb = N >= threads ? 1 : std::max<int64_t>(1, std::min<int64_t>((threads + N - 1) / N, H / 32));
+  at::parallel_for(0, N * nb, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / nb, band = task % nb;
+      const int64_t r0 = H * band / nb, r1 = H * (band + 1) / nb;
+      Pipeline<T> p(H, W, std::max<int64_t>(d, 1));
+      int conv = 0;  // index into w, b
+      auto add_conv = [&](Epilogue epi, int in, int64_t in_choff, int64_t cin, int64_t dil, int64_t coutp,
+                          std::vector<std::pair<int, int64_t>> deps) {
+        Layer<T> l;
+        l.epi = epi;
+        l.in = in, l.in_choff = in_choff, l.cin = cin, l.d = dil;
+        l.w = w[conv].data(), l.b = b[conv].data(), l.coutp = coutp;
+        l.deps = std::move(deps);
+        ++conv;
+        return l;
+      };
+      // input
+      const int sx = p.add_store(Cin);
+      Layer<T> load;
+      load.kind = Kind::LoadImage;
+      load.out = sx;
+      load.image = rowpipe::image_view<T>(x, n);
+      const int l_load = p.add_layer(load);
+      // inc
+      const int sfi = p.add_store(Cp);
+      Layer<T> inc = add_conv(Epilogue::Relu, sx, 0, Cin, 1, Cp, {{l_load, 1}});
+      inc.out = sfi;
+      const int l_inc = p.add_layer(inc);
+      // one self-correcting block: input (store, choff, producer) -> output (store, choff); returns the layer
+      auto block = [&](int sin, int64_t in_choff, int l_in, int sout, int64_t out_choff) {
+        const int sla = p.add_store(Cp), se = p.add_store(Cp);
+        Layer<T> c1 = add_conv(Epilogue::ReluSplit, sin, in_choff, C, 1, Cp, {{l_in, 1}});
+        c1.out = sla, c1.out2 = se, c1.aux = sin, c1.aux_choff = in_choff;
+        const int l_c1 = p.add_layer(c1);
+        Layer<T> c3 = add_conv(Epilogue::AddRelu, se, 0, C, d, Cp, {{l_c1, d}});
+        c3.aux = sla, c3.out = sout, c3.out_choff = out_choff;
+        return p.add_layer(c3);
+      };
+      auto merge = [&](int scat, int l_a, int l_b, int sout, int64_t out_choff) {
+        Layer<T> m = add_conv(Epilogue::Relu, scat, 0, 2 * Cp, 1, Cp, {{l_a, 1}, {l_b, 1}});
+        m.out = sout, m.out_choff = out_choff;
+        return p.add_layer(m);
+      };
+      auto tree = [&](int sin, int64_t in_choff, int l_in, int sout, int64_t out_choff) {
+        const int scat = p.add_store(2 * Cp);
+        const int l_a1 = block(sin, in_choff, l_in, scat, 0);
+        const int l_a2 = block(scat, 0, l_a1, scat, Cp);
+        return merge(scat, l_a1, l_a2, sout, out_choff);
+      };
+      const int sA = p.add_store(2 * Cp), sB = p.add_store(2 * Cp), s33 = p.add_store(Cp);
+      const int l_f0 = tree(sfi, 0, l_inc, sA, 0);
+      const int l_f1 = tree(sA, 0, l_f0, sA, Cp);
+      const int l_f01 = merge(sA, l_f0, l_f1, sB, 0);
+      const int l_f3 = tree(sB, 0, l_f01, sB, Cp);
+      const int l_f33 = merge(sB, l_f01, l_f3, s33, 0);
+      Layer<T> outc = add_conv(Epilogue::TanhSubImage, s33, 0, C, 1, Op, {{l_f33, 1}});
+      outc.image = rowpipe::image_view<T>(out, n);
+      outc.image2 = rowpipe::image_view<T>(x, n);
+      p.add_layer(outc);
+      TORCH_CHECK(conv == kConvs, "derain: internal error: network plan has ", conv, " convolutions");
+      p.run(r0, r1);
+    }
+  });
+}
+
+at::Tensor rain_oer_me_derain_cpu(const at::Tensor& x, at::TensorList params_list, int64_t dilation) {
+  TORCH_CHECK(x.dim() == 4, "derain: x must be (N, C, H, W), got ", x.sizes());
+  TORCH_CHECK(static_cast<int64_t>(params_list.size()) == 2 * kConvs, "derain: expected ", 2 * kConvs,
+              " parameter tensors (weight, bias of 19 convolutions), got ", params_list.size());
+  TORCH_CHECK(dilation >= 1, "derain: dilation must be >= 1, got ", dilation);
+  std::vector<at::Tensor> params(params_list.begin(), params_list.end());
+  const int64_t Cin = x.size(1), C = params[0].size(0);
+  for (int i = 0; i < kConvs; ++i) {
+    const at::Tensor& wi = params[2 * i];
+    const at::Tensor& bi = params[2 * i + 1];
+    const bool merge = i == 5 || i == 10 || i == 11 || i == 16 || i == 17;
+    const int64_t cin = i == 0 ? Cin : (merge ? 2 * C : C);
+    const int64_t cout = i == kConvs - 1 ? Cin : C;
+    TORCH_CHECK(wi.dim() == 4 && wi.size(0) == cout && wi.size(1) == cin && wi.size(2) == 3 && wi.size(3) == 3,
+                "derain: weight ", i, " must be (", cout, ", ", cin, ", 3, 3), got ", wi.sizes());
+    TORCH_CHECK(bi.dim() == 1 && bi.size(0) == cout, "derain: bias ", i, " must be (", cout, ",), got ",
+                bi.sizes());
+    TORCH_CHECK(wi.scalar_type() == x.scalar_type() && bi.scalar_type() == x.scalar_type(),
+                "derain: parameters must have x's dtype");
+  }
+  const bool cl = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
+  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(cl ? at::MemoryFormat::ChannelsLast
+                                                                      : at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rain_oer_me_derain", [&] {
+    network_impl<scalar_t>(x, params, dilation, out);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(derain, CPU, m) { m.impl("rain_oer_me_derain", &rain_oer_me_derain_cpu); }
+
+}  // namespace derain

@@ -1,0 +1,659 @@
+// A line-buffer pipeline of 3x3 convolutions on channels-last rows.
+//
+// Used by the fused self-correcting block (forward and backward,
+// block_kernel.cpp) and by the fused inference of the whole network
+// (network_kernel.cpp). A computation is a list of layers in topological
+// order; each layer produces one image row at a time (a convolution of rows
+// y-d, y, y+d of its input followed by an element-wise epilogue, a load from a
+// tensor, or a weight-gradient accumulation). Feature maps live in ring buffers
+// of a few rows ("stores", channels-last, zero columns on both sides for the
+// padding), so no full-size intermediate map is ever written and everything a
+// row needs is still in cache. Rows outside the image read as zeros (the
+// convolutions' zero padding).
+//
+// One pipeline covers one image band [r0, r1) of final rows; each layer
+// computes the rows its consumers need (the band plus a halo, clipped to the
+// image). The schedule advances every layer by at most one row per sweep, in
+// layer order, as soon as its inputs are there; ring capacities are found by
+// replaying that schedule on counters before anything is allocated.
+//
+// Inner kernels: an AVX-512 micro-kernel for float (16 output pixels x 16
+// output channels of accumulators, input values broadcast) when the build
+// targets AVX-512, otherwise portable blocked loops (4 pixels x 16 channels)
+// the compiler vectorises for its target (AVX2, SSE, NEON). Output channel
+// counts are padded to a multiple of 16 with zero weights (`padded_channels`).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace derain {
+namespace rowpipe {
+
+// Channel count of internal rows and accumulators: a multiple of 16, so that
+// every kernel works on blocks of 16 output channels (one AVX-512 register of
+// float; the padding channels carry zero weights and stay zero).
+template <typename T>
+inline int64_t padded_channels(int64_t c) {
+  return (c + 15) / 16 * 16;
+}
+
+// a * b + c, fused where the target has FMA (never a libm call)
+template <typename T>
+inline T madd(T a, T b, T c) {
+#if defined(__FMA__)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// ---------------------------------------------------------------- kernels
+
+// Kernels. conv_row: out[x][co] = bias[co] + sum_{ky,kx,ci} rows[ky][(x + (kx-1) d) * ps + ci] * w[ky*3+kx][ci][co]
+// for x in [0, W), co in [0, coutp). rows[ky] points at pixel 0 of an input row
+// whose pixels are ps elements apart, with at least d readable zero pixels on
+// both sides; w is [9][cin][coutp]. wgrad_row: gw[t][ci][co] += sum_x
+// rows[t/3][(x + (t%3-1) d) * ps + ci] * g[x][co] and gb[co] += sum_x g[x][co]
+// (accumulated in T per band of rows; the bands are summed in double by the
+// caller). coutp is always a multiple of 16 (padded_channels).
+
+// Portable kernels: P pixels x 16 output channels of
+// accumulators in a local array the compiler keeps in vector registers
+// (AVX2: 2 ymm per pixel; SSE/NEON: 4).
+template <typename T, int P>
+inline void conv_px_blocked(const T* const rows[3], int64_t x0, int64_t ps, int64_t cin, int64_t d, const T* w,
+                            const T* bias, int64_t coutp, T* out) {
+  for (int64_t cb = 0; cb < coutp; cb += 16) {
+    T acc[P][16];
+    for (int p = 0; p < P; ++p)
+      for (int co = 0; co < 16; ++co) acc[p][co] = bias[cb + co];
+    for (int t = 0; t < 9; ++t) {
+      const T* ip = rows[t / 3] + (x0 + (t % 3 - 1) * d) * ps;
+      const T* wp = w + t * cin * coutp + cb;
+      for (int64_t ci = 0; ci < cin; ++ci) {
+        const T* wv = wp + ci * coutp;
+        for (int p = 0; p < P; ++p) {
+          const T v = ip[p * ps + ci];
+#pragma omp simd
+          for (int co = 0; co < 16; ++co) acc[p][co] = madd(v, wv[co], acc[p][co]);
+        }
+      }
+    }
+    for (int p = 0; p < P; ++p)
+      for (int co = 0; co < 16; ++co) out[(x0 + p) * coutp + cb + co] = acc[p][co];
+  }
+}
+
+template <typename T, int CI>
+inline void wgrad_px_blocked(const T* ip, int64_t ps, const T* g, int64_t coutp, int64_t cb, T* gw, int64_t W) {
+  T acc[CI][16] = {};
+  for (int64_t x = 0; x < W; ++x) {
+    const T* gv = g + x * coutp + cb;
+    const T* px = ip + x * ps;
+    for (int c = 0; c < CI; ++c) {
+      const T v = px[c];
+#pragma omp simd
+      for (int co = 0; co < 16; ++co) acc[c][co] = madd(v, gv[co], acc[c][co]);
+    }
+  }
+  for (int c = 0; c < CI; ++c)
+    for (int co = 0; co < 16; ++co) gw[c * coutp + cb + co] += acc[c][co];
+}
+
+template <typename T>
+inline void conv_row_blocked(const T* const rows[3], int64_t ps, int64_t cin, int64_t d, const T* w,
+                             const T* bias, int64_t coutp, T* out, int64_t W) {
+  int64_t x = 0;
+  for (; x + 4 <= W; x += 4) conv_px_blocked<T, 4>(rows, x, ps, cin, d, w, bias, coutp, out);
+  for (; x < W; ++x) conv_px_blocked<T, 1>(rows, x, ps, cin, d, w, bias, coutp, out);
+}
+
+template <typename T>
+inline void wgrad_row_blocked(const T* const rows[3], int64_t ps, int64_t cin, int64_t d, const T* g,
+                              int64_t coutp, T* gw, T* gb, int64_t W) {
+  for (int t = 0; t < 9; ++t) {
+    const T* ip = rows[t / 3] + (t % 3 - 1) * d * ps;
+    for (int64_t cb = 0; cb < coutp; cb += 16) {
+      int64_t ci = 0;
+      for (; ci + 4 <= cin; ci += 4) wgrad_px_blocked<T, 4>(ip + ci, ps, g, coutp, cb, gw + (t * cin + ci) * coutp, W);
+      for (; ci < cin; ++ci) wgrad_px_blocked<T, 1>(ip + ci, ps, g, coutp, cb, gw + (t * cin + ci) * coutp, W);
+    }
+  }
+  if (gb) {
+    for (int64_t x = 0; x < W; ++x) {
+      const T* gx = g + x * coutp;
+#pragma omp simd
+      for (int64_t co = 0; co < coutp; ++co) gb[co] += gx[co];
+    }
+  }
+}
+
+#if defined(__AVX512F__)
+// P output pixels x 16 output channels per block of accumulators. PS is the
+// input pixel stride when known at compile time (0: runtime `ps_rt`): then
+// every input address is one base register plus a constant offset.
+template <int P, int PS>
+inline void conv_px_avx512(const float* const rows[3], int64_t x0, int64_t ps_rt, int64_t cin, int64_t d,
+                           const float* w, const float* bias, int64_t coutp, float* out) {
+  const int64_t ps = PS ? PS : ps_rt;
+  for (int64_t cb = 0; cb < coutp; cb += 16) {
+    __m512 acc[P];
+    const __m512 b = _mm512_loadu_ps(bias + cb);
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) acc[p] = b;
+    for (int t = 0; t < 9; ++t) {
+      const float* ip = rows[t / 3] + (x0 + (t % 3 - 1) * d) * ps;
+      const float* wp = w + t * cin * coutp + cb;
+      for (int64_t ci = 0; ci < cin; ++ci) {
+        const __m512 wv = _mm512_loadu_ps(wp + ci * coutp);
+        const float* ipc = ip + ci;
+#pragma GCC unroll 16
+        for (int p = 0; p < P; ++p) acc[p] = _mm512_fmadd_ps(_mm512_set1_ps(ipc[p * ps]), wv, acc[p]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int p = 0; p < P; ++p) _mm512_storeu_ps(out + (x0 + p) * coutp + cb, acc[p]);
+  }
+}
+
+template <int PS>
+inline void conv_row_avx512_ps(const float* const rows[3], int64_t ps, int64_t cin, int64_t d, const float* w,
+                               const float* bias, int64_t coutp, float* out, int64_t W) {
+  int64_t x = 0;
+  for (; x + 16 <= W; x += 16) conv_px_avx512<16, PS>(rows, x, ps, cin, d, w, bias, coutp, out);
+  for (; x + 8 <= W; x += 8) conv_px_avx512<8, PS>(rows, x, ps, cin, d, w, bias, coutp, out);
+  for (; x + 4 <= W; x += 4) conv_px_avx512<4, PS>(rows, x, ps, cin, d, w, bias, coutp, out);
+  for (; x < W; ++x) conv_px_avx512<1, PS>(rows, x, ps, cin, d, w, bias, coutp, out);
+}
+
+inline void conv_row_avx512(const float* const rows[3], int64_t ps, int64_t cin, int64_t d, const float* w,
+                            const float* bias, int64_t coutp, float* out, int64_t W) {
+  if (ps == 16) return conv_row_avx512_ps<16>(rows, ps, cin, d, w, bias, coutp, out, W);
+  if (ps == 32) return conv_row_avx512_ps<32>(rows, ps, cin, d, w, bias, coutp, out, W);
+  conv_row_avx512_ps<0>(rows, ps, cin, d, w, bias, coutp, out, W);
+}
+
+template <int CI>
+inline void wgrad_px_avx512(const float* ip, int64_t ps, const float* g, int64_t coutp, int64_t cb,
+                            float* gw, int64_t W) {
+  __m512 acc[CI];
+#pragma GCC unroll 16
+  for (int c = 0; c < CI; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t x = 0; x < W; ++x) {
+    const __m512 gv = _mm512_loadu_ps(g + x * coutp + cb);
+    const float* px = ip + x * ps;
+#pragma GCC unroll 16
+    for (int c = 0; c < CI; ++c) acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(px[c]), gv, acc[c]);
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < CI; ++c) {
+    float* dst = gw + c * coutp + cb;
+    _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), acc[c]));
+  }
+}
+
+inline void wgrad_row_avx512(const float* const rows[3], int64_t ps, int64_t cin, int64_t d, const float* g,
+                             int64_t coutp, float* gw, float* gb, int64_t W) {
+  for (int t = 0; t < 9; ++t) {
+    const float* ip = rows[t / 3] + (t % 3 - 1) * d * ps;
+    for (int64_t cb = 0; cb < coutp; cb += 16) {
+      int64_t ci = 0;
+      for (; ci + 16 <= cin; ci += 16) wgrad_px_avx512<16>(ip + ci, ps, g, coutp, cb, gw + (t * cin + ci) * coutp, W);
+      for (; ci + 4 <= cin; ci += 4) wgrad_px_avx512<4>(ip + ci, ps, g, coutp, cb, gw + (t * cin + ci) * coutp, W);
+      for (; ci < cin; ++ci) wgrad_px_avx512<1>(ip + ci, ps, g, coutp, cb, gw + (t * cin + ci) * coutp, W);
+    }
+  }
+  if (gb) {
+    for (int64_t cb = 0; cb < coutp; cb += 16) {
+      __m512 s = _mm512_setzero_ps();
+      for (int64_t x = 0; x < W; ++x) s = _mm512_add_ps(s, _mm512_loadu_ps(g + x * coutp + cb));
+      _mm512_storeu_ps(gb + cb, _mm512_add_ps(_mm512_loadu_ps(gb + cb), s));
+    }
+  }
+}
+#endif
+
+template <typename T>
+inline void conv_row(const T* const rows[3], int64_t ps, int64_t cin, int64_t d, const T* w, const T* bias,
+                     int64_t coutp, T* out, int64_t W) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    return conv_row_avx512(rows, ps, cin, d, w, bias, coutp, out, W);
+  }
+#endif
+  conv_row_blocked<T>(rows, ps, cin, d, w, bias, coutp, out, W);
+}
+
+template <typename T>
+inline void wgrad_row(const T* const rows[3], int64_t ps, int64_t cin, int64_t d, const T* g, int64_t coutp,
+                      T* gw, T* gb, int64_t W) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    return wgrad_row_avx512(rows, ps, cin, d, g, coutp, gw, gb, W);
+  }
+#endif
+  wgrad_row_blocked<T>(rows, ps, cin, d, g, coutp, gw, gb, W);
+}
+
+// Weights of a conv (cout, cin, 3, 3) laid out as [tap][cin][coutp] (zero
+// padded in both channel counts up to cin_p, coutp). `transposed` gives the
+// weights of the adjoint (input-gradient) convolution: taps flipped, roles of
+// cin and cout swapped (the result maps cout channels to cin channels).
+template <typename T>
+std::vector<T> relayout_weight(const at::Tensor& w, int64_t cin_p, int64_t coutp, bool transposed = false) {
+  at::Tensor wc = w.contiguous();
+  const T* src = wc.data_ptr<T>();
+  const int64_t co_n = w.size(0), ci_n = w.size(1);
+  std::vector<T> out(9 * cin_p * coutp, T(0));
+  for (int64_t co = 0; co < co_n; ++co)
+    for (int64_t ci = 0; ci < ci_n; ++ci)
+      for (int t = 0; t < 9; ++t) {
+        T v = src[(co * ci_n + ci) * 9 + t];
+        if (!transposed) {
+          out[(t * cin_p + ci) * coutp + co] = v;
+        } else {  // input channel co of the adjoint, output channel ci, tap flipped
+          out[((8 - t) * cin_p + co) * coutp + ci] = v;
+        }
+      }
+  return out;
+}
+
+template <typename T>
+std::vector<T> relayout_bias(const at::Tensor& b, int64_t coutp) {
+  std::vector<T> out(coutp, T(0));
+  if (b.defined()) {
+    at::Tensor bc = b.contiguous();
+    for (int64_t i = 0; i < b.numel(); ++i) out[i] = bc.data_ptr<T>()[i];
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- pipeline
+
+// A strided 3-D view (C, H, W) of one image of a tensor.
+template <typename T>
+struct ImageView {
+  T* data = nullptr;
+  int64_t C = 0, sc = 0, sh = 0, sw = 0;
+  T& at(int64_t c, int64_t y, int64_t x) const { return data[c * sc + y * sh + x * sw]; }
+};
+
+template <typename T>
+ImageView<T> image_view(const at::Tensor& t, int64_t n) {
+  ImageView<T> v;
+  v.data = const_cast<T*>(t.const_data_ptr<T>()) + n * t.stride(0);
+  v.C = t.size(1);
+  v.sc = t.stride(1);
+  v.sh = t.stride(2);
+  v.sw = t.stride(3);
+  return v;
+}
+
+enum class Kind {
+  LoadImage,    // store[y] = image rows (first C channels)
+  LoadGradMask, // store[y] = image2 > 0 ? image : 0   (gradient through the final ReLU)
+  Conv,         // acc = conv(input store); epilogue below
+  WeightGrad,   // gw += input (shifted) x aux[y]; gb += aux[y]
+};
+
+enum class Epilogue {
+  Relu,         // out = relu(acc)
+  ReluSplit,    // out = la = relu(acc); out2 = aux - la
+  AddRelu,      // out = relu(acc + aux)
+  AddReluImage, // image = relu(acc + aux)
+  TanhSubImage, // image = image2 - tanh(acc)
+  BackwardE,    // out = ge = acc; out2 = gp = (aux - ge) * [aux2 > 0]
+  AddImage,     // image = acc + aux
+};
+
+struct StoreSpec {
+  int64_t ch;  // channels per pixel
+};
+
+template <typename T>
+struct Layer {
+  Kind kind = Kind::Conv;
+  Epilogue epi = Epilogue::Relu;
+  int in = -1;  // input store (Conv, WeightGrad)
+  int64_t in_choff = 0, cin = 0, d = 1;
+  const T* w = nullptr;
+  const T* b = nullptr;
+  int64_t coutp = 0;  // accumulator channels (Conv) / gradient channels (WeightGrad)
+  int out = -1, out2 = -1, aux = -1, aux2 = -1;
+  int64_t out_choff = 0, out2_choff = 0, aux_choff = 0, aux2_choff = 0;
+  ImageView<T> image, image2;  // tensors read or written
+  T* gw = nullptr;  // WeightGrad accumulators [9][cin][coutp] and [coutp], in T
+  T* gb = nullptr;
+  std::vector<std::pair<int, int64_t>> deps;  // (producer layer, rows of reach)
+  // filled by the pipeline
+  int64_t lo = 0, hi = 0, next = 0, lag = 0;
+};
+
+template <typename T>
+class Pipeline {
+ public:
+  Pipeline(int64_t H, int64_t W, int64_t pad) : H_(H), W_(W), pad_(pad) {}
+
+  int add_store(int64_t ch) {
+    stores_.push_back({ch});
+    return static_cast<int>(stores_.size()) - 1;
+  }
+  int add_layer(Layer<T> l) {
+    TORCH_CHECK(l.kind == Kind::LoadImage || l.kind == Kind::LoadGradMask || l.coutp % 16 == 0,
+                "derain: internal error: output channels of a layer must be padded to 16");
+    layers_.push_back(std::move(l));
+    return static_cast<int>(layers_.size()) - 1;
+  }
+  Layer<T>& layer(int i) { return layers_[i]; }
+
+  // Computes final rows [r0, r1) (and whatever halo the layers need).
+  void run(int64_t r0, int64_t r1) {
+    plan(r0, r1);
+    allocate();
+    reset();
+    std::vector<T> acc(W_ * max_coutp_ + 16);
+    bool busy = true;
+    while (busy) {
+      busy = false;
+      for (size_t i = 0; i < layers_.size(); ++i) {
+        Layer<T>& l = layers_[i];
+        if (l.next >= l.hi) continue;
+        busy = true;
+        if (!ready(l)) continue;
+        compute(l, l.next, acc.data());
+        ++l.next;
+      }
+    }
+  }
+
+ private:
+  struct Store {
+    int64_t ch = 0, cap = 1, rowlen = 0;
+    std::vector<T> data;
+  };
+
+  void plan(int64_t r0, int64_t r1) {
+    const int n = static_cast<int>(layers_.size());
+    std::vector<int64_t> lag(n, -1);
+    for (int i = n - 1; i >= 0; --i) {
+      if (lag[i] < 0) lag[i] = 0;  // a final layer
+      for (auto& dep : layers_[i].deps) lag[dep.first] = std::max(lag[dep.first], lag[i] + dep.second);
+    }
+    max_coutp_ = 1;
+    for (int i = 0; i < n; ++i) {
+      Layer<T>& l = layers_[i];
+      l.lag = lag[i];
+      l.lo = std::max<int64_t>(0, r0 - lag[i]);
+      l.hi = std::min<int64_t>(H_, r1 + lag[i]);
+      if (l.kind == Kind::Conv) max_coutp_ = std::max(max_coutp_, l.coutp);
+    }
+    // consumers of every layer, for the ring capacities
+    consumers_.assign(n, {});
+    for (int i = 0; i < n; ++i)
+      for (auto& dep : layers_[i].deps) consumers_[dep.first].push_back({i, dep.second});
+    // replay the schedule on counters: capacity = widest live window of rows
+    caps_.assign(stores_.size(), 1);
+    reset();
+    bool busy = true;
+    while (busy) {
+      busy = false;
+      for (int i = 0; i < n; ++i) {
+        Layer<T>& l = layers_[i];
+        if (l.next >= l.hi) continue;
+        busy = true;
+        if (!ready(l)) continue;
+        int64_t min_needed = l.next;
+        for (auto& c : consumers_[i]) {
+          const Layer<T>& cl = layers_[c.first];
+          if (cl.next < cl.hi) min_needed = std::min(min_needed, cl.next - c.second);
+        }
+        const int64_t window = l.next - min_needed + 1;
+        for (int s : {l.out, l.out2})
+          if (s >= 0) caps_[s] = std::max(caps_[s], window);
+        ++l.next;
+      }
+    }
+  }
+
+  void allocate() {
+    store_data_.resize(stores_.size());
+    int64_t chmax = 1;
+    for (size_t s = 0; s < stores_.size(); ++s) {
+      Store& st = store_data_[s];
+      st.ch = stores_[s].ch;
+      st.cap = caps_[s];
+      st.rowlen = (W_ + 2 * pad_) * st.ch;
+      st.data.assign(st.cap * st.rowlen, T(0));
+      chmax = std::max(chmax, st.ch);
+    }
+    zero_.assign((W_ + 2 * pad_) * chmax + 16, T(0));
+    zero_chmax_ = chmax;
+  }
+
+  void reset() {
+    for (auto& l : layers_) l.next = l.lo;
+  }
+
+  bool ready(const Layer<T>& l) const {
+    const int64_t y = l.next;
+    for (auto& dep : l.deps) {
+      const Layer<T>& p = layers_[dep.first];
+      if (p.next < std::min(y + dep.second + 1, p.hi)) return false;
+    }
+    return true;
+  }
+
+  // Pointer to pixel 0 (channel offset choff) of row y of store s; zeros outside the image.
+  const T* row(int s, int64_t y, int64_t choff) const {
+    const Store& st = store_data_[s];
+    if (y < 0 || y >= H_) return zero_.data() + pad_ * zero_chmax_;
+    return st.data.data() + (y % st.cap) * st.rowlen + pad_ * st.ch + choff;
+  }
+  T* mrow(int s, int64_t y, int64_t choff) { return const_cast<T*>(row(s, y, choff)); }
+
+  void compute(Layer<T>& l, int64_t y, T* acc) {
+    const int64_t W = W_;
+    switch (l.kind) {
+      case Kind::LoadImage: {
+        const int64_t ch = store_data_[l.out].ch;
+        T* o = mrow(l.out, y, l.out_choff);
+        const ImageView<T>& im = l.image;
+        const T* src = im.data + y * im.sh;
+        if (im.sc == 1) {  // channels-last: pixel by pixel, channels contiguous
+          for (int64_t x = 0; x < W; ++x) {
+            const T* sx = src + x * im.sw;
+            T* ox = o + x * ch;
+#pragma omp simd
+            for (int64_t c = 0; c < im.C; ++c) ox[c] = sx[c];
+          }
+        } else {
+          for (int64_t c = 0; c < im.C; ++c) {
+            const T* sc = src + c * im.sc;
+            for (int64_t x = 0; x < W; ++x) o[x * ch + c] = sc[x * im.sw];
+          }
+        }
+        return;
+      }
+      case Kind::LoadGradMask: {
+        const int64_t ch = store_data_[l.out].ch;
+        T* o = mrow(l.out, y, l.out_choff);
+        const ImageView<T>& g = l.image;
+        const ImageView<T>& m = l.image2;
+        const T* gs = g.data + y * g.sh;
+        const T* ms = m.data + y * m.sh;
+        const T zero(0);
+        if (g.sc == 1 && m.sc == 1) {
+          for (int64_t x = 0; x < W; ++x) {
+            const T* gx = gs + x * g.sw;
+            const T* mx = ms + x * m.sw;
+            T* ox = o + x * ch;
+#pragma omp simd
+            for (int64_t c = 0; c < g.C; ++c) ox[c] = mx[c] > zero ? gx[c] : zero;
+          }
+        } else {
+          for (int64_t c = 0; c < g.C; ++c) {
+            const T* gc = gs + c * g.sc;
+            const T* mc = ms + c * m.sc;
+            for (int64_t x = 0; x < W; ++x) o[x * ch + c] = mc[x * m.sw] > zero ? gc[x * g.sw] : zero;
+          }
+        }
+        return;
+      }
+      case Kind::WeightGrad: {
+        const T* rows[3] = {row(l.in, y - l.d, l.in_choff), row(l.in, y, l.in_choff), row(l.in, y + l.d, l.in_choff)};
+        wgrad_row<T>(rows, store_data_[l.in].ch, l.cin, l.d, row(l.aux, y, l.aux_choff), l.coutp, l.gw, l.gb, W);
+        return;
+      }
+      case Kind::Conv:
+        break;
+    }
+    const T* rows[3] = {row(l.in, y - l.d, l.in_choff), row(l.in, y, l.in_choff), row(l.in, y + l.d, l.in_choff)};
+    const int64_t cp = l.coutp;
+    conv_row<T>(rows, store_data_[l.in].ch, l.cin, l.d, l.w, l.b, cp, acc, W);
+    const T zero(0);
+    switch (l.epi) {
+      case Epilogue::Relu: {
+        T* o = mrow(l.out, y, l.out_choff);
+        const int64_t ps = store_data_[l.out].ch;
+        for (int64_t x = 0; x < W; ++x) {
+          const T* a = acc + x * cp;
+          T* ox = o + x * ps;
+#pragma omp simd
+          for (int64_t c = 0; c < cp; ++c) ox[c] = a[c] < zero ? zero : a[c];
+        }
+        return;
+      }
+      case Epilogue::ReluSplit: {
+        T* o = mrow(l.out, y, l.out_choff);
+        T* o2 = mrow(l.out2, y, l.out2_choff);
+        const T* xs = row(l.aux, y, l.aux_choff);
+        const int64_t ps = store_data_[l.out].ch, ps2 = store_data_[l.out2].ch, psx = store_data_[l.aux].ch;
+        for (int64_t x = 0; x < W; ++x) {
+          const T* a = acc + x * cp;
+          T* ox = o + x * ps;
+          T* o2x = o2 + x * ps2;
+          const T* xx = xs + x * psx;
+#pragma omp simd
+          for (int64_t c = 0; c < cp; ++c) {
+            const T la = a[c] < zero ? zero : a[c];
+            ox[c] = la;
+            o2x[c] = xx[c] - la;
+          }
+        }
+        return;
+      }
+      case Epilogue::AddRelu: {
+        T* o = mrow(l.out, y, l.out_choff);
+        const T* as = row(l.aux, y, l.aux_choff);
+        const int64_t ps = store_data_[l.out].ch, psa = store_data_[l.aux].ch;
+        for (int64_t x = 0; x < W; ++x) {
+          const T* a = acc + x * cp;
+          T* ox = o + x * ps;
+          const T* ax = as + x * psa;
+#pragma omp simd
+          for (int64_t c = 0; c < cp; ++c) {
+            const T v = a[c] + ax[c];
+            ox[c] = v < zero ? zero : v;
+          }
+        }
+        return;
+      }
+      case Epilogue::AddReluImage: {
+        const T* as = row(l.aux, y, l.aux_choff);
+        const int64_t psa = store_data_[l.aux].ch;
+        for (int64_t x = 0; x < W; ++x) {
+          T* a = acc + x * cp;
+          const T* ax = as + x * psa;
+#pragma omp simd
+          for (int64_t c = 0; c < cp; ++c) {
+            const T v = a[c] + ax[c];
+            a[c] = v < zero ? zero : v;
+          }
+        }
+        write_image(l.image, y, acc, cp);
+        return;
+      }
+      case Epilogue::TanhSubImage: {
+        const ImageView<T>& src = l.image2;
+        const ImageView<T>& dst = l.image;
+        for (int64_t c = 0; c < dst.C; ++c)
+          for (int64_t x = 0; x < W; ++x) dst.at(c, y, x) = src.at(c, y, x) - std::tanh(acc[x * cp + c]);
+        return;
+      }
+      case Epilogue::BackwardE: {
+        T* o = mrow(l.out, y, l.out_choff);
+        T* o2 = mrow(l.out2, y, l.out2_choff);
+        const T* gq = row(l.aux, y, l.aux_choff);
+        const T* la = row(l.aux2, y, l.aux2_choff);
+        const int64_t ps = store_data_[l.out].ch, ps2 = store_data_[l.out2].ch;
+        const int64_t psq = store_data_[l.aux].ch, psl = store_data_[l.aux2].ch;
+        for (int64_t x = 0; x < W; ++x) {
+          const T* a = acc + x * cp;
+          T* ox = o + x * ps;
+          T* o2x = o2 + x * ps2;
+          const T* qx = gq + x * psq;
+          const T* lx = la + x * psl;
+#pragma omp simd
+          for (int64_t c = 0; c < cp; ++c) {
+            ox[c] = a[c];
+            o2x[c] = lx[c] > zero ? qx[c] - a[c] : zero;
+          }
+        }
+        return;
+      }
+      case Epilogue::AddImage: {
+        const T* as = row(l.aux, y, l.aux_choff);
+        const int64_t psa = store_data_[l.aux].ch;
+        for (int64_t x = 0; x < W; ++x) {
+          T* a = acc + x * cp;
+          const T* ax = as + x * psa;
+#pragma omp simd
+          for (int64_t c = 0; c < cp; ++c) a[c] += ax[c];
+        }
+        write_image(l.image, y, acc, cp);
+        return;
+      }
+    }
+  }
+
+  void write_image(const ImageView<T>& im, int64_t y, const T* acc, int64_t cp) const {
+    if (im.sc == 1) {
+      T* base = im.data + y * im.sh;
+      for (int64_t x = 0; x < W_; ++x) {
+        T* o = base + x * im.sw;
+        const T* a = acc + x * cp;
+#pragma omp simd
+        for (int64_t c = 0; c < im.C; ++c) o[c] = a[c];
+      }
+    } else {
+      for (int64_t c = 0; c < im.C; ++c) {
+        T* o = im.data + c * im.sc + y * im.sh;
+        const T* a = acc + c;
+        for (int64_t x = 0; x < W_; ++x) o[x * im.sw] = a[x * cp];
+      }
+    }
+  }
+
+ private:
+  int64_t H_, W_, pad_;
+  int64_t max_coutp_ = 16;
+  int64_t zero_chmax_ = 1;
+  std::vector<StoreSpec> stores_;
+  std::vector<Store> store_data_;
+  std::vector<int64_t> caps_;
+  std::vector<Layer<T>> layers_;
+  std::vector<std::vector<std::pair<int, int64_t>>> consumers_;
+  std::vector<T> zero_;
+};
+
+}  // namespace rowpipe
+}  // namespace derain

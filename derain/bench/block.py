@@ -1,0 +1,190 @@
+"""Bench cases of the fused self-correcting block and of the fused network inference.
+
+`derain bench --only block` runs them through the shared harness (one contender
+after the other). `python -m derain.bench.block` runs the same contenders
+interleaved (round-robin, medians), which is fairer on a contended machine, and
+also reports GFLOP/s against a float32 matmul measured in the same loop.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import derain_kernels as dk
+from derain.models.rain_oer_me import RainOerMeNet
+
+from .harness import Case, Contender
+
+BLOCK_SHAPES = [(8, 16, 128, 128), (1, 16, 512, 512)]
+NET_SHAPE = (1, 3, 512, 512)
+NET_MACS_PER_PIXEL = 51_552  # SPEC §4: 27 GFLOP per 512x512 image
+
+
+def eager_block(x, w1, b1, w3, b3, dilation=3):
+    """The authors' block in plain PyTorch (what users run today)."""
+    la = F.relu(F.conv2d(x, w1, b1, padding=1))
+    return F.relu(F.conv2d(x - la, w3, b3, padding=dilation, dilation=dilation) + la)
+
+
+def block_flops(shape, backward=False) -> float:
+    n, c, h, w = shape
+    fwd = 2 * 2 * 9 * c * c * n * h * w
+    return fwd * 3 if backward else fwd  # backward: input and weight gradients of both convs
+
+
+def _block_params(c=16):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(c, c, 3, 3, generator=g) * 0.1, torch.randn(c, generator=g) * 0.1,
+            torch.randn(c, c, 3, 3, generator=g) * 0.1, torch.randn(c, generator=g) * 0.1]
+
+
+def _fwd_bwd(f, x, params):
+    def run():
+        xs = x.detach().requires_grad_()
+        ps = [p.detach().requires_grad_() for p in params]
+        f(xs, *ps).sum().backward()
+    return run
+
+
+def _no_grad(f, *args):
+    def run():
+        with torch.no_grad():
+            return f(*args)
+    return run
+
+
+def block_contenders(shape, backward: bool) -> list[Contender]:
+    x = torch.rand(shape) - 0.3
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    p = _block_params(shape[1])
+    pcl = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in p]
+    if backward:
+        return [
+            Contender("derain_kernels", lambda: _fwd_bwd(dk.self_correcting_block, xcl, p), ours=True),
+            Contender("eager contiguous", lambda: _fwd_bwd(eager_block, x, p)),
+            Contender("eager channels-last", lambda: _fwd_bwd(eager_block, xcl, pcl)),
+        ]
+    return [
+        Contender("derain_kernels", lambda: _no_grad(dk.self_correcting_block, xcl, *p), ours=True),
+        Contender("eager contiguous", lambda: _no_grad(eager_block, x, *p)),
+        Contender("eager channels-last", lambda: _no_grad(eager_block, xcl, *pcl)),
+    ]
+
+
+def _network(seed=0):
+    torch.manual_seed(seed)
+    return RainOerMeNet().eval()
+
+
+def _eager_network(model, channels_last):
+    from derain_kernels.reference import rain_oer_me_derain
+
+    sd = {k: (v.contiguous(memory_format=torch.channels_last) if channels_last and v.dim() == 4 else v)
+          for k, v in model.state_dict().items()}
+    return lambda x: rain_oer_me_derain(x, sd)
+
+
+def network_contenders(with_compile: bool = True) -> list[Contender]:
+    model = _network()
+    x = torch.rand(NET_SHAPE)
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    out = [
+        Contender("derain_kernels fused", lambda: _no_grad(model.fused(), x), ours=True),
+        Contender("eager contiguous", lambda: _no_grad(_eager_network(model, False), x)),
+        Contender("eager channels-last", lambda: _no_grad(_eager_network(model, True), xcl)),
+    ]
+    if with_compile:
+        def compiled(channels_last):
+            f = torch.compile(_eager_network(model, channels_last))
+            return _no_grad(f, xcl if channels_last else x)
+        out.append(Contender("torch.compile contiguous", lambda: compiled(False)))
+        out.append(Contender("torch.compile channels-last", lambda: compiled(True)))
+    return out
+
+
+def cases(quick: bool = False) -> list[Case]:
+    out = []
+    for shape in BLOCK_SHAPES[:1] if quick else BLOCK_SHAPES:
+        s = "x".join(map(str, shape))
+        out.append(Case("self_correcting_block", "forward", s, block_contenders(shape, False)))
+        out.append(Case("self_correcting_block", "forward+backward", s, block_contenders(shape, True)))
+    out.append(Case("rain_oer_me network", "inference", "x".join(map(str, NET_SHAPE)),
+                    network_contenders(with_compile=not quick),
+                    missing=["torch.compile (skipped in --quick)"] if quick else []))
+    return out
+
+
+# ---------------------------------------------------------------- interleaved run
+def interleaved(groups, repeats: int, warmup: int = 2, clock=time.perf_counter):
+    """Times every contender of every group round-robin; returns {group: {name: [ms...]}}.
+
+    clock=time.thread_time measures the CPU time of the calling thread (with one torch
+    thread all the work runs there): insensitive to other processes sharing the cores.
+    """
+    fns = {g: {c.name: c.make() for c in cs} for g, cs in groups.items()}
+    for g in fns:
+        for f in fns[g].values():
+            for _ in range(warmup):
+                f()
+    times = {g: {n: [] for n in fns[g]} for g in fns}
+    for _ in range(repeats):
+        for g in fns:
+            for n, f in fns[g].items():
+                t0 = clock()
+                f()
+                times[g][n].append((clock() - t0) * 1e3)
+    return times
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--only", choices=["block", "network"], default=None)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="one thread, CPU time of the calling thread instead of wall-clock time")
+    args = ap.parse_args(argv)
+    if args.cpu_time:
+        torch.set_num_threads(1)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    groups = {"matmul 2048 (ceiling)": [Contender("torch.mm", lambda: (lambda: a @ b))]}
+    if args.only in (None, "block"):
+        for shape in BLOCK_SHAPES:
+            s = "x".join(map(str, shape))
+            groups[f"block forward {s}"] = block_contenders(shape, False)
+            groups[f"block forward+backward {s}"] = block_contenders(shape, True)
+    if args.only in (None, "network"):
+        groups[f"network inference {'x'.join(map(str, NET_SHAPE))}"] = network_contenders(not args.no_compile)
+    times = interleaved(groups, args.repeats, clock=time.thread_time if args.cpu_time else time.perf_counter)
+    mm = statistics.median(times["matmul 2048 (ceiling)"]["torch.mm"])
+    ceiling = 2 * 2048 ** 3 / mm / 1e6
+    clock = "CPU time of one thread" if args.cpu_time else "wall-clock"
+    print(f"{clock}, threads {torch.get_num_threads()}, repeats {args.repeats}; matmul ceiling {ceiling:.0f} GFLOP/s "
+          f"({mm:.1f} ms)\n")
+    print("| case | implementation | median ms | min..max | GFLOP/s | % of matmul | ours faster by |")
+    print("|---|---|---:|---|---:|---:|---:|")
+    for g, res in times.items():
+        if g.startswith("matmul"):
+            continue
+        if g.startswith("network"):
+            n, _, h, w = NET_SHAPE
+            flops = 2 * NET_MACS_PER_PIXEL * n * h * w
+        else:
+            shape = tuple(int(v) for v in g.split()[-1].split("x"))
+            flops = block_flops(shape, backward="backward" in g)
+        ours = statistics.median(next(iter(res.values())))
+        for name, ts in res.items():
+            med = statistics.median(ts)
+            gf = flops / med / 1e6
+            ratio = "" if med == ours else f"{med / ours:.2f}×"
+            print(f"| {g} | {name} | {med:.1f} | {min(ts):.1f}..{max(ts):.1f} | {gf:.0f} | "
+                  f"{100 * gf / ceiling:.0f}% | {ratio} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

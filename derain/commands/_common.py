@@ -1,0 +1,74 @@
+"""Helpers shared by the infer / eval / demo commands."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+WEIGHTS_HELP = ("weights: a checkpoint path (our .safetensors, an authors' .pth, or a folder), or a name: "
+                "ours (packaged), rain1400, rain200l, did (the authors', from the shared folder). "
+                "Default: ours if packaged, else the authors' rain1400")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", "-w", default=None, metavar="W", help=WEIGHTS_HELP)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
+    p.add_argument("--tile", type=_non_negative_int, default=None, metavar="N",
+                   help="tile size in pixels for large images (exact: tiles overlap by the receptive field); "
+                        "0 = never tile; default: tile 512 above 1024x1024 pixels")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch (default: torch's)")
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _non_negative_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {s!r}")
+    return v
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device: unknown device {name!r} (cpu, cuda, cuda:N or auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def load_model(args, weights=None):
+    """(Derainer, label of the weights) from the parsed --weights/--device/--tile/--threads."""
+    from derain.inference import Derainer
+    from derain.models import RainOerMeNet
+    from derain.models.checkpoint import resolve_weights
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    path, label = resolve_weights(weights if weights is not None else args.weights)
+    device = pick_device(args.device)
+    model = RainOerMeNet.from_checkpoint(path, map_location=device)
+    return Derainer(model, device=device, tile=args.tile), label, path
+
+
+def progress(iterable=None, **kwargs):
+    """tqdm on stderr, shown only on a terminal."""
+    from tqdm import tqdm
+
+    kwargs.setdefault("disable", None)
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kwargs)

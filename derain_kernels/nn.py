@@ -1,0 +1,79 @@
+"""Modules on the fused ops: `SelfCorrectingBlock` and `FusedRainOerMe`.
+
+Parameter names follow the authors' checkpoints (SPEC §1), so their state_dicts
+load into these modules as they are.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn as _nn
+
+from .ops.block import check_dilation, self_correcting_block
+from .ops.network import PARAM_KEYS, rain_oer_me_derain
+from .ops.ssim import SSIMLoss  # noqa: F401  (also derain_kernels.SSIMLoss)
+
+
+class SelfCorrectingBlock(_nn.Module):
+    """la = ReLU(conv1(x)); out = ReLU(dilated_conv(x − la) + la), as one fused op.
+
+    Parameters (the authors' keys): `conv1.0.weight` (C, C, 3, 3), `conv1.0.bias`,
+    `dilated_conv.weight` (C, C, 3, 3, dilation `dilation`), `dilated_conv.bias`.
+    Initialised like nn.Conv2d. Input (N, C, H, W) float32/float64 -> same shape.
+    """
+
+    def __init__(self, channels: int = 16, dilation: int = 3):
+        super().__init__()
+        if isinstance(channels, bool) or not isinstance(channels, int):
+            raise TypeError(f"channels must be an int, got {type(channels).__name__}")
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        self.channels = channels
+        self.dilation = check_dilation(dilation)
+        # parameter containers only: forward calls the fused op
+        self.conv1 = _nn.Sequential(_nn.Conv2d(channels, channels, 3, padding=1))
+        self.dilated_conv = _nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1 = self.conv1[0]
+        return self_correcting_block(x, conv1.weight, conv1.bias, self.dilated_conv.weight,
+                                     self.dilated_conv.bias, self.dilation)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, dilation={self.dilation}"
+
+
+class FusedRainOerMe(_nn.Module):
+    """Inference of the Rain O'er Me network from a G state dict: forward(x) = X − G(X).
+
+    `state_dict` has the authors' keys (`inc.0.weight`, `block{k}.conv{j}.conv1.0.weight`,
+    `block{k}.conv{j}.dilated_conv.weight`, `block{k}.merge.0.weight`, `merge11.0.weight`,
+    `merge12.0.weight`, `outc.0.weight` and the biases); other keys (`out2.*`) are ignored.
+    The tensors are copied into buffers. Input (B, Cin, H, W) float32/float64, any
+    size -> derained image of the same shape, computed under no_grad (the C++ kernel
+    on CPU; the plain reference elsewhere).
+    """
+
+    def __init__(self, state_dict, dilation: int = 3):
+        super().__init__()
+        missing = [k for k in PARAM_KEYS if k not in state_dict]
+        if missing:
+            raise ValueError(f"state_dict is missing {len(missing)} key(s) of G, e.g. {missing[:3]}")
+        self.dilation = check_dilation(dilation)
+        self._names = []
+        for key in PARAM_KEYS:
+            name = key.replace(".", "_")
+            self.register_buffer(name, state_dict[key].detach().clone())
+            self._names.append(name)
+
+    def params(self) -> list[torch.Tensor]:
+        return [getattr(self, n) for n in self._names]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rain_oer_me_derain(x, self.params(), self.dilation)
+
+    def extra_repr(self) -> str:
+        c = getattr(self, self._names[0]).shape[0]
+        return f"channels={c}, dilation={self.dilation}"
+
+
+__all__ = ["SelfCorrectingBlock", "FusedRainOerMe", "SSIMLoss"]

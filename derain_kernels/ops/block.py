@@ -1,0 +1,104 @@
+"""The self-correcting dilated block of Rain O'er Me (SPEC §1) as one fused op.
+
+    la  = ReLU(conv3x3(x; w1, b1))                      (padding 1)
+    out = ReLU(conv3x3(x - la; w3, b3, dilation d) + la) (padding d, zeros)
+
+exactly the authors' block (TIP Eq. 14 as released). Any channel count C
+(16 in the network), float32 or float64, any layout; on CPU the C++ kernel
+streams both convolutions, the subtraction, the residual add and both ReLUs
+through a few cached rows per band, and the backward recomputes la and e from
+x (it saves only x and the output).
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import reference
+from .._backend import has_op
+from .._checks import check_same, check_tensor
+from ._common import register_triton_cuda
+
+_CPP = has_op("self_correcting_block")
+_DTYPES = (torch.float32, torch.float64)
+
+
+def channels_last_out(x: torch.Tensor) -> bool:
+    """The output layout rule of the block and network kernels (channels-last in, channels-last out)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def empty_like_layout(x: torch.Tensor) -> torch.Tensor:
+    fmt = torch.channels_last if channels_last_out(x) else torch.contiguous_format
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+
+
+def check_dilation(dilation, name: str = "dilation") -> int:
+    if isinstance(dilation, bool) or not isinstance(dilation, int):
+        raise TypeError(f"{name} must be an int, got {type(dilation).__name__}")
+    if dilation < 1:
+        raise ValueError(f"{name} must be >= 1, got {dilation}")
+    return dilation
+
+
+def _check_block(x, w1, b1, w3, b3, dilation) -> None:
+    check_tensor(x, "x", _DTYPES)
+    if x.dim() != 4:
+        raise ValueError(f"x must be a 4-D tensor (N, C, H, W), got shape {tuple(x.shape)}")
+    c = x.shape[1]
+    if c < 1:
+        raise ValueError("x must have at least one channel")
+    for name, w in (("w1", w1), ("w3", w3)):
+        check_tensor(w, name, _DTYPES)
+        check_same(x, "x", w, name)
+        if tuple(w.shape) != (c, c, 3, 3):
+            raise ValueError(f"{name} must have shape ({c}, {c}, 3, 3) for x with {c} channels, got {tuple(w.shape)}")
+    for name, b in (("b1", b1), ("b3", b3)):
+        check_tensor(b, name, _DTYPES)
+        check_same(x, "x", b, name)
+        if tuple(b.shape) != (c,):
+            raise ValueError(f"{name} must have shape ({c},), got {tuple(b.shape)}")
+    check_dilation(dilation)
+
+
+def self_correcting_block(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w3: torch.Tensor,
+                          b3: torch.Tensor, dilation: int = 3) -> torch.Tensor:
+    """Fused self-correcting dilated block: ReLU(conv_d(x − la) + la), la = ReLU(conv(x)).
+
+    Shapes: x (N, C, H, W); w1, w3 (C, C, 3, 3); b1, b3 (C,) -> (N, C, H, W).
+    Dtypes: float32 or float64, all equal. Output is channels-last when x is.
+    Gradient: to x and all four parameters (first order); ReLU's derivative is
+    taken as 0 at 0, like torch.relu. NaN in x propagates to the output.
+    """
+    _check_block(x, w1, b1, w3, b3, dilation)
+    if _CPP:
+        return torch.ops.derain.self_correcting_block(x, w1, b1, w3, b3, dilation)
+    return reference.self_correcting_block(x, w1, b1, w3, b3, dilation)
+
+
+if _CPP:
+    @torch.library.register_fake("derain::self_correcting_block")
+    def _block_fake(x, w1, b1, w3, b3, dilation=3):
+        return empty_like_layout(x)
+
+    @torch.library.register_fake("derain::self_correcting_block_backward")
+    def _block_backward_fake(grad, x, out, w1, b1, w3, b3, dilation=3):
+        return (empty_like_layout(x), torch.empty_like(w1, memory_format=torch.contiguous_format),
+                torch.empty_like(b1, memory_format=torch.contiguous_format),
+                torch.empty_like(w3, memory_format=torch.contiguous_format),
+                torch.empty_like(b3, memory_format=torch.contiguous_format))
+
+    def _block_setup(ctx, inputs, output):
+        x, w1, b1, w3, b3, dilation = inputs
+        ctx.save_for_backward(x, output, w1, b1, w3, b3)
+        ctx.dilation = dilation
+
+    def _block_backward(ctx, grad):
+        x, out, w1, b1, w3, b3 = ctx.saved_tensors
+        gx, gw1, gb1, gw3, gb3 = torch.ops.derain.self_correcting_block_backward(
+            grad, x, out, w1, b1, w3, b3, ctx.dilation)
+        return gx, gw1, gb1, gw3, gb3, None
+
+    torch.library.register_autograd("derain::self_correcting_block", _block_backward, setup_context=_block_setup)
+
+    for _op in ("self_correcting_block", "self_correcting_block_backward"):
+        register_triton_cuda(_op, "block", _op)

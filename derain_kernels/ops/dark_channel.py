@@ -1,0 +1,111 @@
+"""Dark channel of SSID-KD (He et al.'s prior) and the dark-channel loss (SPEC §2-§3).
+
+D(x)(y, x) = min over the patch x patch window centred at (y, x) of min over channels.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import reference
+from .._backend import has_op
+from .._checks import check_choice, check_tensor
+from ._common import register_triton_cuda
+
+_CPP = has_op("dark_channel")
+REAL_DTYPES = (torch.float32, torch.float64)
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_patch(patch) -> int:
+    if isinstance(patch, bool) or not isinstance(patch, int):
+        raise TypeError(f"patch must be an int, got {type(patch).__name__}")
+    if patch < 1:
+        raise ValueError(f"patch must be >= 1, got {patch}")
+    if patch % 2 == 0:
+        raise ValueError(f"patch must be odd (a window centred on each pixel), got {patch}")
+    return patch
+
+
+def _check_x(x) -> None:
+    check_tensor(x, "x", dtypes=REAL_DTYPES, min_dim=3)
+    if x.shape[-3] < 1:
+        raise ValueError(f"x must have at least one channel (dim -3), got shape {tuple(x.shape)}")
+
+
+def dark_channel(x: torch.Tensor, patch: int = 15) -> torch.Tensor:
+    """Dark channel: min over channels and over the patch x patch window centred at each pixel.
+
+    Shapes: x (..., C, H, W) with C >= 1 (RGB: C = 3) -> (..., 1, H, W) (channel dim kept).
+    Dtypes: float32, float64. patch: odd int >= 1, any size, also larger than the image.
+    Borders: mirror without edge repeat (torch "reflect", scipy 'mirror'), repeated
+    periodically, so a patch wider than 2W - 1 (or taller than 2H - 1) takes the minimum of
+    the whole row (column) range. Gradient: all of it to the selected input element; ties go
+    to the first element in channel-then-raster order (the smallest flat index into
+    (C, H, W)). NaN counts as smaller than every number: it propagates and takes the gradient.
+    Cost per pixel is independent of patch (van Herk / Gil-Werman running minimum).
+    """
+    _check_x(x)
+    patch = _check_patch(patch)
+    if not _CPP:
+        return reference.dark_channel(x, patch)
+    lead, (C, H, W) = x.shape[:-3], x.shape[-3:]
+    x4 = x.reshape(-1, C, H, W) if x.dim() != 4 else x
+    out, _ = torch.ops.derain.dark_channel(x4, patch)
+    return out.reshape(*lead, 1, H, W) if x.dim() != 4 else out
+
+
+def dark_channel_loss(x: torch.Tensor, patch: int = 15, reduction: str = "mean") -> torch.Tensor:
+    """SSID-KD's dark-channel loss: the L1 distance of D(x) from 0.
+
+    "mean": mean of |D(x)| over all (…, 1, H, W) values; "sum": their sum; "none": per image,
+    the mean over (H, W), shape x.shape[:-3]. Gradient sign(D) at each window's selected
+    element (sign(0) = 0). For images in [0, 1], |D| = D.
+    """
+    _check_x(x)
+    patch = _check_patch(patch)
+    check_choice(reduction, "reduction", REDUCTIONS)
+    d = dark_channel(x, patch).abs()
+    if reduction == "mean":
+        return d.mean()
+    if reduction == "sum":
+        return d.sum()
+    return d.flatten(-3).mean(-1)
+
+
+if _CPP:
+    @torch.library.register_fake("derain::dark_channel")
+    def _dark_channel_fake(x, patch):
+        B, _, H, W = x.shape
+        return x.new_empty(B, 1, H, W), x.new_empty(B, 1, H, W, dtype=torch.int64)
+
+    @torch.library.register_fake("derain::dark_channel_backward")
+    def _dark_channel_backward_fake(grad, index, channels):
+        B, _, H, W = grad.shape
+        return grad.new_empty(B, channels, H, W)
+
+    def _setup(ctx, inputs, output):
+        x, _ = inputs
+        ctx.save_for_backward(output[1])
+        ctx.channels = x.shape[1]
+        ctx.mark_non_differentiable(output[1])
+
+    def _backward(ctx, grad, _grad_index):
+        (index,) = ctx.saved_tensors
+        return torch.ops.derain.dark_channel_backward(grad, index, ctx.channels), None
+
+    torch.library.register_autograd("derain::dark_channel", _backward, setup_context=_setup)
+
+    def _bwd_setup(ctx, inputs, output):
+        _, index, _ = inputs
+        ctx.save_for_backward(index)
+
+    def _bwd_backward(ctx, gg):
+        # linear in grad: d grad_x / d grad gathers gg at the selected elements
+        (index,) = ctx.saved_tensors
+        B, C, H, W = gg.shape
+        return gg.reshape(B, -1).gather(1, index.reshape(B, -1)).view(B, 1, H, W), None, None
+
+    torch.library.register_autograd("derain::dark_channel_backward", _bwd_backward, setup_context=_bwd_setup)
+
+    for _op in ("dark_channel", "dark_channel_backward"):
+        register_triton_cuda(_op, "dark_channel", _op)

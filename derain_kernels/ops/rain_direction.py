@@ -1,0 +1,188 @@
+"""UDRDR's directional kernels and rain-direction regularizer (Eq. 5), fused (SPEC §2-§3)."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from .. import reference
+from .._backend import has_op
+from .._checks import check_choice, check_same, check_tensor
+from ._common import register_triton_cuda
+
+_CPP = has_op("rain_direction_sums")
+REAL_DTYPES = (torch.float32, torch.float64)
+REDUCTIONS = ("mean", "sum", "none")
+_BANKS: dict = {}
+
+
+def _line_kernel(theta_deg: float, size: int) -> list[list[float]]:
+    """One anti-aliased line through the centre at theta (0° = right, counter-clockwise), sum 1."""
+    r = size // 2
+    t = math.radians(theta_deg)
+    c, s = math.cos(t), math.sin(t)
+    k = [[0.0] * size for _ in range(size)]
+    # one unit of mass per step along the major axis, split linearly between the two
+    # nearest pixels of the minor axis (Wu's anti-aliasing); rows grow downwards, so a
+    # counter-clockwise angle moves up: row offset = -col offset * tan(theta).
+    for a in range(-r, r + 1):
+        if abs(c) >= abs(s):
+            b = round(-a * s / c, 12)
+            fl = math.floor(b)
+            f = b - fl
+            k[fl + r][a + r] += 1.0 - f
+            if f > 0:
+                k[fl + 1 + r][a + r] += f
+        else:
+            b = round(-a * c / s, 12)
+            fl = math.floor(b)
+            f = b - fl
+            k[a + r][fl + r] += 1.0 - f
+            if f > 0:
+                k[a + r][fl + 1 + r] += f
+    return [[v / size for v in row] for row in k]
+
+
+def _bank(n: int, size: int) -> torch.Tensor:
+    key = (n, size)
+    if key not in _BANKS:
+        _BANKS[key] = torch.tensor([_line_kernel(i * 180.0 / n, size) for i in range(n)], dtype=torch.float64)
+    return _BANKS[key]
+
+
+def _check_bank_args(n, size) -> None:
+    for name, v, lo in (("n", n, 1), ("size", size, 1)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+        if v < lo:
+            raise ValueError(f"{name} must be >= {lo}, got {v}")
+    if size % 2 == 0:
+        raise ValueError(f"size must be odd (kernels centred on a pixel), got {size}")
+
+
+def directional_kernels(n: int = 18, size: int = 5, dtype: torch.dtype = torch.float32,
+                        device=None) -> torch.Tensor:
+    """UDRDR's bank of n line kernels at 0°, 180/n°, …, (n-1)·180/n° (10° steps for n = 18).
+
+    Returns (n, size, size). Angle 0° points right (along +column), angles grow
+    counter-clockwise as displayed (90° is vertical). Construction: the line through the
+    centre pixel is sampled once per pixel step along its major axis (columns when
+    |cos θ| >= |sin θ|, rows otherwise), the unit of mass of each step split linearly
+    between the two nearest pixels on the minor axis; the kernel is divided by `size`,
+    so each sums to 1. Kernels are point-symmetric (convolution = correlation).
+    """
+    _check_bank_args(n, size)
+    return _bank(n, size).to(dtype=dtype, device=device, copy=True)  # callers may modify it
+
+
+def kernel_indices(angle, batch: int, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(parallel, perpendicular) bank indices (each (batch,) int64) of angles in degrees.
+
+    parallel = round(mod(angle, 180) / (180 / n)) mod n, rounding halves up;
+    perpendicular = the same for angle + 90°.
+    """
+    if isinstance(angle, torch.Tensor):
+        a = angle.to(device=device, dtype=torch.float64).reshape(-1)
+        if a.numel() == 1:
+            a = a.expand(batch)
+    else:
+        a = torch.full((batch,), float(angle), dtype=torch.float64, device=device)
+    step = 180.0 / n
+    par = torch.floor(torch.remainder(a, 180.0) / step + 0.5).long() % n
+    perp = torch.floor(torch.remainder(a + 90.0, 180.0) / step + 0.5).long() % n
+    return par, perp
+
+
+def select_kernels(angle, batch: int, n: int, size: int, dtype, device) -> torch.Tensor:
+    """(batch, 2, size, size): the parallel and perpendicular kernels of each image's angle.
+
+    A non-finite angle (NaN, inf) gives NaN kernels, so that image's loss is NaN.
+    """
+    bank = directional_kernels(n, size, dtype=dtype, device=device)
+    if isinstance(angle, torch.Tensor):
+        a = angle.to(device=device, dtype=torch.float64).reshape(-1)
+        if a.numel() == 1:
+            a = a.expand(batch)
+        finite = torch.isfinite(a)
+        par, perp = kernel_indices(torch.where(finite, a, torch.zeros_like(a)), batch, n, device)
+        poison = torch.where(finite, 1.0, float("nan")).to(dtype).view(-1, 1, 1, 1)
+        return torch.stack([bank[par], bank[perp]], dim=1) * poison
+    par, perp = kernel_indices(angle, batch, n, device)
+    return torch.stack([bank[par], bank[perp]], dim=1)
+
+
+def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: str = "mean",
+                        n: int = 18, size: int = 5) -> torch.Tensor:
+    """UDRDR's rain-direction regularizer Σ_{k ∈ {k∥, k⊥}} L1(k ⊗ z − k ⊗ z_gt) (Eq. 5).
+
+    z, z_gt: (B, C, H, W), same shape, float32 / float64. angle: rain direction in degrees,
+    a tensor of shape (B,) (one per image), or a number / one-element tensor for all images.
+    k∥ / k⊥ are the kernels of `directional_kernels(n, size)` nearest to angle and angle + 90°
+    (see `kernel_indices`); a non-finite angle in a tensor makes that image's loss NaN.
+    Each kernel is applied per channel (depthwise), zero padding
+    size // 2, output the input size. "mean": Σ over the two kernels of the mean absolute
+    response difference over (B, C, H, W) (F.l1_loss each, summed); "sum": Σ of all absolute
+    values; "none": per image (B,), Σ over the two kernels of the mean over (C, H, W).
+    Gradients to z and z_gt (= minus z's), sign(0) = 0; none to angle. The paper's weight
+    (1.2) is the caller's.
+    """
+    check_tensor(z, "z", dtypes=REAL_DTYPES)
+    check_tensor(z_gt, "z_gt", dtypes=REAL_DTYPES)
+    if z.dim() != 4:
+        raise ValueError(f"z must be (B, C, H, W), got shape {tuple(z.shape)}")
+    check_same(z, "z", z_gt, "z_gt")
+    if z_gt.shape != z.shape:
+        raise ValueError(f"z_gt must have z's shape {tuple(z.shape)}, got {tuple(z_gt.shape)}")
+    check_choice(reduction, "reduction", REDUCTIONS)
+    _check_bank_args(n, size)
+    B, C, H, W = z.shape
+    if isinstance(angle, torch.Tensor):
+        if angle.is_complex() or angle.dtype == torch.bool:
+            raise TypeError(f"angle must be a real tensor, got {angle.dtype}")
+        if angle.numel() != 1 and tuple(angle.shape) != (B,):
+            raise ValueError(f"angle must be a number or a tensor of shape ({B},) (one per image), "
+                             f"got shape {tuple(angle.shape)}")
+    elif isinstance(angle, bool) or not isinstance(angle, numbers.Real):
+        raise TypeError(f"angle must be a number or a tensor, got {type(angle).__name__}")
+    elif not math.isfinite(float(angle)):
+        raise ValueError(f"angle must be finite, got {angle}")
+    if not _CPP:
+        return reference.rain_direction_loss(z, z_gt, angle, reduction, n, size)
+    kernels = select_kernels(angle, B, n, size, z.dtype, z.device)  # (B, 2, size, size)
+    s = torch.ops.derain.rain_direction_sums(z, z_gt, kernels)
+    if reduction == "sum":
+        return s.sum()
+    if reduction == "mean":
+        return s.sum() / z.numel() if z.numel() else s.sum()
+    return s.sum(1) / (C * H * W) if C * H * W else s.sum(1)
+
+
+def _layout_like(z: torch.Tensor) -> torch.Tensor:
+    if not z.is_contiguous() and z.is_contiguous(memory_format=torch.channels_last):
+        return torch.empty_like(z, memory_format=torch.channels_last)
+    return torch.empty(z.shape, dtype=z.dtype, device=z.device)
+
+
+if _CPP:
+    @torch.library.register_fake("derain::rain_direction_sums")
+    def _sums_fake(z, z_gt, kernels):
+        return z.new_empty(z.shape[0], kernels.shape[1])
+
+    @torch.library.register_fake("derain::rain_direction_sums_backward")
+    def _sums_backward_fake(grad, z, z_gt, kernels):
+        return _layout_like(z)
+
+    def _setup(ctx, inputs, output):
+        z, z_gt, kernels = inputs
+        ctx.save_for_backward(z, z_gt, kernels)
+
+    def _backward(ctx, grad):
+        z, z_gt, kernels = ctx.saved_tensors
+        gz = torch.ops.derain.rain_direction_sums_backward(grad, z, z_gt, kernels)
+        return gz, -gz, None
+
+    torch.library.register_autograd("derain::rain_direction_sums", _backward, setup_context=_setup)
+
+    for _op in ("rain_direction_sums", "rain_direction_sums_backward"):
+        register_triton_cuda(_op, "rain_direction", _op)

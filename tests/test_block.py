@@ -1,0 +1,208 @@
+"""self_correcting_block: C++ and Triton kernels against the reference, gradients, layouts, compile."""
+import pytest
+import torch
+
+import derain_kernels as dk
+from derain_kernels import reference as ref
+from helpers import layouts, needs_triton, triton_device
+
+FLOATS = [torch.float32, torch.float64]
+
+
+def _params(c, dtype=torch.float32, scale=0.25):
+    w1 = torch.randn(c, c, 3, 3, dtype=dtype) * scale
+    b1 = torch.randn(c, dtype=dtype) * 0.1
+    w3 = torch.randn(c, c, 3, 3, dtype=dtype) * scale
+    b3 = torch.randn(c, dtype=dtype) * 0.1
+    return w1, b1, w3, b3
+
+
+def _tol(dtype):
+    return dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 16, 17])
+@pytest.mark.parametrize("dilation", [1, 2, 3])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_matches_reference(channels, dilation, dtype):
+    x = torch.randn(2, channels, 13, 19, dtype=dtype)
+    p = _params(channels, dtype)
+    out = dk.self_correcting_block(x, *p, dilation=dilation)
+    assert out.shape == x.shape and out.dtype == dtype
+    torch.testing.assert_close(out, ref.self_correcting_block(x, *p, dilation), **_tol(dtype))
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 1, 1), (1, 16, 2, 7), (3, 16, 5, 1), (1, 16, 67, 45)])
+def test_odd_and_tiny_sizes(shape):
+    x = torch.randn(shape)
+    p = _params(16)
+    torch.testing.assert_close(dk.self_correcting_block(x, *p), ref.self_correcting_block(x, *p, 3), **_tol(x.dtype))
+
+
+def test_band_seams_with_many_threads():
+    # one image split into several bands (one per thread): the halos must line up exactly
+    x = torch.randn(1, 16, 71, 33, dtype=torch.float64)
+    p = _params(16, torch.float64)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(5)
+        out = dk.self_correcting_block(x, *p)
+        xr = x.clone().requires_grad_()
+        ref.self_correcting_block(xr, *p, 3).sum().backward()
+        xo = x.clone().requires_grad_()
+        dk.self_correcting_block(xo, *p).sum().backward()
+    finally:
+        torch.set_num_threads(old)
+    torch.testing.assert_close(out, ref.self_correcting_block(x, *p, 3), **_tol(x.dtype))
+    torch.testing.assert_close(xo.grad, xr.grad, **_tol(x.dtype))
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_layouts(dtype):
+    x = torch.randn(2, 16, 11, 13, dtype=dtype)
+    p = _params(16, dtype)
+    expected = ref.self_correcting_block(x, *p, 3)
+    for name, xl in layouts(x):
+        out = dk.self_correcting_block(xl, *p)
+        torch.testing.assert_close(out, expected, **_tol(dtype), msg=name)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert dk.self_correcting_block(cl, *p).is_contiguous(memory_format=torch.channels_last)
+    # non-contiguous parameters
+    w1, b1, w3, b3 = p
+    out = dk.self_correcting_block(x, w1.transpose(0, 1).contiguous().transpose(0, 1), b1, w3, b3)
+    torch.testing.assert_close(out, expected, **_tol(dtype))
+
+
+@pytest.mark.parametrize("channels,dilation", [(16, 3), (3, 2), (17, 1)])
+def test_gradients_match_reference(channels, dilation):
+    x = torch.randn(2, channels, 12, 15, dtype=torch.float64)
+    p = _params(channels, torch.float64)
+    g = torch.randn_like(x)
+    for name, gl in layouts(g):
+        ours = [t.clone().requires_grad_() for t in (x, *p)]
+        theirs = [t.clone().requires_grad_() for t in (x, *p)]
+        dk.self_correcting_block(*ours, dilation=dilation).backward(gl)
+        ref.self_correcting_block(*theirs, dilation).backward(g)
+        for a, b, what in zip(ours, theirs, ("x", "w1", "b1", "w3", "b3")):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-10, msg=f"{what} ({name} grad)")
+
+
+def test_gradients_float32_channels_last():
+    x = torch.randn(2, 16, 20, 17).contiguous(memory_format=torch.channels_last)
+    p = _params(16)
+    ours = [t.clone().requires_grad_() for t in (x, *p)]
+    theirs = [t.clone().requires_grad_() for t in (x, *p)]
+    dk.self_correcting_block(*ours).square().sum().backward()
+    ref.self_correcting_block(*theirs, 3).square().sum().backward()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-4 * b.grad.abs().max().item())
+    assert ours[0].grad.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("channels,dilation,shape", [(3, 2, (1, 3, 5, 7)), (16, 3, (1, 16, 5, 6))])
+def test_gradcheck_float64(channels, dilation, shape):
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    p = [t.requires_grad_() for t in _params(channels, torch.float64)]
+    assert torch.autograd.gradcheck(lambda *a: dk.self_correcting_block(*a, dilation=dilation), (x, *p))
+
+
+def test_nan_propagates():
+    x = torch.randn(1, 16, 9, 9)
+    x[0, 3, 4, 4] = float("nan")
+    p = _params(16)
+    out = dk.self_correcting_block(x, *p)
+    expected = ref.self_correcting_block(x, *p, 3)
+    assert torch.isnan(out).any()
+    torch.testing.assert_close(out, expected, equal_nan=True, **_tol(x.dtype))
+
+
+def test_empty_batch():
+    x = torch.randn(0, 16, 5, 5, requires_grad=True)
+    out = dk.self_correcting_block(x, *_params(16))
+    assert out.shape == x.shape
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+def test_opcheck():
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+    p = [t.requires_grad_() for t in _params(3, torch.float64)]
+    torch.library.opcheck(torch.ops.derain.self_correcting_block, (x, *p, 2))
+    xc = x.detach().contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.derain.self_correcting_block, (xc, *[t.detach() for t in p], 3))
+    out = torch.ops.derain.self_correcting_block(x.detach(), *[t.detach() for t in p], 2)
+    g = torch.randn_like(out)
+    torch.library.opcheck(torch.ops.derain.self_correcting_block_backward,
+                          (g, x.detach(), out, *[t.detach() for t in p], 2))
+
+
+def test_compiles_fullgraph():
+    block = dk.nn.SelfCorrectingBlock(16)
+    x = torch.randn(2, 16, 12, 12, requires_grad=True)
+
+    def f(t):
+        return block(t * 2).square().sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    out.backward()
+    torch.testing.assert_close(out, f(x))
+    gx = x.grad.clone()
+    x.grad = None
+    f(x).backward()
+    torch.testing.assert_close(gx, x.grad)
+
+
+def test_module_keys_and_semantics():
+    block = dk.nn.SelfCorrectingBlock(16, dilation=3)
+    assert set(block.state_dict()) == {"conv1.0.weight", "conv1.0.bias", "dilated_conv.weight", "dilated_conv.bias"}
+    assert block.dilated_conv.dilation == (3, 3) and block.dilated_conv.padding == (3, 3)
+    x = torch.randn(2, 16, 10, 11)
+    # the authors' block, written with torch.nn modules
+    conv1 = torch.nn.Sequential(block.conv1[0], torch.nn.ReLU())
+    la = conv1(x)
+    expected = torch.relu(block.dilated_conv(x - la) + la)
+    torch.testing.assert_close(block(x), expected, **_tol(x.dtype))
+    block(x).sum().backward()
+    assert all(p.grad is not None for p in block.parameters())
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda x, p: dk.self_correcting_block(x.half(), *p), "x must have dtype"),
+    (lambda x, p: dk.self_correcting_block(x.double(), *p), "same dtype"),
+    (lambda x, p: dk.self_correcting_block(x[0], *p), "x must be a 4-D"),
+    (lambda x, p: dk.self_correcting_block(x[:, :3], *p), r"w1 must have shape \(3, 3, 3, 3\)"),
+    (lambda x, p: dk.self_correcting_block(x, p[0], p[1][:3], p[2], p[3]), r"b1 must have shape"),
+    (lambda x, p: dk.self_correcting_block(x, p[0], p[1], p[2][..., :2], p[3]), r"w3 must have shape"),
+    (lambda x, p: dk.self_correcting_block(x, *p, dilation=0), "dilation must be >= 1"),
+    (lambda x, p: dk.self_correcting_block(x, *p, dilation=2.0), "dilation must be an int"),
+    (lambda x, p: dk.self_correcting_block(x, *p, dilation=True), "dilation must be an int"),
+    (lambda x, p: dk.self_correcting_block(x.numpy(), *p), "x must be a torch.Tensor"),
+    (lambda x, p: dk.self_correcting_block(x, p[0].to("meta"), *p[1:]), "same device"),
+    (lambda x, p: dk.nn.SelfCorrectingBlock(0), "channels must be >= 1"),
+    (lambda x, p: dk.nn.SelfCorrectingBlock(16, dilation=-1), "dilation must be >= 1"),
+])
+def test_bad_arguments(bad, match):
+    x = torch.randn(1, 16, 6, 6)
+    with pytest.raises((TypeError, ValueError), match=match):
+        bad(x, _params(16))
+
+
+# ---------------------------------------------------------------- Triton kernels
+@needs_triton
+@pytest.mark.parametrize("channels,dilation,dtype", [(16, 3, torch.float32), (3, 2, torch.float64)])
+def test_triton_forward_and_backward(channels, dilation, dtype):
+    from derain_kernels.triton import block as tb
+    dev = triton_device()
+    x = torch.randn(2, channels, 7, 9, dtype=dtype, device=dev).contiguous(memory_format=torch.channels_last)
+    p = [t.to(dev) for t in _params(channels, dtype)]
+    out = tb.self_correcting_block(x, *p, dilation)
+    torch.testing.assert_close(out.cpu(), ref.self_correcting_block(x.cpu(), *[t.cpu() for t in p], dilation),
+                               **_tol(dtype))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(out)
+    got = tb.self_correcting_block_backward(g, x, out, *p, dilation)
+    want = torch.ops.derain.self_correcting_block_backward(g.cpu(), x.cpu(), out.cpu(), *[t.cpu() for t in p],
+                                                           dilation)
+    for a, b, what in zip(got, want, ("x", "w1", "b1", "w3", "b3")):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4 * max(1.0, b.abs().max().item()), msg=what)
