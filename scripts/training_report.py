@@ -163,6 +163,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True, type=Path)
     ap.add_argument("--weights", required=True, type=Path, help="our weights (.safetensors)")
+    ap.add_argument("--also", nargs="*", default=[], metavar="LABEL=PATH",
+                    help="more of our checkpoints to evaluate (e.g. an earlier step)")
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared")
     ap.add_argument("--img", type=Path, default=Path("docs/img"))
     ap.add_argument("--json", type=Path, default=None)
@@ -173,6 +175,9 @@ def main(argv=None) -> int:
     MEDIAN["impl"] = args.median
     args.img.mkdir(parents=True, exist_ok=True)
     methods = {"ours": RainOerMeNet.from_checkpoint(args.weights)}
+    for item in args.also:
+        label, _, path = item.partition("=")
+        methods[label] = RainOerMeNet.from_checkpoint(path)
     for name in AUTHORS:
         methods[f"authors' {name}"] = RainOerMeNet.from_checkpoint(args.shared / "weights" / "rain-over-me" / f"{name}.pth")
     for net in methods.values():

@@ -352,3 +352,19 @@ def test_ddp_two_cpu_processes_stay_in_sync(data, tmp_path):
     for k, v in single.model.state_dict().items():
         torch.testing.assert_close(ddp_t[f"model.{k}"], v, rtol=1e-4, atol=1e-5)
     assert json.loads(meta["config"])["batch_size"] == 2
+
+
+def test_packaged_weights_come_from_a_training_run():
+    """derain/weights/rain_oer_me.safetensors (+ .json): written by derain train's run, loadable, not identity."""
+    from derain.models import RainOerMeNet
+    from derain.models.checkpoint import packaged_weights
+
+    path = packaged_weights()
+    assert path is not None and path.stat().st_size < 400_000
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["metadata"]["trainer"] == "derain train" and meta["metadata"]["step"] > 0
+    net = RainOerMeNet.from_checkpoint(path)
+    x = torch.rand(1, 3, 40, 44)
+    with torch.no_grad():
+        y = net(x)
+    assert torch.isfinite(y).all() and (y - x).abs().max() > 1e-3

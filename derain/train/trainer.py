@@ -344,7 +344,10 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
         deadline = None if cfg.max_minutes is None else time.monotonic() + 60.0 * cfg.max_minutes
         t = start
         last_val = None
-        best_psnr = -math.inf
+        best_psnr = -math.inf  # best validation PSNR of the run so far (earlier segments count on resume)
+        if dist.main and val_csv is not None and cfg.resume:
+            with open(val_csv.path, newline="") as f:
+                best_psnr = max((float(r["psnr_y"]) for r in csv.DictReader(f)), default=-math.inf)
         times: list[float] = []
         stopped_early = False
         channels_last = torch.channels_last if cfg.channels_last else torch.contiguous_format
