@@ -6,7 +6,7 @@ import torch
 import derain_kernels as dk
 from derain_kernels import reference as ref
 from derain_kernels.reference.median import median_filter_indices
-from helpers import layouts
+from helpers import layouts, needs_triton, triton_device
 
 scipy_ndimage = pytest.importorskip("scipy.ndimage")
 
@@ -47,6 +47,13 @@ def test_matches_scipy_float32(padding, shape, k):
     torch.testing.assert_close(dk.median_filter(x, k, padding), _scipy(x, k, padding), rtol=0, atol=0)
 
 
+def test_matches_scipy_across_tiles():
+    # several tiles in both directions (the C++ kernel works in 128 x 64 output tiles)
+    x = torch.rand(1, 1, 261, 150)
+    for k in (9, 21):
+        torch.testing.assert_close(dk.median_filter(x, k, "reflect"), _scipy(x, k, "reflect"), rtol=0, atol=0)
+
+
 def test_matches_scipy_float64_large_image():
     x = torch.rand(1, 2, 96, 80, dtype=torch.float64)
     for padding in PADDINGS:
@@ -80,6 +87,22 @@ def test_window_larger_than_image(padding, shape, k):
     expected = _numpy_pad_median(x, k, padding)
     torch.testing.assert_close(ref.median_filter(x, k, padding), expected, rtol=0, atol=0)
     torch.testing.assert_close(dk.median_filter(x, k, padding), expected, rtol=0, atol=0)
+
+
+def test_huge_window_path():
+    # more than 65535 window elements: the 32-bit-count (Huang) path of the C++ kernel
+    x = torch.rand(1, 2, 3, 5, dtype=torch.float64)
+    for padding in PADDINGS:
+        torch.testing.assert_close(dk.median_filter(x, (257, 259), padding), _numpy_pad_median(x, (257, 259), padding),
+                                   rtol=0, atol=0)
+
+
+def test_very_tall_window_on_one_row():
+    # a region of more than 65535 rows: the kernel must leave its 16-bit row counts
+    x = torch.rand(1, 1, 1, 4, dtype=torch.float64)
+    for padding in PADDINGS:
+        torch.testing.assert_close(dk.median_filter(x, (65535, 1), padding), _numpy_pad_median(x, (65535, 1), padding),
+                                   rtol=0, atol=0)
 
 
 def test_reflect_matches_scipy_up_to_image_size():
@@ -237,3 +260,66 @@ def test_soft_label():
 def test_bad_arguments(bad, exc, match):
     with pytest.raises(exc, match=match):
         bad()
+
+
+# ---------------------------------------------------------------- opcheck / compile
+def test_opcheck():
+    if not hasattr(torch.ops.derain, "median_filter"):
+        pytest.skip("C++ extension not built")
+    x = _distinct((2, 2, 7, 6)).requires_grad_()
+    torch.library.opcheck(torch.ops.derain.median_filter, (x, [3, 5], "reflect"))
+    torch.library.opcheck(torch.ops.derain.median_filter, (x.detach().to(torch.uint8), [3, 3], "zeros"))
+    cl = x.detach().float().contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.derain.median_filter, (cl, [5, 5], "replicate"))
+    g = torch.randn(2, 2, 7, 6, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.derain.median_filter_backward, (g, x.detach(), [3, 3], "zeros"))
+
+
+def test_compiles_fullgraph():
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+
+    def f(a):
+        return dk.median_filter(a * 2, 5).sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    out = compiled(x)
+    out.backward()
+    torch.testing.assert_close(out, f(x))
+    assert x.grad is not None and x.grad.sum() > 0
+
+
+# ---------------------------------------------------------------- Triton (interpreter on CPU)
+@needs_triton
+@pytest.mark.parametrize("dtype,padding,k", [(torch.float32, "reflect", 3), (torch.float64, "zeros", (3, 3)),
+                                             (torch.uint8, "replicate", (5, 3))])
+def test_triton_matches_reference(dtype, padding, k):
+    from derain_kernels.triton import median as tmed
+    x = (torch.rand(1, 2, 9, 11) * 10 - 5).floor()  # ties and negative values
+    x[0, 0, 0, 0] = -0.0
+    x = x.to(dtype) if dtype != torch.uint8 else (x + 5).to(torch.uint8)
+    x = x.to(triton_device())
+    out = tmed.median_filter(x, k, padding)
+    torch.testing.assert_close(out.cpu(), ref.median_filter(x.cpu(), k, padding), rtol=0, atol=0)
+
+
+@needs_triton
+def test_triton_window_larger_than_image_and_nan():
+    from derain_kernels.triton import median as tmed
+    x = torch.randint(0, 256, (1, 1, 2, 3), dtype=torch.uint8)
+    torch.testing.assert_close(tmed.median_filter(x.to(triton_device()), (5, 7), "reflect").cpu(),
+                               _numpy_pad_median(x, (5, 7), "reflect"), rtol=0, atol=0)
+    f = torch.rand(1, 1, 5, 6)
+    f[0, 0, 2, 3] = float("nan")
+    out = tmed.median_filter(f.to(triton_device()), 3, "replicate").cpu()
+    torch.testing.assert_close(out, ref.median_filter(f, 3, "replicate"), rtol=0, atol=0, equal_nan=True)
+
+
+@needs_triton
+def test_triton_backward_matches_cpu():
+    from derain_kernels.triton import median as tmed
+    x = torch.randint(0, 3, (1, 1, 6, 7)).to(torch.float64)  # ties
+    g = torch.randn(1, 1, 6, 7, dtype=torch.float64)
+    xr = x.clone().requires_grad_()
+    ref.median_filter(xr, 3, "zeros").backward(g)
+    gx = tmed.median_filter_backward(g.to(triton_device()), x.to(triton_device()), [3, 3], "zeros").cpu()
+    torch.testing.assert_close(gx, xr.grad, rtol=0, atol=1e-12)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import derain_kernels as dk
 from derain_kernels import reference as ref
 from derain_kernels.reference.ssim import gaussian_window
-from helpers import layouts
+from helpers import layouts, needs_triton, triton_device
 
 PADDINGS = ["zeros", "valid", "reflect"]
 REDUCTIONS = ["mean", "none", "map"]
@@ -211,8 +211,8 @@ def test_ssim_gradients_match_reference_float32(padding, reduction):
     x, y = _images((2, 3, 33, 27))
     outs = []
     for impl, dtype in ((dk.ssim, torch.float32), (ref.ssim, torch.float64)):
-        a = x.to(dtype).requires_grad_()
-        b = y.to(dtype).requires_grad_()
+        a = x.detach().to(dtype).clone().requires_grad_()
+        b = y.detach().to(dtype).clone().requires_grad_()
         out = impl(a, b, padding=padding, reduction=reduction)
         g = torch.ones_like(out) if reduction != "map" else torch.linspace(-1, 1, out.numel()).reshape(out.shape)
         out.backward(g.to(dtype))
@@ -247,3 +247,75 @@ def test_bad_arguments(call, exc, match):
     x = torch.rand(1, 2, 12, 12)
     with pytest.raises(exc, match=match):
         call(x)
+
+
+# ---------------------------------------------------------------- registration: opcheck, compile
+@pytest.mark.parametrize("padding,reduction", [("zeros", "mean"), ("valid", "none"), ("reflect", "map")])
+def test_ssim_opcheck(padding, reduction):
+    x, y = _images((2, 2, 14, 13), torch.float64)
+    x.requires_grad_()
+    y.requires_grad_()
+    args = (x, y, 5, 1.5, 1.0, padding, reduction, 0.01, 0.03)
+    torch.library.opcheck(torch.ops.derain.ssim, args)
+    out = torch.ops.derain.ssim(*args)
+    g = torch.randn_like(out)
+    torch.library.opcheck(torch.ops.derain.ssim_backward, (g, x.detach(), y.detach(), *args[2:]))
+
+
+def test_ssim_compiles_fullgraph():
+    x, y = _images((2, 3, 20, 20))
+    f = lambda a, b: dk.ssim_loss(a, b) + dk.ssim_loss(a, b, padding="valid", reduction="none").sum()  # noqa: E731
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    a1, a2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out1, out2 = compiled(a1, y), f(a2, y)
+    torch.testing.assert_close(out1, out2)
+    out1.backward()
+    out2.backward()
+    torch.testing.assert_close(a1.grad, a2.grad)
+
+
+def test_ssim_loss_module_trains():
+    x, y = _images((2, 3, 24, 24))
+    p = torch.nn.Parameter(x.clone())
+    loss_fn = dk.SSIMLoss()
+    opt = torch.optim.SGD([p], lr=50.0)
+    first = loss_fn(p, y).item()
+    for _ in range(5):
+        opt.zero_grad()
+        loss = loss_fn(p, y)
+        loss.backward()
+        opt.step()
+    assert loss_fn(p, y).item() < first
+
+
+# ---------------------------------------------------------------- Triton kernels (interpreter on CPU)
+@needs_triton
+@pytest.mark.parametrize("padding,reduction,dtype", [("zeros", "map", torch.float32), ("valid", "none", torch.float32),
+                                                     ("reflect", "mean", torch.float64), ("reflect", "map", torch.float32)])
+def test_triton_ssim_matches_cpp(padding, reduction, dtype):
+    from derain_kernels.triton import ssim as ts
+    dev = triton_device()
+    x, y = _images((2, 2, 13, 20), dtype)
+    x, y = x.to(dev), y.to(dev)
+    out = ts.ssim(x, y, 7, 1.5, 1.0, padding, reduction, 0.01, 0.03)
+    expected = ref.ssim(x.double(), y.double(), 7, 1.5, 1.0, padding, reduction)
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-12)
+    g = torch.randn(out.shape, dtype=dtype, device=dev)
+    gx, gy = ts.ssim_backward(g, x, y, 7, 1.5, 1.0, padding, reduction, 0.01, 0.03)
+    a, b = x.double().requires_grad_(), y.double().requires_grad_()
+    ref.ssim(a, b, 7, 1.5, 1.0, padding, reduction).backward(g.double())
+    scale = a.grad.abs().max().item()
+    tol = 2e-5 * scale if dtype == torch.float32 else 1e-10 * scale
+    torch.testing.assert_close(gx.double(), a.grad, rtol=0, atol=tol)
+    torch.testing.assert_close(gy.double(), b.grad, rtol=0, atol=tol)
+
+
+@needs_triton
+def test_triton_ssim_identical_images_and_no_save():
+    from derain_kernels.triton import ssim as ts
+    x, _ = _images((1, 2, 9, 12))
+    x = x.to(triton_device())
+    out, dmaps = ts.ssim_with_dmaps(x, x.clone(), 11, 1.5, 1.0, "zeros", "map", 0.01, 0.03, False)
+    assert torch.equal(out, torch.ones_like(out)) and dmaps.numel() == 0
+    out, dmaps = ts.ssim_with_dmaps(x, x.clone(), 11, 1.5, 1.0, "zeros", "map", 0.01, 0.03, True)
+    assert torch.equal(out, torch.ones_like(out)) and torch.isfinite(dmaps).all()

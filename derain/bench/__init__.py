@@ -3,4 +3,4 @@
 Each module in SUITES defines `cases(quick: bool) -> list[Case]`; a Case times
 our op and its peers with the same harness (derain.bench.harness).
 """
-SUITES = ["composite", "related", "block"]
+SUITES = ["composite", "median", "ssim", "related", "block"]

@@ -8,6 +8,7 @@ import derain_kernels as dk
 from .harness import Case, Contender
 
 SHAPES = [(8, 3, 128, 128), (1, 3, 512, 512)]
+SMOKE_SHAPES = [(2, 3, 16, 16)]
 
 
 def _fwd_bwd(f, *inputs):
@@ -17,8 +18,8 @@ def _fwd_bwd(f, *inputs):
     return run
 
 
-def cases(quick: bool = False) -> list[Case]:
-    return [case for shape in SHAPES for case in _cases_for(shape)]
+def cases(quick: bool = False, smoke: bool = False) -> list[Case]:
+    return [case for shape in (SMOKE_SHAPES if smoke else SHAPES) for case in _cases_for(shape)]
 
 
 def _cases_for(shape) -> list[Case]:

@@ -1,89 +1,260 @@
-"""`derain bench`: the op table (ours vs the peers, same harness) — see derain/bench."""
+"""`derain bench`: TIP Table IV reproduced, the op table and one training step, ours vs the peers.
+
+Sections: "network" (derain/bench/network.py), every op suite in derain.bench.SUITES,
+and "train_step" (derain/bench/train_step.py); `--only` picks among them. Every
+contender is timed by the same harness (derain/bench/harness.py); the results are
+printed as tables at the end, and written with --json, --markdown (the
+benchmarks/RESULTS.md body) and --plot (PNG bar chart of the speed-up ratios).
+"""
 from __future__ import annotations
 
+import datetime
 import importlib
+import importlib.metadata
+import importlib.util
+import inspect
 import json
+import math
+import os
 import platform
+import shlex
 import sys
 
 import torch
 
+PEERS = {"kornia": "kornia", "pytorch_msssim": "pytorch-msssim", "torchmetrics": "torchmetrics",
+         "cv2": "opencv-python-headless", "scipy": "scipy", "skimage": "scikit-image"}
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="benchmark our ops and network against the peers, side by side")
-    p.add_argument("--quick", action="store_true", help="fewer repeats and images (a smoke run)")
-    p.add_argument("--only", nargs="*", default=None, help="suites to run (default: all)")
+    p = sub.add_parser("bench", help="reproduce the paper's runtime table and the op table, side by side with the peers",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="10 images for Table IV and fewer repeats (about a minute)")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny sizes, 1 repeat, no torch.compile: checks that everything runs (seconds)")
+    p.add_argument("--only", nargs="+", default=None, metavar="SECTION",
+                   help="sections to run: network, train_step and the op suites (default: all)")
+    p.add_argument("--images", type=int, default=None, help="Table IV images (default 100, --quick 10)")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per contender in the op table")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="a contender whose first call takes longer is not repeated (default 10, --quick 3)")
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile in Table IV")
+    p.add_argument("--sequential", dest="interleave", action="store_false",
+                   help="time one contender after the other (default: timed calls round-robin over the "
+                        "contenders of a comparison, fairer when the machine's load changes)")
     p.add_argument("--json", metavar="FILE", help="write all results as JSON")
-    p.add_argument("--markdown", metavar="FILE", help="write the tables as Markdown")
+    p.add_argument("--markdown", metavar="FILE", help="write the report as Markdown (the RESULTS.md body)")
+    p.add_argument("--plot", metavar="FILE.png", help="write a bar chart of the speed-up ratios (needs matplotlib)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def sections() -> list[str]:
+    from derain.bench import SUITES
+    return ["network", *SUITES, "train_step"]
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(module: str, dist: str) -> str:
+    if importlib.util.find_spec(module) is None:
+        return "not installed"
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "installed"
 
 
 def machine_header() -> dict:
     import derain_kernels as dk
 
-    cpu = platform.processor() or platform.machine()
+    cuda = "not available"
+    if torch.cuda.is_available():
+        cuda = f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = dk.backend_info()
-    return {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "backend": info}
+        load = round(os.getloadavg()[0], 1)
+    except (OSError, AttributeError):
+        load = None
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpu": _cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "load_average_1min": load,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(terse=True), "cuda": cuda, "backend": dk.backend_info(),
+            "peers": {m: _version(m, d) for m, d in PEERS.items()}}
+
+
+def _settings(args) -> dict:
+    from derain.bench import network
+
+    if args.smoke:
+        ops = {"warmup": 1, "repeats": 1, "max_seconds": 1.0, "budget_s": 2.0}
+    elif args.quick:
+        ops = {"warmup": 1, "repeats": 3, "max_seconds": 2.0, "budget_s": 3.0}
+    else:
+        ops = {"warmup": 2, "repeats": 7, "max_seconds": 5.0, "budget_s": 10.0}
+    if args.repeats is not None:
+        ops["repeats"] = args.repeats
+    if args.budget is not None:
+        ops["budget_s"] = args.budget
+    ops["interleave"] = args.interleave
+    images = network.image_count(args.quick, args.smoke, args.images)
+    return {"ops": ops,
+            "network": {"warmup": 1 if args.smoke else 2, "repeats": images, "images": images,
+                        "max_seconds": None, "budget_s": None,  # None: no limit (strict JSON)
+                        "interleave": args.interleave},
+            "train_step": {**ops, "budget_s": None, "max_seconds": 2.0 * ops["max_seconds"]}}
+
+
+def _suite_cases(name: str, args) -> tuple[list, str | None]:
+    """(cases, reason they are not run or None). Suites may accept an optional `smoke` keyword."""
+    from derain.bench import network, train_step
+
+    if name == "network":
+        return network.cases(quick=args.quick, smoke=args.smoke, images=args.images, compile=args.compile), None
+    if name == "train_step":
+        return train_step.cases(quick=args.quick, smoke=args.smoke), None
+    cases_fn = importlib.import_module(f"derain.bench.{name}").cases
+    if args.smoke:
+        if "smoke" in inspect.signature(cases_fn).parameters:
+            return cases_fn(quick=True, smoke=True), None
+        return cases_fn(quick=True), "not run in --smoke (the suite has no smoke sizes)"
+    return cases_fn(quick=args.quick), None
+
+
+def collect(args, head: dict | None = None) -> dict:
+    """Run the chosen sections; return the results dict that every renderer reads."""
+    from derain.bench import network, report
+    from derain.bench.harness import Settings, result_row, run_case
+
+    chosen = args.only or sections()
+    unknown = [s for s in chosen if s not in sections()]
+    if unknown:
+        raise ValueError(f"--only: unknown section(s) {unknown}; choose from {sections()}")
+    chosen = [s for s in sections() if s in chosen]  # the report's order
+    settings = _settings(args)
+    planned = []  # (section, suite, case, reason not run)
+    suite_errors = {}  # a suite that cannot build its cases is reported, the others still run
+    for name in chosen:
+        section = name if name in ("network", "train_step") else "ops"
+        try:
+            cases, reason = _suite_cases(name, args)
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            suite_errors[name] = f"{type(exc).__name__}: {msg}"[:300]
+            print(f"derain bench: suite {name} failed to build its cases: {suite_errors[name]}",
+                  file=sys.stderr, flush=True)
+            continue
+        planned += [(section, name, c, reason) for c in cases]
+
+    total = sum(len(c.contenders) for _, _, c, reason in planned if reason is None)
+    bar = None
+    if args.progress:
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=total, unit="contender", file=sys.stderr, dynamic_ncols=True, leave=False)
+        except ImportError:
+            bar = None
+    results_cases = []
+    over_budget: dict = {}
+    for section, suite, case, reason in planned:
+        s = settings[section]
+        if reason is not None:
+            rows = [result_row(case, c, "skipped", reason) for c in case.contenders]
+        else:
+            if bar is not None:
+                bar.set_description(f"{case.op} {case.mode} {case.shape}"[:48])
+
+            def tick(row):
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"{row['impl'][:24]}: {row['status']}")
+            def round_note(i, n):
+                if bar is not None and n > 1:
+                    bar.set_postfix_str(f"timed round {i}/{n}")
+            max_seconds = math.inf if s["max_seconds"] is None else s["max_seconds"]
+            rows = run_case(case, Settings(warmup=s["warmup"], repeats=s["repeats"], max_seconds=max_seconds,
+                                           budget_s=s["budget_s"], interleave=s["interleave"]),
+                            on_result=tick, over_budget=over_budget, on_round=round_note)
+        results_cases.append({"section": section, "suite": suite, "op": case.op, "mode": case.mode,
+                              "shape": case.shape, "missing": list(case.missing), "rows": rows})
+        if reason is None:
+            line = report.case_line(results_cases[-1])
+            bar.write(line, file=sys.stderr) if bar is not None else print(line, file=sys.stderr, flush=True)
+    if bar is not None:
+        bar.close()
+    results = {"machine": head or machine_header(), "command": _command_line(args), "settings": settings,
+               "suite_errors": suite_errors, "cases": results_cases,
+               "rows": [dict(r, section=c["section"]) for c in results_cases for r in c["rows"]]}
+    if "network" in chosen:
+        results["parameters"] = network.parameter_counts()
+    return results
+
+
+def _strict_json(obj):
+    """Non-finite floats become None (JSON has no NaN/Infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict_json(v) for v in obj]
+    return obj
+
+
+def _command_line(args) -> str:
+    """The command that reproduces this run, rebuilt from the parsed options."""
+    argv = ["derain", "bench"]
+    for flag in ("quick", "smoke"):
+        if getattr(args, flag, False):
+            argv.append(f"--{flag}")
+    if getattr(args, "only", None):
+        argv += ["--only", *args.only]
+    for opt in ("images", "repeats", "budget", "threads", "json", "markdown", "plot"):
+        if getattr(args, opt, None) is not None:
+            argv += [f"--{opt}", str(getattr(args, opt))]
+    if not getattr(args, "compile", True):
+        argv.append("--no-compile")
+    if not getattr(args, "interleave", True):
+        argv.append("--sequential")
+    return shlex.join(argv)
 
 
 def run(args) -> int:
-    from derain.bench import SUITES
-    from derain.bench.harness import measure
+    from derain.bench import report
 
     if args.threads:
         torch.set_num_threads(args.threads)
+        if importlib.util.find_spec("cv2") is not None:  # the same thread count for OpenCV's peers
+            import cv2
+            cv2.setNumThreads(args.threads)
+    if args.plot:  # fail before the run, not after it
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ValueError("--plot needs matplotlib, which is not installed (pip install matplotlib)")
     head = machine_header()
-    print(f"machine: {head['cpu']}, {head['threads']} threads, torch {head['torch']}")
-    print(f"backend: {head['backend']['cpu_kernels']} CPU kernels, CUDA kernels: {head['backend']['cuda_kernels']}")
-    suites = args.only or SUITES
-    unknown = [s for s in suites if s not in SUITES]
-    if unknown:
-        raise ValueError(f"--only: unknown suite(s) {unknown}; choose from {SUITES}")
-    rows = []
-    repeats = 3 if args.quick else 7
-    for suite in suites:
-        for case in importlib.import_module(f"derain.bench.{suite}").cases(quick=args.quick):
-            timings = {}
-            for c in case.contenders:
-                fn = c.make()
-                timings[c.name] = measure(fn, warmup=1 if args.quick else 2, repeats=repeats)
-            ours = next((c.name for c in case.contenders if c.ours), None)
-            for c in case.contenders:
-                t = timings[c.name]
-                ratio = t.median_ms / timings[ours].median_ms if ours else None
-                rows.append({"op": case.op, "mode": case.mode, "shape": case.shape, "impl": c.name,
-                             "ours": c.ours, "note": c.note, **t.as_dict(), "speedup_vs_ours": ratio})
-                mem = "-" if t.peak_mib is None else f"{t.peak_mib:8.1f}"
-                print(f"{case.op:16s} {case.mode:17s} {case.shape:14s} {c.name:22s} "
-                      f"{t.median_ms:10.2f} ms  [{t.min_ms:.2f}..{t.max_ms:.2f}]  mem {mem} MiB"
-                      + ("" if c.ours or ratio is None else f"  ours {ratio:6.2f}x faster"), flush=True)
-            for m in case.missing:
-                print(f"{case.op:16s} {case.mode:17s} {case.shape:14s} (skipped: {m})")
+    preview = {"machine": head, "command": _command_line(args)}
+    print("\n".join(report.header_lines(preview)), flush=True)
+    results = collect(args, head)
+    text = report.render_text(results)
+    print("\n" + text.split("\n", len(report.header_lines(results)))[-1], end="")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": head, "rows": rows}, f, indent=1, default=str)
+            json.dump(_strict_json(results), f, indent=1, default=str, allow_nan=False)
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(f"Machine: {head['cpu']}, {head['threads']} threads, torch {head['torch']}\n\n")
-            f.write("| op | mode | shape | impl | median ms | min..max | peak extra MiB | ours faster by |\n")
-            f.write("|---|---|---|---|---:|---|---:|---:|\n")
-            for r in rows:
-                mem = "-" if r["peak_extra_mib"] is None else f"{r['peak_extra_mib']:.1f}"
-                ratio = "" if r["ours"] or r["speedup_vs_ours"] is None else f"{r['speedup_vs_ours']:.2f}×"
-                f.write(f"| {r['op']} | {r['mode']} | {r['shape']} | {r['impl']} | {r['median_ms']:.2f} | "
-                        f"{r['min_ms']:.2f}..{r['max_ms']:.2f} | {mem} | {ratio} |\n")
+            f.write(report.render_markdown(results))
+    if args.plot:
+        report.write_plot(results, args.plot)
+    for path in (args.json, args.markdown, args.plot):
+        if path:
+            print(f"wrote {path}")
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run(None))

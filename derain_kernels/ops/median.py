@@ -64,3 +64,35 @@ def soft_label(x: torch.Tensor, kernel_size=31, padding: str = "reflect",
         if min_composite:
             y = _min_composite(x, y) if x.is_floating_point() else torch.minimum(x, y)
     return y
+
+
+if _CPP:
+    from ._common import register_triton_cuda
+
+    # ---- fake tensors (shapes and strides for torch.compile / meta) ----
+    @torch.library.register_fake("derain::median_filter")
+    def _median_filter_fake(x, kernel_size, padding="reflect"):
+        return torch.empty_like(x, memory_format=torch.preserve_format)
+
+    @torch.library.register_fake("derain::median_filter_backward")
+    def _median_filter_backward_fake(grad, x, kernel_size, padding="reflect"):
+        return torch.empty_like(x, memory_format=torch.preserve_format)
+
+    # ---- autograd ----
+    def _setup(ctx, inputs, output):
+        x, kernel_size, padding = inputs
+        ctx.save_for_backward(x)
+        ctx.kernel_size = kernel_size
+        ctx.padding = padding
+
+    def _backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        if grad is None or not x.is_floating_point():
+            return None, None, None
+        return torch.ops.derain.median_filter_backward(grad, x, ctx.kernel_size, ctx.padding), None, None
+
+    torch.library.register_autograd("derain::median_filter", _backward, setup_context=_setup)
+
+    # ---- CUDA: Triton ----
+    for _op in ("median_filter", "median_filter_backward"):
+        register_triton_cuda(_op, "median", _op)

@@ -91,8 +91,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float =
         out = ssim(x.float(), y.float(), window_size, sigma, data_range, padding, reduction, k1, k2)
         return out.to(x.dtype)
     if _CPP:
-        save = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
-        return torch.ops.derain.ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2, save)[0]
+        return torch.ops.derain.ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
     return reference.ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
 
 
@@ -118,3 +117,42 @@ class SSIMLoss(torch.nn.Module):
     def extra_repr(self) -> str:
         return (f"window_size={self.window_size}, sigma={self.sigma}, data_range={self.data_range}, "
                 f"padding={self.padding!r}, reduction={self.reduction!r}, k1={self.k1}, k2={self.k2}")
+
+
+def _output_shape(x: torch.Tensor, window_size: int, padding: str, reduction: str) -> tuple:
+    h, w = x.shape[-2:]
+    if padding == "valid":
+        h, w = h - window_size + 1, w - window_size + 1
+    if reduction == "map":
+        return (*x.shape[:-2], h, w)
+    if reduction == "none" and x.dim() >= 3:
+        return (x.shape[0],)
+    return ()
+
+
+if _CPP:
+    # ---- fake tensors (shapes and strides for torch.compile / meta) ----
+    @torch.library.register_fake("derain::ssim")
+    def _ssim_fake(x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
+        return x.new_empty(_output_shape(x, window_size, padding, reduction))
+
+    @torch.library.register_fake("derain::ssim_backward")
+    def _ssim_backward_fake(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
+        return x.new_empty(x.shape), x.new_empty(x.shape)
+
+    # ---- autograd ----
+    def _ssim_setup(ctx, inputs, output):
+        x, y, *params = inputs
+        ctx.save_for_backward(x, y)
+        ctx.params = params
+
+    def _ssim_backward(ctx, grad):
+        x, y = ctx.saved_tensors
+        gx, gy = torch.ops.derain.ssim_backward(grad, x, y, *ctx.params)
+        return gx, gy, None, None, None, None, None, None, None
+
+    torch.library.register_autograd("derain::ssim", _ssim_backward, setup_context=_ssim_setup)
+
+    # ---- CUDA: Triton ----
+    for _op in ("ssim", "ssim_backward"):
+        register_triton_cuda(_op, "ssim", _op)

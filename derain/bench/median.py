@@ -1,0 +1,97 @@
+"""Bench cases of median_filter (k = 31, the soft label) against kornia, torch unfold, scipy, OpenCV.
+
+Peers that take more than ~10 s per call on this machine are skipped with a note
+(SPEC §4 quotes their times). OpenCV's medianBlur works on uint8 only (for k > 5)
+with replicate borders: it is timed on the uint8 version of the same image, as
+is our op's uint8 path.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import derain_kernels as dk
+
+from .harness import Case, Contender
+
+K = 31
+SHAPES = [(8, 3, 128, 128), (1, 3, 512, 512)]
+
+
+def unfold_median(x: torch.Tensor, k: int) -> torch.Tensor:
+    """pad + unfold + torch.median: the plain-PyTorch way (k*k copies of the image)."""
+    r = k // 2
+    p = F.pad(x, (r, r, r, r), mode="reflect")
+    win = p.unfold(-2, k, 1).unfold(-2, k, 1)
+    return win.reshape(*win.shape[:-2], k * k).median(dim=-1).values
+
+
+def _fwd_bwd(f, x):
+    def run():
+        xs = x.detach().requires_grad_()
+        f(xs).sum().backward()
+    return run
+
+
+def cases(quick: bool = False) -> list[Case]:
+    shapes = SHAPES[:1] if quick else SHAPES
+    return [case for shape in shapes for case in _cases_for(shape, quick)]
+
+
+def _cases_for(shape, quick) -> list[Case]:
+    s = "x".join(map(str, shape))
+    big = shape[-1] >= 512
+    x = torch.rand(shape)
+    xu = (x * 255).round().to(torch.uint8)
+    fwd = Case("median_filter", "forward", f"{s} k{K}", [
+        Contender("derain_kernels", lambda: (lambda: dk.median_filter(x, K)), ours=True, note="float32, reflect"),
+        Contender("derain_kernels uint8", lambda: (lambda: dk.median_filter(xu, K, "replicate")),
+                  note="uint8, replicate (OpenCV's case)"),
+    ])
+    if importlib.util.find_spec("cv2") is not None:
+        import cv2
+
+        images = [np.ascontiguousarray(xu[b].permute(1, 2, 0).numpy()) for b in range(shape[0])]
+        fwd.contenders.append(Contender(
+            "opencv medianBlur uint8", lambda: (lambda: [cv2.medianBlur(im, K) for im in images]),
+            note="uint8 only, replicate only"))
+    else:
+        fwd.missing.append("opencv: not installed")
+    slow = quick or big
+    if slow:
+        fwd.missing.append("torch unfold+median: " + ("skipped in --quick" if quick else
+                                                       "~6 s and 2.9 GB per call (SPEC §4); skipped"))
+        fwd.missing.append("scipy.ndimage.median_filter: " + ("skipped in --quick" if quick else
+                                                               "~8.4 s per call, one thread (SPEC §4); skipped"))
+    else:
+        fwd.contenders.append(Contender("torch unfold+median", lambda: (lambda: unfold_median(x, K))))
+        if importlib.util.find_spec("scipy") is not None:
+            import scipy.ndimage as ndi
+
+            xn = x.numpy()
+            fwd.contenders.append(Contender(
+                "scipy median_filter", lambda: (lambda: ndi.median_filter(xn, size=(1, 1, K, K), mode="mirror")),
+                note="one thread"))
+        else:
+            fwd.missing.append("scipy: not installed")
+    if quick or big or importlib.util.find_spec("kornia") is None:
+        fwd.missing.append("kornia median_blur: " + ("skipped in --quick" if quick else
+                                                     "21 s and 5.8 GB per call at 1x3x512x512 (SPEC §4); skipped"
+                                                     if big else "not installed"))
+    else:
+        from kornia.filters import median_blur
+
+        fwd.contenders.append(Contender("kornia median_blur", lambda: (lambda: median_blur(x, (K, K))),
+                                        note="~9 s per call"))
+
+    bwd = Case("median_filter", "forward+backward", f"{s} k{K}", [
+        Contender("derain_kernels", lambda: _fwd_bwd(lambda t: dk.median_filter(t, K), x), ours=True),
+    ])
+    if slow:
+        bwd.missing.append("torch unfold+median: " + ("skipped in --quick" if quick else "too slow at this size"))
+    else:
+        bwd.contenders.append(Contender("torch unfold+median", lambda: _fwd_bwd(lambda t: unfold_median(t, K), x)))
+    return [fwd, bwd]

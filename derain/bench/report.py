@@ -1,0 +1,317 @@
+"""Rendering of `derain bench` results: terminal tables, Markdown (the RESULTS.md body), a PNG plot.
+
+All renderers read the same results dict that `--json` writes:
+  {"machine": {...}, "command": str, "settings": {...}, "parameters": {...},
+   "cases": [{"section", "op", "mode", "shape", "missing": [...], "rows": [row, ...]}, ...]}
+A row is what derain.bench.harness.run_case returns.
+"""
+from __future__ import annotations
+
+import math
+
+from .harness import shape_numel
+from .network import PAPER_SECONDS, QUOTED, QUOTED_SOURCE
+
+SECTION_TITLES = {
+    "network": "Table IV reproduced: RainOerMeNet inference, 512×512 input",
+    "ops": "Op table: our ops vs the peers (SPEC §3), training and inference sizes",
+    "train_step": "One training step of the two-stage distillation (batch 8, 128×128)",
+}
+
+
+# ---------------------------------------------------------------- formatting helpers
+def fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    if ms >= 10_000:
+        return f"{ms / 1e3:.1f} s"
+    if ms >= 100:
+        return f"{ms:.0f}"
+    if ms >= 1:
+        return f"{ms:.2f}"
+    return f"{ms:.3f}"
+
+
+def fmt_ratio(r: float | None, approx: bool = False) -> str:
+    if r is None or not math.isfinite(r):
+        return "-"
+    digits = 0 if r >= 100 else 1 if r >= 10 else 2
+    return ("~" if approx else "") + f"{r:.{digits}f}×"
+
+
+def fmt_mib(m: float | None) -> str:
+    return "-" if m is None else f"{m:.1f}"
+
+
+def _time_cell(row: dict) -> str:
+    if row["status"] == "failed":
+        return "failed"
+    if row["median_ms"] is None:
+        return "skipped"
+    return fmt_ms(row["median_ms"])
+
+
+def _spread_cell(row: dict) -> str:
+    if row["median_ms"] is None:
+        return "-"
+    if row["repeats"] <= 1:
+        return "(1 run)"
+    return f"{fmt_ms(row['min_ms'])}..{fmt_ms(row['max_ms'])}"
+
+
+def _note_cell(row: dict) -> str:
+    parts = [p for p in (row.get("note"), row.get("reason")) if p]
+    return "; ".join(parts)
+
+
+def _ours_ratio_cell(row: dict) -> str:
+    if row["ours"]:
+        return "(ours)"
+    return fmt_ratio(row["speedup_vs_ours"], approx=row["status"] == "skipped")
+
+
+class Table:
+    """A list of rows under named columns, rendered as aligned text or as Markdown."""
+
+    def __init__(self, columns: list[str], right: set[str] | None = None):
+        self.columns = columns
+        self.right = right or set()
+        self.rows: list[list[str]] = []
+
+    def add(self, *cells) -> None:
+        self.rows.append([str(c) for c in cells])
+
+    def text(self) -> str:
+        widths = [max([len(c)] + [len(r[i]) for r in self.rows]) for i, c in enumerate(self.columns)]
+
+        def line(cells):
+            out = [(c.rjust(w) if col in self.right else c.ljust(w))
+                   for c, w, col in zip(cells, widths, self.columns)]
+            return "  ".join(out).rstrip()
+        sep = "  ".join("-" * w for w in widths)
+        return "\n".join([line(self.columns), sep] + [line(r) for r in self.rows])
+
+    def markdown(self) -> str:
+        head = "| " + " | ".join(self.columns) + " |"
+        align = "|" + "|".join("---:" if c in self.right else "---" for c in self.columns) + "|"
+        body = ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in self.rows]
+        return "\n".join([head, align] + body)
+
+
+# ---------------------------------------------------------------- sections
+def header_lines(results: dict) -> list[str]:
+    m = results["machine"]
+    b = m.get("backend", {})
+    lines = [
+        f"date: {m.get('date', '?')}",
+        f"machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch threads {m.get('threads', '?')}"
+        + ("" if m.get("load_average_1min") is None else
+           f", 1-min load average {m['load_average_1min']} at the start"
+           + (" (other processes were competing for the cores)" if m["load_average_1min"] >= 1.0 else "")),
+        f"torch {m.get('torch', '?')}, python {m.get('python', '?')}, {m.get('platform', '')}".rstrip(", "),
+        f"derain_kernels backend: CPU kernels {b.get('cpu_kernels', '?')} ({len(b.get('cpu_ops', []))} ops), "
+        f"build {b.get('build', {}).get('flags', '?') if isinstance(b.get('build'), dict) else '?'}; "
+        f"triton {b.get('triton', '-')} (interpret: {b.get('triton_interpret', '-')}); "
+        f"CUDA: {m.get('cuda', 'not available')}",
+        "peers: " + ", ".join(f"{k} {v}" for k, v in m.get("peers", {}).items()),
+        f"command: {results.get('command', 'derain bench')}",
+    ]
+    return lines
+
+
+def _cases(results: dict, section: str) -> list[dict]:
+    """The section's cases grouped by op, then mode, then shape (small to large), else in run order."""
+    cases = [c for c in results["cases"] if c["section"] == section]
+    ops = {op: i for i, op in reversed(list(enumerate(c["op"] for c in cases)))}
+    modes = {m: i for i, m in reversed(list(enumerate(c["mode"] for c in cases)))}
+
+    def key(item):
+        i, c = item
+        return ops[c["op"]], modes[c["mode"]], shape_numel(c["shape"]) or 0, i
+    return [c for _, c in sorted(enumerate(cases), key=key)]
+
+
+def network_tables(results: dict) -> tuple[list[str], list[Table], list[str]]:
+    """(lines before, tables, lines after) of the Table IV section."""
+    p = results.get("parameters") or {}
+    before = []
+    if p:
+        before.append(f"Parameters of G: {p['G_weights']:,} convolution weights, {p['G_with_biases']:,} with biases "
+                      f"(paper: {p['paper_G']:,} = weights only); the detail block g (training only) adds "
+                      f"{p['g_weights']:,} weights, {p['g_with_biases']:,} with biases.")
+    settings = results.get("settings", {}).get("network", {})
+    if settings:
+        before.append(f"Timing: mean (ratios from means; median, min..max) seconds per image over {settings.get('images')} "
+                      f"pre-generated random images, after {settings.get('warmup')} warm-up call(s); "
+                      f"random weights; torch.inference_mode.")
+    t = Table(["variant", "device", "images", "mean s", "median s", "min..max s", "peak MiB",
+               "ours faster", "vs eager contiguous", "setup s", "paper s (other machine)"],
+              right={"images", "mean s", "median s", "peak MiB", "ours faster", "vs eager contiguous",
+                     "setup s", "paper s (other machine)"})
+    after = []
+    for case in _cases(results, "network"):
+        rows = case["rows"]
+        base = next((r for r in rows if r["impl"] == "eager contiguous" and r["mean_ms"]), None)
+        ours = next((r for r in rows if r["ours"] and r["mean_ms"]), None)
+        for r in rows:
+            if r["mean_ms"] is None:
+                t.add(r["impl"], r["device"], "-", r["status"], "-", "-", "-", "-", "-",
+                      "-" if r["setup_s"] is None else f"{r['setup_s']:.1f}", "")
+                after.append(f"{r['impl']} ({r['device']}): {r['status']}: {r['reason']}")
+                continue
+            vs_eager = base["mean_ms"] / r["mean_ms"] if base and r is not base else None
+            t.add(r["impl"], r["device"], str(r["repeats"]), f"{r['mean_ms'] / 1e3:.3f}",
+                  f"{r['median_ms'] / 1e3:.3f}", f"{r['min_ms'] / 1e3:.3f}..{r['max_ms'] / 1e3:.3f}",
+                  fmt_mib(r["peak_extra_mib"]),
+                  "(ours)" if r["ours"] else fmt_ratio(r["mean_ms"] / ours["mean_ms"] if ours else None),
+                  "(baseline)" if r is base else fmt_ratio(vs_eager),
+                  "-" if r["setup_s"] is None else f"{r['setup_s']:.1f}",
+                  f"{PAPER_SECONDS.get(r['device'].split(':')[0], float('nan')):.2f}")
+        after += [f"{case['op']} ({rows[0]['device'] if rows else ''}): {m}" for m in case["missing"]]
+    q = Table(["method (quoted)", "parameters", "CPU s", "GPU s"],
+              right={"parameters", "CPU s", "GPU s"})
+    for name, params, cpu, gpu in QUOTED:
+        q.add(name, "-" if params is None else f"{params:,}", f"{cpu:.2f}", "-" if gpu is None else f"{gpu:.2f}")
+    return before, [t, q], after
+
+
+def op_table(results: dict, section: str = "ops") -> tuple[Table, list[str]]:
+    t = Table(["op", "mode", "shape", "impl", "median ms", "min..max ms", "peak MiB", "ours faster", "note"],
+              right={"median ms", "min..max ms", "peak MiB", "ours faster"})
+    missing = []
+    prev = (None, None)
+    for case in _cases(results, section):
+        first = True
+        device = case["rows"][0]["device"] if case["rows"] else "cpu"
+        shape = case["shape"] if device == "cpu" else f"{case['shape']} {device}"
+        op = "" if prev[0] == case["op"] else case["op"]
+        mode = "" if prev == (case["op"], case["mode"]) else case["mode"]
+        prev = (case["op"], case["mode"])
+        for r in case["rows"]:
+            key = (op, mode, shape) if first else ("", "", "")
+            t.add(*key, r["impl"], _time_cell(r), _spread_cell(r), fmt_mib(r["peak_extra_mib"]),
+                  _ours_ratio_cell(r), _note_cell(r))
+            first = False
+        missing += [f"{case['op']} {case['mode']} {case['shape']}: {m}" for m in case["missing"]]
+    return t, missing
+
+
+def case_line(case: dict) -> str:
+    """One line per finished case, written while the run goes on."""
+    cells = []
+    for r in case["rows"]:
+        if r["median_ms"] is None:
+            cells.append(f"{r['impl']} {r['status']}")
+        else:
+            ratio = "" if r["ours"] or r["speedup_vs_ours"] is None else f" ({fmt_ratio(r['speedup_vs_ours'])})"
+            t = fmt_ms(r["median_ms"])
+            cells.append(f"{r['impl']} {t}{'' if t.endswith(' s') else ' ms'}{ratio}")
+    return f"{case['op']} {case['mode']} {case['shape']}: " + "; ".join(cells)
+
+
+def missing_peers(results: dict) -> list[str]:
+    return [k for k, v in results["machine"].get("peers", {}).items() if v == "not installed"]
+
+
+def ratio_summary(results: dict) -> list[tuple[str, float]]:
+    """(label, ours-faster ratio) for every measured peer row (the bars of --plot)."""
+    out = []
+    for case in [c for section in ("network", "ops", "train_step") for c in _cases(results, section)]:
+        for r in case["rows"]:
+            if not r["ours"] and r["speedup_vs_ours"] is not None:
+                out.append((f"{case['op']} {case['mode']} {case['shape']} vs {r['impl']}", r["speedup_vs_ours"]))
+    return out
+
+
+# ---------------------------------------------------------------- whole reports
+def render_text(results: dict) -> str:
+    parts = header_lines(results)
+    if _cases(results, "network"):
+        before, (t, q), after = network_tables(results)
+        parts += ["", "== " + SECTION_TITLES["network"], *before, t.text(), *after, "",
+                  f"Peers' rows, {QUOTED_SOURCE}:", q.text()]
+    for section in ("ops", "train_step"):
+        if _cases(results, section) or (section == "ops" and results.get("suite_errors")):
+            t, missing = op_table(results, section)
+            parts += ["", "== " + SECTION_TITLES[section], t.text()]
+            parts += [f"  not measured: {m}" for m in missing]
+            if section == "ops":
+                parts += [f"  suite {k} failed: {v}" for k, v in results.get("suite_errors", {}).items()]
+            if section == "ops" and missing_peers(results):
+                parts.append("  peers not installed: " + ", ".join(missing_peers(results)))
+    legend = ("ours faster = contender's median / ours' median (>1: ours is faster); "
+              "peak MiB = peak extra memory of one call; ~ = from a single over-budget call")
+    parts += ["", legend]
+    return "\n".join(parts) + "\n"
+
+
+def render_markdown(results: dict) -> str:
+    m = results["machine"]
+    out = ["# `derain bench` results", "",
+           f"Produced by `{results.get('command', 'derain bench')}` on {m.get('date', '?')} "
+           "(after `pip install -r requirements.txt -r requirements-test.txt && "
+           "pip install --no-build-isolation -e .`; the peers come from requirements-test.txt). "
+           "Timings on a shared machine vary by ±10–15 % between runs: compare the ratios measured "
+           "side by side in one run.", ""]
+    out += [f"- {line}" for line in header_lines(results)[1:-1]]
+    out.append("")
+    interleaved = results.get("settings", {}).get("ops", {}).get("interleave", True)
+    out.append("Timing: the same harness for every contender (derain/bench/harness.py): warm-up calls, then "
+               + ("timed calls round-robin over the contenders of each comparison (one call of each per "
+                  "round, so that load changes hit all alike)" if interleaved else "timed calls, one contender "
+                  "after the other (--sequential)")
+               + "; median and min..max in ms; peak MiB = peak extra resident memory (CPU) or "
+               "allocated memory (CUDA) of one call; ours faster = contender's median / ours' median "
+               "(> 1: ours is faster; ~ = estimate from a single over-budget call).")
+    if _cases(results, "network"):
+        before, (t, q), after = network_tables(results)
+        out += ["", "## " + SECTION_TITLES["network"], "", *before, "", t.markdown(), ""]
+        out += [f"- {a}" for a in after]
+        out += ["", f"Peers' rows, {QUOTED_SOURCE}:", "", q.markdown()]
+    for section in ("ops", "train_step"):
+        if _cases(results, section) or (section == "ops" and results.get("suite_errors")):
+            t, missing = op_table(results, section)
+            out += ["", "## " + SECTION_TITLES[section], "", t.markdown()]
+            if section == "ops":
+                missing = missing + [f"suite {k} failed: {v}" for k, v in results.get("suite_errors", {}).items()]
+            if missing:
+                out += ["", "Not measured:", ""] + [f"- {x}" for x in missing]
+            if section == "ops" and missing_peers(results):
+                out += ["", "Peers not installed: " + ", ".join(missing_peers(results)) + "."]
+    return "\n".join(out) + "\n"
+
+
+def write_plot(results: dict, path: str) -> None:
+    """Horizontal bar chart (log scale) of every 'ours faster' ratio."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise RuntimeError("--plot needs matplotlib: pip install matplotlib") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    bars = ratio_summary(results)
+    height = max(2.0, 0.28 * len(bars) + 1.2)
+    fig, ax = plt.subplots(figsize=(11, height))
+    if bars:
+        labels, values = zip(*bars)
+        ys = range(len(bars))
+        ax.barh(ys, [v - 1.0 for v in values], left=1.0,
+                color=["tab:green" if v >= 1 else "tab:red" for v in values])
+        ax.set_yticks(list(ys), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        for y, v in zip(ys, values):
+            ax.text(v, y, f" {v:.2f}×", va="center", fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no ratios measured", ha="center", va="center", transform=ax.transAxes)
+    m = results["machine"]
+    ax.set_xlabel("ours faster by (contender median / ours median, log scale)")
+    ax.set_title(f"derain bench — {m.get('cpu', '?')}, {m.get('threads', '?')} threads, torch {m.get('torch', '?')}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,358 @@
+"""`derain bench`: the harness, the report renderers and a tiny end-to-end run (--smoke)."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import types
+
+import pytest
+import torch
+
+from derain.bench import harness, network, report, train_step
+from derain.bench.harness import Case, Contender, Settings, measure, run_case
+from derain.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+class Counter:
+    def __init__(self, seconds: float = 0.0):
+        self.calls = 0
+        self.seconds = seconds
+
+    def __call__(self):
+        self.calls += 1
+        if self.seconds:
+            time.sleep(self.seconds)
+
+
+# ---------------------------------------------------------------- harness
+def test_measure_counts_calls_and_reports_spread():
+    fn = Counter()
+    t = measure(fn, warmup=3, repeats=5, memory=True)
+    # warm-up calls (the first doubles as the budget check), timed calls, one memory call
+    assert fn.calls == 3 + 5 + 1
+    assert t.repeats == 5 and t.skipped is None
+    assert t.min_ms <= t.median_ms <= t.max_ms
+    assert t.min_ms <= t.mean_ms <= t.max_ms
+
+
+def test_measure_without_memory_makes_no_extra_call():
+    fn = Counter()
+    t = measure(fn, warmup=1, repeats=2, memory=False)
+    assert fn.calls == 1 + 2 and t.peak_mib is None
+
+
+def test_measure_stops_after_max_seconds():
+    fn = Counter(0.02)
+    t = measure(fn, warmup=1, repeats=50, max_seconds=0.05, memory=False)
+    assert 1 <= t.repeats < 50
+
+
+def test_slow_contender_gets_no_extra_warmup_or_memory_call():
+    fn = Counter(0.02)
+    t = measure(fn, warmup=3, repeats=5, max_seconds=0.05, memory=True)
+    # 0.02 s × (3 + 5) planned calls > 0.05 s: the first call is the only warm-up and gives the memory
+    assert fn.calls == 1 + t.repeats
+
+
+def test_measure_over_budget_is_called_once():
+    fn = Counter(0.05)
+    t = measure(fn, warmup=2, repeats=5, budget_s=0.01)
+    assert fn.calls == 1
+    assert t.repeats == 1 and t.skipped and "budget" in t.skipped
+    assert t.median_ms >= 50
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS via /proc is Linux-only")
+def test_peak_extra_memory_sees_a_large_allocation():
+    def alloc():
+        x = torch.ones(32 * 2**20 // 4)  # 32 MiB, written
+        return float(x[-1])
+
+    mib = harness.peak_extra_mib(alloc)
+    if mib is None:
+        pytest.skip("/proc/self/clear_refs not writable here")
+    assert 28 <= mib <= 200
+    assert harness.peak_extra_mib(lambda: None) < 16
+
+
+def test_shape_numel():
+    assert harness.shape_numel("8x3x128x128") == 8 * 3 * 128 * 128
+    assert harness.shape_numel("1×3×512×512 k=31") == 3 * 512 * 512
+    assert harness.shape_numel("k=31") is None
+
+
+def test_run_case_rows_ratios_and_failures():
+    ours, peer = Counter(), Counter(0.002)
+
+    def broken():
+        raise RuntimeError("no kernel for this\nsecond line")
+
+    case = Case("op", "forward", "2x2", [
+        Contender("ours", lambda: ours, ours=True),
+        Contender("peer", lambda: peer),
+        Contender("broken", broken),
+        Contender("too slow", lambda: Counter(), expected_s=100.0),
+    ], missing=["kornia not installed"])
+    seen = []
+    rows = run_case(case, Settings(warmup=1, repeats=3, memory=False, budget_s=10.0), on_result=seen.append)
+    assert [r["impl"] for r in rows] == ["ours", "peer", "broken", "too slow"]
+    assert sorted(r["impl"] for r in seen) == sorted(r["impl"] for r in rows)  # each reported once
+    r_ours, r_peer, r_broken, r_slow = rows
+    assert r_ours["status"] == r_peer["status"] == "ok" and r_ours["repeats"] == 3
+    assert r_ours["speedup_vs_ours"] is None
+    assert r_peer["speedup_vs_ours"] == pytest.approx(r_peer["median_ms"] / r_ours["median_ms"])
+    assert r_broken["status"] == "failed" and r_broken["reason"] == "RuntimeError: no kernel for this"
+    assert r_slow["status"] == "skipped" and "budget" in r_slow["reason"] and r_slow["median_ms"] is None
+
+
+def test_run_case_interleaves_timed_calls_and_survives_a_late_failure():
+    log = []
+
+    def contender(name, fail_at=None):
+        calls = [0]
+
+        def fn():
+            calls[0] += 1
+            log.append(name)
+            if fail_at is not None and calls[0] == fail_at:
+                raise ValueError(f"{name} broke")
+        return Contender(name, lambda: fn, ours=name == "a")
+
+    case = Case("op", "fwd", "4x4", [contender("a"), contender("b"), contender("c", fail_at=4)])
+    rows = run_case(case, Settings(warmup=2, repeats=4, memory=False, budget_s=None))
+    # warm-ups one contender after the other, then timed calls round-robin
+    assert log[:6] == ["a", "a", "b", "b", "c", "c"]
+    assert log[6:12] == ["a", "b", "c", "a", "b", "c"]
+    by = {r["impl"]: r for r in rows}
+    assert by["a"]["repeats"] == by["b"]["repeats"] == 4
+    assert by["c"]["status"] == "failed" and by["c"]["reason"] == "ValueError: c broke"
+    assert by["b"]["speedup_vs_ours"] == pytest.approx(by["b"]["median_ms"] / by["a"]["median_ms"])
+
+    log.clear()
+    run_case(Case("op", "fwd", "4x4", [contender("a"), contender("b")]),
+             Settings(warmup=1, repeats=2, memory=False, interleave=False))
+    assert log == ["a", "a", "a", "b", "b", "b"]
+
+
+def test_run_case_skips_larger_shapes_after_going_over_budget():
+    slow_small, slow_big = Counter(0.03), Counter(0.03)
+    over: dict = {}
+    s = Settings(warmup=1, repeats=3, memory=False, budget_s=0.01)
+    small = run_case(Case("op", "fwd", "1x1x8x8", [Contender("slow", lambda: slow_small)]), s, over_budget=over)
+    big = run_case(Case("op", "fwd", "1x1x16x16", [Contender("slow", lambda: slow_big)]), s, over_budget=over)
+    assert small[0]["status"] == "skipped" and small[0]["repeats"] == 1 and slow_small.calls == 1
+    assert big[0]["status"] == "skipped" and "1x1x8x8" in big[0]["reason"] and slow_big.calls == 0
+
+
+# ---------------------------------------------------------------- sections
+def test_parameter_counts_match_the_paper():
+    p = network.parameter_counts()
+    assert p["G_weights"] == p["paper_G"] == 51_552
+    assert p["G_with_biases"] == 51_843
+    assert (p["g_weights"], p["g_with_biases"]) == (3_168, 3_203)
+    model = network.RainOerMeNet()
+    if hasattr(model, "parameter_count"):  # the model's own count (derain/models) agrees
+        own = model.parameter_count()
+        assert (own["G"]["weights"], own["G"]["with_biases"]) == (p["G_weights"], p["G_with_biases"])
+
+
+def test_network_compile_failure_is_a_row(monkeypatch):
+    def no_compile(*a, **k):
+        raise RuntimeError("inductor unavailable")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    case = network._case("cpu", (1, 3, 16, 16), 1, compile=True, smoke=False)
+    rows = run_case(case, Settings(warmup=1, repeats=1, memory=False))
+    by = {r["impl"]: r for r in rows}
+    assert by["torch.compile (eager contiguous)"]["status"] == "failed"
+    assert "inductor unavailable" in by["torch.compile (eager contiguous)"]["reason"]
+    assert by["eager contiguous"]["status"] == "ok"
+
+
+def test_network_contenders_compute_the_same_image():
+    case = network._case("cpu", (1, 3, 24, 24), 1, compile=False, smoke=True)
+    outs = {c.name: c.make()() for c in case.contenders}
+    ref = outs["eager contiguous"]
+    for name, y in outs.items():
+        torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_eager_network_is_plain_pytorch_with_the_same_weights():
+    torch.manual_seed(1)
+    model = network.RainOerMeNet()
+    for p in model.parameters():  # weights large enough that every block matters
+        p.data.normal_(0, 0.2)
+    types_before = [type(m) for m in model.modules()]
+    eager = network.eager_network(model)
+    blocks = [m for m in eager.modules() if isinstance(m, network.EagerSelfCorrectingBlock)]
+    assert len(blocks) == 6
+    assert [type(m) for m in model.modules()] == types_before  # the model itself is untouched
+    assert eager.state_dict().keys() == model.state_dict().keys()
+    for k, v in model.state_dict().items():
+        assert torch.equal(eager.state_dict()[k], v), k
+    x = torch.rand(2, 3, 20, 23)
+    with torch.no_grad():
+        torch.testing.assert_close(eager(x), model(x), rtol=1e-4, atol=1e-5)
+        r, y, r_e, y_e = eager.forward_train(x)
+        torch.testing.assert_close(y_e, model.forward_train(x)[3], rtol=1e-4, atol=1e-5)
+
+
+def test_train_step_contenders_run_and_learn():
+    torch.set_num_threads(1)
+    (case,) = train_step.cases(smoke=True)
+    assert case.contenders, case.missing
+    for c in case.contenders:
+        step = c.make()
+        first = float(step())
+        assert 0.0 <= first <= 2.01 and torch.isfinite(torch.tensor(first)), c.name
+        assert float(step()) != first, c.name  # Adam moved the weights
+
+
+# ---------------------------------------------------------------- report
+def _row(impl, median, ours=False, status="ok", reason="", ratio=None, repeats=3):
+    return {"op": "op", "mode": "forward", "shape": "1x3x8x8", "impl": impl, "ours": ours, "note": "",
+            "device": "cpu", "status": status, "reason": reason, "median_ms": median, "mean_ms": median,
+            "min_ms": median, "max_ms": median, "repeats": repeats, "peak_extra_mib": 1.5, "setup_s": 0.0,
+            "speedup_vs_ours": ratio}
+
+
+def test_report_marks_skipped_failed_and_missing():
+    results = {"machine": {"cpu": "test cpu", "threads": 1, "torch": "x"}, "command": "derain bench",
+               "cases": [{"section": "ops", "op": "op", "mode": "forward", "shape": "1x3x8x8",
+                          "missing": ["kornia not installed"],
+                          "rows": [_row("ours", 2.0, ours=True), _row("peer", 8.0, ratio=4.0),
+                                   _row("slow", 30000.0, status="skipped", reason="over budget", ratio=15000.0,
+                                        repeats=1),
+                                   _row("bad", None, status="failed", reason="ValueError: nope")]}]}
+    text = report.render_text(results)
+    md = report.render_markdown(results)
+    for out in (text, md):
+        assert "4.00×" in out and "~15000×" in out and "30.0 s" in out and "(1 run)" in out
+        assert "failed" in out and "ValueError: nope" in out and "kornia not installed" in out
+    assert report.ratio_summary(results) == [("op forward 1x3x8x8 vs peer", 4.0),
+                                             ("op forward 1x3x8x8 vs slow", 15000.0)]
+
+
+# ---------------------------------------------------------------- end to end
+def _fmt_in(md: str, row: dict) -> bool:
+    return report.fmt_ms(row["median_ms"]) in md or f"{row['mean_ms'] / 1e3:.3f}" in md
+
+
+def test_bench_smoke_end_to_end(tmp_path, capsys):
+    js, md, png = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.png"
+    rc = main(["bench", "--smoke", "--threads", "1", "--no-progress", "--only", "network", "composite",
+               "train_step", "--json", str(js), "--markdown", str(md), "--plot", str(png)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    data = json.loads(js.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    text = md.read_text()
+    assert data["command"].startswith("derain bench --smoke") and data["command"] in text
+    assert data["parameters"]["G_weights"] == 51_552
+    assert {c["section"] for c in data["cases"]} == {"network", "ops", "train_step"}
+    assert data["rows"] and len(data["rows"]) == sum(len(c["rows"]) for c in data["cases"])
+    for row in data["rows"]:
+        assert row["status"] in ("ok", "skipped", "failed")
+        assert row["impl"] in text and row["impl"] in out
+        if row["status"] == "ok":
+            assert row["repeats"] >= 1 and row["min_ms"] <= row["median_ms"] <= row["max_ms"]
+            assert _fmt_in(text, row), row
+    for name, params, cpu, _ in network.QUOTED:
+        assert name in text and f"{cpu:.2f}" in text
+    assert "quoted from TIP Table IV" in text and "quoted from TIP Table IV" in out
+    assert "51,552" in out and "51,843" in out and "threads 1" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_smoke_lists_suites_without_smoke_sizes(monkeypatch, tmp_path):
+    import derain.bench as bench_pkg
+
+    def cases(quick=False):
+        return [Case("fake_op", "forward", "1x1", [Contender("ours", lambda: (lambda: None), ours=True)])]
+
+    module = types.ModuleType("derain.bench.fake_suite")
+    module.cases = cases
+    monkeypatch.setitem(sys.modules, "derain.bench.fake_suite", module)
+    monkeypatch.setattr(bench_pkg, "SUITES", [*bench_pkg.SUITES, "fake_suite"])
+    js = tmp_path / "r.json"
+    assert main(["bench", "--smoke", "--no-progress", "--only", "fake_suite", "--json", str(js)]) == 0
+    (row,) = json.loads(js.read_text())["rows"]
+    assert row["status"] == "skipped" and "smoke" in row["reason"]
+
+
+def test_bench_reports_a_broken_suite_and_runs_the_others(monkeypatch, tmp_path, capsys):
+    import derain.bench as bench_pkg
+
+    def cases(quick=False, smoke=False):
+        raise ImportError("no module named fancy_peer")
+
+    module = types.ModuleType("derain.bench.broken_suite")
+    module.cases = cases
+    monkeypatch.setitem(sys.modules, "derain.bench.broken_suite", module)
+    monkeypatch.setattr(bench_pkg, "SUITES", [*bench_pkg.SUITES, "broken_suite"])
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    assert main(["bench", "--smoke", "--threads", "1", "--no-progress", "--only", "composite", "broken_suite",
+                 "--json", str(js), "--markdown", str(md)]) == 0
+    data = json.loads(js.read_text())
+    assert data["suite_errors"] == {"broken_suite": "ImportError: no module named fancy_peer"}
+    assert data["rows"] and all(r["status"] == "ok" for r in data["rows"])
+    assert "broken_suite failed: ImportError" in md.read_text()
+    assert "broken_suite failed: ImportError" in capsys.readouterr().out
+
+
+def test_bench_rejects_unknown_section(capsys):
+    assert main(["bench", "--smoke", "--only", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_bench_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert main(["bench", "--smoke", "--only", "composite", "--plot", str(tmp_path / "p.png")]) == 2
+    assert "matplotlib" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suite", __import__("derain.bench", fromlist=["SUITES"]).SUITES)
+def test_op_suite_runs_in_smoke_sizes(suite):
+    """Every op suite of `derain bench` builds its cases and each contender runs (tiny sizes)."""
+    import importlib
+    import inspect
+
+    torch.set_num_threads(1)
+    cases_fn = importlib.import_module(f"derain.bench.{suite}").cases
+    if "smoke" not in inspect.signature(cases_fn).parameters:
+        pytest.skip(f"suite {suite} has no smoke sizes (cases(quick, smoke=...))")
+    cases = cases_fn(quick=True, smoke=True)
+    assert cases and all(isinstance(c, Case) and c.contenders for c in cases)
+    for case in cases:
+        assert sum(c.ours for c in case.contenders) <= 1, case.op
+        rows = run_case(case, Settings(warmup=1, repeats=1, memory=False, budget_s=5.0))
+        failed = [(r["impl"], r["reason"]) for r in rows if r["status"] == "failed"]
+        assert not failed, (case.op, case.mode, case.shape, failed)
+
+
+def test_measure_on_cuda_synchronizes_and_reads_torch_peak(monkeypatch):
+    """The CUDA path of the harness, with torch.cuda's counters stubbed (no GPU needed)."""
+    events = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: events.append("sync"))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *a: 3 * 2**20)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 8 * 2**20)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: events.append("reset"))
+
+    def fn():
+        events.append("call")
+
+    t = measure(fn, warmup=1, repeats=2, device="cuda")
+    assert t.peak_mib == pytest.approx(5.0) and t.repeats == 2
+    # every call is followed by a synchronize before its time is read
+    calls = [i for i, e in enumerate(events) if e == "call"]
+    assert len(calls) == 1 + 2 + 1 and all(events[i + 1] == "sync" for i in calls)
