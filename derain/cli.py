@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["bench", "infer", "eval", "demo"]
+COMMANDS = ["bench", "infer", "eval", "demo", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:

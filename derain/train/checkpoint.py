@@ -1,0 +1,136 @@
+"""Training checkpoints: one atomic .safetensors file per saved step.
+
+A checkpoint holds the model state ("model.<key>"), the optimizer state
+("optim.<param index>.<name>"), torch's RNG state ("rng.torch") and, in the safetensors
+metadata, the step, the optimizer's param_groups and the run config (JSON). The data order
+needs no state: it is a pure function of (seed, step) (see derain.train.data).
+Files are written to a temporary name in RUN_DIR and renamed with os.replace, so a killed run
+never leaves a torn checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+FORMAT = "derain-train-checkpoint/1"
+_NAME = re.compile(r"^step_(\d+)\.safetensors$")
+
+
+def checkpoint_path(run_dir, step: int) -> Path:
+    return Path(run_dir) / f"step_{step:08d}.safetensors"
+
+
+def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
+    """(step, path) of the checkpoints in run_dir, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = []
+    for p in run_dir.iterdir():
+        m = _NAME.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def _atomic_save(tensors: dict, metadata: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_checkpoint(path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    config: dict) -> Path:
+    """Write the full training state after `step` iterations to `path` atomically."""
+    path = Path(path)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for idx, state in opt["state"].items():
+        for name, value in state.items():
+            if not torch.is_tensor(value):
+                value = torch.tensor(value)
+            tensors[f"optim.{idx}.{name}"] = value.detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt["param_groups"]]
+    metadata = {"format": FORMAT, "step": str(int(step)), "optim_groups": json.dumps(groups),
+                "config": json.dumps(config, sort_keys=True)}
+    _atomic_save(tensors, metadata, path)
+    return path
+
+
+def read_checkpoint(path) -> tuple[dict, dict]:
+    """(tensors, metadata) of a checkpoint; ValueError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path}: not a readable safetensors checkpoint ({exc})") from exc
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a derain training checkpoint (format {metadata.get('format')!r})")
+    return tensors, metadata
+
+
+def load_checkpoint(path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    restore_rng: bool = True) -> tuple[int, dict]:
+    """Restore model (and optimizer, RNG) in place; returns (step, config)."""
+    tensors, metadata = read_checkpoint(path)
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    device = next(model.parameters()).device
+    model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
+    if optimizer is not None:
+        groups = json.loads(metadata["optim_groups"])
+        opt_state: dict[int, dict] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, idx, name = k.split(".", 2)
+                opt_state.setdefault(int(idx), {})[name] = v
+        for g in groups:
+            if "betas" in g:
+                g["betas"] = tuple(g["betas"])
+        optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    if restore_rng and "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    return int(metadata["step"]), json.loads(metadata["config"])
+
+
+def prune_checkpoints(run_dir, keep: int) -> None:
+    """Delete all but the newest `keep` step checkpoints."""
+    if keep <= 0:
+        return
+    for _, p in list_checkpoints(run_dir)[:-keep]:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def export_weights(model: torch.nn.Module, path, metadata: dict | None = None) -> Path:
+    """Inference weights in the model format of derain.models (safetensors + JSON sidecar)."""
+    from derain.models.checkpoint import save_checkpoint as save_model
+
+    return save_model(model, path, metadata=metadata)

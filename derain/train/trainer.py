@@ -1,0 +1,430 @@
+"""The two-stage data distillation trainer of Rain O'er Me (SPEC §1, TIP Algorithm 1).
+
+Per iteration t (counted from 1 over the whole run):
+    R, Ŷ, R_e, Y_e = model.forward_train(X)          # Y_e = X − g(G(X))
+    D = rain_composite(C, R_e.detach())              # clamp(C + R_e, 0, 1)
+    Ĉ = model(D)                                     # D − G(D)
+    L = β(t)·ssim_loss(Y_e, Y_s) + α(t)·ssim_loss(Ĉ, C)
+with Adam and a learning rate constant for the first half of the run, then decaying linearly.
+Runs data-parallel (DistributedDataParallel) when started under torchrun.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import (checkpoint_path, export_weights, latest_checkpoint, list_checkpoints, load_checkpoint,
+                         prune_checkpoints, save_checkpoint)
+from .data import DistillationSamples, ImageFolder, SoftLabelCache, StepBatchSampler, load_pairs
+from .schedule import lr_factor, weight_schedule
+
+# options that change the numbers a run computes: a resumed run takes them from its checkpoint
+RESULT_OPTIONS = ("batch_size", "crop", "lr", "betas", "preset", "detail", "kernel_size", "padding",
+                  "min_composite", "seed", "channels_last")
+
+
+@dataclass
+class TrainConfig:
+    rainy: str
+    clean: str
+    out: str
+    steps: int = 300_000
+    val_pairs: str | None = None
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 2e-4
+    betas: tuple = (0.5, 0.999)
+    preset: str = "tip"
+    detail: str = "rain1400"
+    kernel_size: int = 31
+    padding: str = "reflect"
+    min_composite: bool = False
+    seed: int = 0
+    workers: int = 2
+    ckpt_every: int = 500
+    keep: int = 3
+    val_every: int = 1000
+    val_limit: int | None = None
+    log_every: int = 10
+    max_minutes: float | None = None
+    cache_dir: str | None = None
+    channels_last: bool = True
+    preload: bool = True
+    progress: bool = True
+    threads: int | None = None
+    device: str = "cpu"
+    resume: bool = False
+
+    def check(self) -> None:
+        def positive(name):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("steps", "batch_size", "crop", "ckpt_every", "val_every", "log_every", "kernel_size"):
+            positive(name)
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.keep < 1:
+            raise ValueError(f"keep must be >= 1, got {self.keep}")
+        weight_schedule(self.preset)
+        if self.detail not in ("rain1400", "did"):
+            raise ValueError(f"detail must be 'rain1400' or 'did', got {self.detail!r}")
+        if self.val_limit is not None and self.val_limit < 1:
+            raise ValueError(f"val_limit must be >= 1, got {self.val_limit}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
+
+
+class DistillationLoss(nn.Module):
+    """One forward of Algorithm 1 as a module (so DistributedDataParallel sees one forward).
+
+    forward(x, y_s, c, alpha, beta) -> (L, 1 − SSIM(Y_e, Y_s), 1 − SSIM(Ĉ, C)); x, y_s, c (B, 3, h, w).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, y_s, c, alpha: float, beta: float):
+        from derain_kernels import rain_composite, ssim_loss
+
+        _, _, r_e, y_e = self.model.forward_train(x)
+        d = rain_composite(c, r_e.detach())
+        c_hat = self.model(d)
+        loss_label = ssim_loss(y_e, y_s)
+        loss_clean = ssim_loss(c_hat, c)
+        return beta * loss_label + alpha * loss_clean, loss_label, loss_clean
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    step: int                      # iterations done in total (including earlier runs)
+    steps_this_run: int
+    stopped_early: bool
+    run_dir: Path
+    last_val: dict | None = None
+    sec_per_step: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class _Dist:
+    """torch.distributed context from torchrun's environment (WORLD_SIZE > 1), else single process."""
+
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+        self.own_group = False
+        if self.enabled and not torch.distributed.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend=backend)
+            self.own_group = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def any(self, flag: bool) -> bool:
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0])
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def close(self) -> None:
+        if self.own_group:
+            torch.distributed.destroy_process_group()
+
+
+class _CsvLog:
+    """Append-only CSV; on resume, rows after the resumed step are dropped first."""
+
+    def __init__(self, path: Path, columns: list[str], resume_step: int | None):
+        self.path, self.columns = path, columns
+        if resume_step is not None and path.exists():
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= resume_step]
+            self._write(rows, "w")
+        elif not path.exists() or resume_step is None:
+            self._write([], "w")
+
+    def _write(self, rows, mode):
+        with open(self.path, mode, newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            if mode == "w":
+                w.writeheader()
+            w.writerows(rows)
+
+    def add(self, row: dict) -> None:
+        self._write([row], "a")
+
+
+def _run_config(cfg: TrainConfig) -> dict:
+    d = asdict(cfg)
+    d["betas"] = list(cfg.betas)
+    return d
+
+
+def evaluate_pairs(model: nn.Module, pairs, limit: int | None = None, device="cpu",
+                   channels_last: bool = False) -> dict:
+    """Mean PSNR/SSIM on Y (SPEC §1 conventions, derain.metrics) of the model's outputs and of the
+    rainy inputs against the clean images of `pairs` ((rainy path, clean path) list)."""
+    from derain.io import read_image
+    from derain.metrics import psnr_y, ssim_y
+
+    pairs = list(pairs)[:limit] if limit else list(pairs)
+    was_training = model.training
+    model.eval()
+    sums = {"psnr_y": 0.0, "ssim_y": 0.0, "psnr_y_input": 0.0, "ssim_y_input": 0.0}
+    with torch.no_grad():
+        for rain_path, clean_path in pairs:
+            rain, _ = read_image(rain_path)
+            clean, _ = read_image(clean_path)
+            x = rain.unsqueeze(0).to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = model(x)[0].cpu().contiguous()
+            sums["psnr_y"] += float(psnr_y(out, clean))
+            sums["ssim_y"] += float(ssim_y(out, clean))
+            sums["psnr_y_input"] += float(psnr_y(rain, clean))
+            sums["ssim_y_input"] += float(ssim_y(rain, clean))
+    model.train(was_training)
+    n = max(len(pairs), 1)
+    return {**{k: v / n for k, v in sums.items()}, "n": len(pairs)}
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # noqa: BLE001 - tensorboard is optional
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _check_ranks_in_sync(model: nn.Module, dist: _Dist, log) -> None:
+    """All ranks must hold bit-identical parameters after DDP training; RuntimeError otherwise."""
+    flat = torch.cat([p.detach().reshape(-1).cpu() for p in model.parameters()]).to(torch.float64)
+    digest = torch.stack([flat.sum(), (flat * torch.arange(1, flat.numel() + 1, dtype=torch.float64)).sum()])
+    gathered = [torch.zeros_like(digest) for _ in range(dist.world)]
+    torch.distributed.all_gather(gathered, digest)
+    if any(not torch.equal(g, gathered[0]) for g in gathered):
+        raise RuntimeError(f"DDP ranks diverged: parameter checksums {[g.tolist() for g in gathered]}")
+    if dist.main:
+        log(f"ranks in sync: {dist.world} processes hold identical parameters")
+
+
+def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
+    """Run (or resume) the distillation; see the module docstring. Returns the trained model.
+
+    on_step(t) is called after each optimizer step (tests use it to simulate a crash).
+    """
+    from derain.models import RainOerMeNet
+
+    cfg.check()
+    device = torch.device(cfg.device)
+    dist = _Dist(device)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = Path(cfg.out)
+    try:
+        start = 0
+        resume_from = None
+        if cfg.resume:
+            resume_from = latest_checkpoint(run_dir)
+            if resume_from is None:
+                raise FileNotFoundError(f"--resume: no checkpoint (step_*.safetensors) in {run_dir}")
+            from .checkpoint import read_checkpoint
+            _, meta = read_checkpoint(resume_from)
+            stored = json.loads(meta["config"])
+            changed = [k for k in RESULT_OPTIONS if k in stored and
+                       (list(getattr(cfg, k)) if k == "betas" else getattr(cfg, k)) != stored[k]]
+            if changed and dist.main:
+                log(f"resume: keeping the run's own {', '.join(f'{k}={stored[k]!r}' for k in changed)}")
+            for k in RESULT_OPTIONS:
+                if k in stored:
+                    setattr(cfg, k, tuple(stored[k]) if k == "betas" else stored[k])
+        elif list_checkpoints(run_dir):
+            raise ValueError(f"--out: {run_dir} already holds checkpoints; pass --resume to continue "
+                             f"that run, or choose another folder")
+
+        torch.manual_seed(cfg.seed)
+        model = RainOerMeNet(detail=cfg.detail).to(device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+        if resume_from is not None:
+            start, _ = load_checkpoint(resume_from, model, optimizer)
+            if dist.main:
+                log(f"resumed from {resume_from.name} (step {start} of {cfg.steps})")
+            if start >= cfg.steps:
+                log(f"nothing to do: the run is at step {start} >= --steps {cfg.steps}")
+        if dist.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir / "config.json", "w") as f:
+                json.dump(_run_config(cfg), f, indent=1)
+
+        # data: folders, soft labels (computed once at full resolution, cached on disk)
+        rainy = ImageFolder(cfg.rainy, cfg.crop, "--rainy", preload=cfg.preload)
+        clean = ImageFolder(cfg.clean, cfg.crop, "--clean", preload=cfg.preload)
+        val_pairs = load_pairs(cfg.val_pairs) if cfg.val_pairs else None
+        cache = SoftLabelCache(cfg.cache_dir or run_dir / "soft_labels", cfg.kernel_size, cfg.padding,
+                               cfg.min_composite, device=device)
+        if dist.main:
+            t0 = time.perf_counter()
+            n = cache.warm(rainy, progress=cfg.progress)
+            if n:
+                log(f"soft labels: computed {n} in {time.perf_counter() - t0:.1f} s, cached in {cache.dir}")
+        dist.barrier()
+        labels = [cache.get(e.digest, rainy.image(i)) for i, e in enumerate(rainy.entries)] if cfg.preload else cache
+        dataset = DistillationSamples(rainy, labels, clean, cfg.crop, cfg.seed)
+        sampler = StepBatchSampler(start + 1, cfg.steps, cfg.batch_size, dist.rank, dist.world)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, num_workers=cfg.workers,
+            persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(cfg.seed))  # own generator: the global RNG stays untouched
+
+        step_module: nn.Module = DistillationLoss(model)
+        if dist.enabled:
+            step_module = nn.parallel.DistributedDataParallel(
+                step_module, device_ids=[device.index] if device.type == "cuda" else None)
+        schedule = weight_schedule(cfg.preset)
+
+        log_csv = val_csv = writer = None
+        if dist.main:
+            cols = ["step", "loss", "loss_label", "loss_clean", "alpha", "beta", "lr", "sec_per_step"]
+            log_csv = _CsvLog(run_dir / "log.csv", cols, start if cfg.resume else None)
+            if val_pairs:
+                val_csv = _CsvLog(run_dir / "val.csv", ["step", "psnr_y", "ssim_y", "psnr_y_input",
+                                                        "ssim_y_input", "n"], start if cfg.resume else None)
+            writer = _tensorboard(run_dir)
+
+        stop_requested = {"flag": False}
+
+        def _on_signal(signum, frame):  # checkpoint at the end of the current step, then stop
+            stop_requested["flag"] = True
+
+        old_handlers = {}
+        if dist.main or not dist.enabled:
+            for s in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    old_handlers[s] = signal.signal(s, _on_signal)
+                except ValueError:  # not in the main thread
+                    pass
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, disable=not (dist.main and cfg.progress), unit="it",
+                   dynamic_ncols=True, file=sys.stderr)
+        deadline = None if cfg.max_minutes is None else time.monotonic() + 60.0 * cfg.max_minutes
+        t = start
+        last_val = None
+        best_psnr = -math.inf  # best validation PSNR of the run so far (earlier segments count on resume)
+        if dist.main and val_csv is not None and cfg.resume:
+            with open(val_csv.path, newline="") as f:
+                best_psnr = max((float(r["psnr_y"]) for r in csv.DictReader(f)), default=-math.inf)
+        times: list[float] = []
+        stopped_early = False
+        channels_last = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        model.train()
+        tick = time.perf_counter()
+        for batch in loader:
+            t += 1
+            x, y_s, c = (batch[k].to(device, non_blocking=True).contiguous(memory_format=channels_last)
+                         for k in ("x", "y_s", "c"))
+            alpha, beta = schedule(t)
+            lr = cfg.lr * lr_factor(t, cfg.steps)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            loss, loss_label, loss_clean = step_module(x, y_s, c, alpha, beta)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if on_step is not None:
+                on_step(t)
+            now = time.perf_counter()
+            sec = now - tick
+            tick = now
+            times.append(sec)
+            if dist.main:
+                ll, lc, lv = loss_label.item(), loss_clean.item(), loss.item()
+                bar.update(1)
+                bar.set_postfix_str(f"L_s {ll:.4f} L_h {lc:.4f} a {alpha:.3g} b {beta:.3g}", refresh=False)
+                if t % cfg.log_every == 0 or t == cfg.steps or t == start + 1:
+                    log_csv.add({"step": t, "loss": f"{lv:.6g}", "loss_label": f"{ll:.6g}",
+                                 "loss_clean": f"{lc:.6g}", "alpha": f"{alpha:.6g}", "beta": f"{beta:.6g}",
+                                 "lr": f"{lr:.6g}", "sec_per_step": f"{sec:.4f}"})
+                    if writer is not None:
+                        for k, v in (("loss", lv), ("loss_label", ll), ("loss_clean", lc), ("alpha", alpha),
+                                     ("beta", beta), ("lr", lr), ("sec_per_step", sec)):
+                            writer.add_scalar(k, v, t)
+            stop = (deadline is not None and time.monotonic() > deadline) or stop_requested["flag"]
+            stop = dist.any(stop)
+            last = t == cfg.steps or stop
+            if dist.main and (t % cfg.ckpt_every == 0 or last):
+                save_checkpoint(checkpoint_path(run_dir, t), t, model, optimizer, _run_config(cfg))
+                prune_checkpoints(run_dir, cfg.keep)
+            if val_pairs and (t % cfg.val_every == 0 or last):
+                if dist.main:
+                    v0 = time.perf_counter()
+                    last_val = evaluate_pairs(model, val_pairs, cfg.val_limit, device, cfg.channels_last)
+                    last_val["step"] = t
+                    val_csv.add({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in last_val.items()})
+                    if writer is not None:
+                        writer.add_scalar("val/psnr_y", last_val["psnr_y"], t)
+                        writer.add_scalar("val/ssim_y", last_val["ssim_y"], t)
+                    bar.write(f"step {t}: val PSNR_Y {last_val['psnr_y']:.2f} dB SSIM_Y {last_val['ssim_y']:.4f} "
+                              f"(input {last_val['psnr_y_input']:.2f} / {last_val['ssim_y_input']:.4f}, "
+                              f"n={last_val['n']}, {time.perf_counter() - v0:.0f} s)")
+                    if last_val["psnr_y"] > best_psnr:
+                        best_psnr = last_val["psnr_y"]
+                        export_weights(model, run_dir / "best.safetensors")
+                dist.barrier()
+                tick = time.perf_counter()  # validation time is not training time
+            if stop:
+                stopped_early = t < cfg.steps
+                break
+        bar.close()
+        if dist.enabled:
+            _check_ranks_in_sync(model, dist, log)
+        if dist.main and t > start:
+            export_weights(model, run_dir / "final.safetensors")
+            if writer is not None:
+                writer.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        sec_per_step = float(sorted(times)[len(times) // 2]) if times else None
+        if dist.main and stopped_early:
+            log(f"stopped at step {t} of {cfg.steps} (checkpoint saved; continue with --resume)")
+        return TrainResult(model=model, step=t, steps_this_run=t - start, stopped_early=stopped_early,
+                           run_dir=run_dir, last_val=last_val, sec_per_step=sec_per_step)
+    finally:
+        dist.close()
+
+
+warnings.filterwarnings("default", category=UserWarning, module=__name__)

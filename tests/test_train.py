@@ -1,0 +1,370 @@
+"""The two-stage distillation trainer: schedules, data pairing, soft-label cache, checkpoints,
+bit-for-bit resume after a crash, the `derain train` command line, and DDP on 2 CPU processes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import derain_kernels as dk
+from derain.cli import main as cli_main
+from derain.train import PRESETS, TrainConfig, lr_factor, train, weight_schedule
+from derain.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, read_checkpoint
+from derain.train.data import (DistillationSamples, ImageFolder, SoftLabelCache, StepBatchSampler, decode_image,
+                               load_pairs)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(**extra) -> dict:
+    """Environment of a child `python -m derain` process: this checkout first on the path."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+def _save(path: Path, arr: np.ndarray, **kw) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, **kw).save(path)
+
+
+@pytest.fixture
+def data(tmp_path):
+    """6 rainy (40×48) and 6 clean (44×40) random images, 2 validation pairs."""
+    rng = np.random.default_rng(1)
+    root = tmp_path / "data"
+    for i in range(6):
+        _save(root / "rainy" / f"{i}.png", rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+        _save(root / "clean" / f"{i}.png", rng.integers(0, 256, (44, 40, 3), dtype=np.uint8))
+    for i in range(2):
+        a = rng.integers(0, 256, (36, 34, 3), dtype=np.uint8)
+        _save(root / "val" / "rain" / f"{i}.png", a)
+        _save(root / "val" / "norain" / f"{i}.png", (a // 2).astype(np.uint8))
+    return root
+
+
+def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(rainy=str(data / "rainy"), clean=str(data / "clean"), out=str(out), steps=6, batch_size=2,
+                crop=32, kernel_size=5, ckpt_every=2, val_every=1000, workers=0, progress=False, log_every=1,
+                threads=None)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _quiet(*_):
+    pass
+
+
+# ------------------------------------------------------------------------------------------ schedules
+
+def test_presets_follow_paper_and_released_code():
+    a, b = weight_schedule("tip")(1)
+    assert a == pytest.approx(1 / 1000) and b == pytest.approx(1000 / 1001)
+    assert weight_schedule("tip")(300_000)[0] == pytest.approx(300.0)          # TIP Eq. 9: no cap
+    assert weight_schedule("rain1400")(5_000)[0] == pytest.approx(5.0)
+    assert weight_schedule("rain1400")(20_000)[0] == 10.0
+    assert weight_schedule("rain200l")(80_000)[0] == 50.0
+    a, b = weight_schedule("did")(1_000)
+    assert a == pytest.approx(2.0) and b == pytest.approx(500 / 1500)
+    assert weight_schedule("did")(10**6)[0] == 100.0
+    assert set(PRESETS) == {"tip", "rain1400", "rain200l", "did"}
+    with pytest.raises(ValueError, match="preset"):
+        weight_schedule("nope")
+    with pytest.raises(ValueError, match="t must be"):
+        weight_schedule("tip")(0)
+
+
+def test_lr_constant_first_half_then_linear_to_zero():
+    total = 10
+    f = [lr_factor(t, total) for t in range(1, total + 1)]
+    assert f[:5] == [1.0] * 5
+    assert all(x > y for x, y in zip(f[4:], f[5:]))
+    diffs = np.diff(f[4:])
+    assert np.allclose(diffs, diffs[0])                    # linear
+    assert 0 < f[-1] <= 1 / 5
+    with pytest.raises(ValueError):
+        lr_factor(11, total)
+
+
+# ------------------------------------------------------------------------------------------ data
+
+def test_folder_skips_corrupt_and_small_files_with_a_warning(tmp_path):
+    rng = np.random.default_rng(0)
+    d = tmp_path / "imgs"
+    _save(d / "rgb.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    _save(d / "rgba.png", rng.integers(0, 256, (40, 41, 4), dtype=np.uint8))
+    _save(d / "grey.png", rng.integers(0, 256, (42, 40), dtype=np.uint8))
+    _save(d / "grey16.png", rng.integers(0, 65536, (40, 40), dtype=np.uint16))
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(d / "photo.jpg", quality=90)
+    _save(d / "small.png", rng.integers(0, 256, (10, 40, 3), dtype=np.uint8))
+    (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (d / "truncated.jpg").write_bytes((d / "photo.jpg").read_bytes()[:200])
+    (d / "notes.txt").write_text("not an image, ignored by suffix")
+    with pytest.warns(UserWarning) as rec:
+        folder = ImageFolder(d, 32, "--rainy")
+    msgs = " ".join(str(w.message) for w in rec)
+    assert "corrupt.png" in msgs and "truncated.jpg" in msgs and "small.png" in msgs and "too small" in msgs
+    names = sorted(e.path.name for e in folder.entries)
+    assert names == ["grey.png", "grey16.png", "photo.jpg", "rgb.png", "rgba.png"]
+    for i in range(len(folder)):
+        img = folder.image(i)
+        assert img.ndim == 3 and img.shape[2] == 3
+    g16 = decode_image((d / "grey16.png").read_bytes())
+    assert g16.dtype == np.float32 and 0 <= g16.min() and g16.max() <= 1
+
+
+def test_folder_errors_name_the_argument(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--clean"):
+        ImageFolder(tmp_path / "missing", 32, "--clean")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="--clean: no images"):
+        ImageFolder(tmp_path / "empty", 32, "--clean")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"garbage")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="no usable image"):
+        ImageFolder(tmp_path / "bad", 32, "--rainy")
+
+
+def test_rainy_crop_and_soft_label_share_crop_and_flip(data):
+    rainy = ImageFolder(data / "rainy", 32, "--rainy")
+    clean = ImageFolder(data / "clean", 32, "--clean")
+    # a "label" that is a per-pixel transform of the image: any crop/flip mismatch breaks x <-> 1 - y
+    labels = [255 - rainy.image(i) for i in range(len(rainy))]
+    ds = DistillationSamples(rainy, labels, clean, crop=32, seed=3)
+    flips = set()
+    for s in range(40):
+        item = ds[s]
+        x, y, c = item["x"], item["y_s"], item["c"]
+        assert x.shape == y.shape == c.shape == (3, 32, 32)
+        assert torch.allclose(x, 1 - y, atol=1e-6)
+        ri, ci = ds.indices(s)
+        src = torch.from_numpy(rainy.image(ri).astype(np.float32) / 255).permute(2, 0, 1)
+        found = None
+        for code, fl in ((0, lambda t: t), (1, lambda t: t.flip(-2)), (2, lambda t: t.flip(-1)),
+                         (3, lambda t: t.flip(-2, -1))):
+            z = fl(x)
+            for top in range(src.shape[1] - 31):
+                for left in range(src.shape[2] - 31):
+                    if torch.equal(src[:, top:top + 32, left:left + 32], z):
+                        found = code
+        assert found is not None
+        flips.add(found)
+        csrc = torch.from_numpy(clean.image(ci).astype(np.float32) / 255).permute(2, 0, 1)
+        assert any(torch.equal(csrc[:, t:t + 32, l:l + 32], c)
+                   for t in range(csrc.shape[1] - 31) for l in range(csrc.shape[2] - 31))
+    assert flips == {0, 1, 2, 3}
+
+
+def test_sampling_is_a_pure_function_of_seed_and_slot(data):
+    rainy = ImageFolder(data / "rainy", 32, "--rainy")
+    clean = ImageFolder(data / "clean", 32, "--clean")
+    labels = [rainy.image(i) for i in range(len(rainy))]
+    a = DistillationSamples(rainy, labels, clean, 32, seed=7)
+    b = DistillationSamples(rainy, labels, clean, 32, seed=7)
+    for s in (11, 0, 5, 30):                                  # any order
+        assert all(torch.equal(a[s][k], b[s][k]) for k in ("x", "y_s", "c"))
+    assert not torch.equal(a[0]["x"], DistillationSamples(rainy, labels, clean, 32, seed=8)[0]["x"]) or \
+        not torch.equal(a[1]["x"], DistillationSamples(rainy, labels, clean, 32, seed=8)[1]["x"])
+    # each epoch visits every rainy and every clean image once
+    for epoch in range(3):
+        rs = [a.indices(s)[0] for s in range(6 * epoch, 6 * epoch + 6)]
+        cs = [a.indices(s)[1] for s in range(6 * epoch, 6 * epoch + 6)]
+        assert sorted(rs) == list(range(6)) and sorted(cs) == list(range(6))
+
+
+def test_rank_shards_partition_the_global_batch():
+    single = StepBatchSampler(1, 4, batch_size=6, rank=0, world_size=1)
+    r0 = StepBatchSampler(1, 4, batch_size=3, rank=0, world_size=2)
+    r1 = StepBatchSampler(1, 4, batch_size=3, rank=1, world_size=2)
+    for full, a, b in zip(single, r0, r1):
+        assert not set(a) & set(b)
+        assert sorted(a + b) == full
+    assert list(StepBatchSampler(3, 4, 2)) == [[4, 5], [6, 7]] and len(StepBatchSampler(3, 4, 2)) == 2
+
+
+def test_soft_label_cache_is_exact_and_keyed(data, tmp_path):
+    rainy = ImageFolder(data / "rainy", 32, "--rainy")
+    cache = SoftLabelCache(tmp_path / "cache", kernel_size=5)
+    assert cache.warm(rainy, progress=False) == 6
+    assert cache.warm(rainy, progress=False) == 0                   # computed once
+    img = rainy.image(2)
+    want = dk.soft_label(torch.from_numpy(img.astype(np.float32) / 255).permute(2, 0, 1)[None], kernel_size=5)
+    got = cache.load(rainy.entries[2].digest)
+    assert got.dtype == np.uint8                                   # 8-bit labels stored losslessly as PNG
+    assert torch.equal(torch.from_numpy(got.astype(np.float32) / 255).permute(2, 0, 1)[None], want)
+    keys = {cache.key("d"), SoftLabelCache(tmp_path, 7).key("d"), SoftLabelCache(tmp_path, 5, min_composite=True).key("d"),
+            SoftLabelCache(tmp_path, 5, padding="replicate").key("d")}
+    assert len(keys) == 4
+    mc = SoftLabelCache(tmp_path / "cache", kernel_size=5, min_composite=True)
+    assert mc.warm(rainy, progress=False) == 6
+    assert np.all(mc.load(rainy.entries[2].digest) <= img)
+
+
+# ------------------------------------------------------------------------------------------ train, crash, resume
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_at(step):
+    def hook(t):
+        if t == step:
+            raise _Crash(t)
+    return hook
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_train_crash_resume_is_bit_for_bit_and_infer_loads_it(data, tmp_path):
+    full = train(_cfg(data, tmp_path / "full", val_pairs=str(data / "val"), val_every=3), log=_quiet)
+    assert full.step == 6 and not full.stopped_early
+    rows = (tmp_path / "full" / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss,loss_label,loss_clean,alpha,beta,lr") and len(rows) == 7
+    val = (tmp_path / "full" / "val.csv").read_text().splitlines()
+    assert len(val) == 3 and val[1].startswith("3,")
+    assert [s for s, _ in list_checkpoints(tmp_path / "full")] == [2, 4, 6]
+
+    # a run that dies after step 5 (its last checkpoint is step 4) ...
+    with pytest.raises(_Crash):
+        train(_cfg(data, tmp_path / "crashed"), log=_quiet, on_step=_crash_at(5))
+    assert latest_checkpoint(tmp_path / "crashed").name == "step_00000004.safetensors"
+    # ... continues in a new process with `derain train --resume`
+    cmd = [sys.executable, "-m", "derain", "train", "--rainy", str(data / "rainy"), "--clean", str(data / "clean"),
+           "--out", str(tmp_path / "crashed"), "--steps", "6", "--resume", "--workers", "0", "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=_env())
+    assert proc.returncode == 0, proc.stderr
+    assert "resumed from step_00000004" in proc.stderr
+
+    resumed = torch.nn.Module()
+    from derain.models import RainOerMeNet
+    resumed = RainOerMeNet()
+    opt_a = torch.optim.Adam(resumed.parameters())
+    step, cfg = load_checkpoint(tmp_path / "crashed" / "step_00000006.safetensors", resumed, opt_a)
+    assert step == 6 and cfg["kernel_size"] == 5
+    want = _state(full.model)
+    for k, v in resumed.state_dict().items():
+        assert torch.equal(v, want[k]), k                              # bit for bit
+    ref_t, _ = read_checkpoint(tmp_path / "full" / "step_00000006.safetensors")
+    res_t, _ = read_checkpoint(tmp_path / "crashed" / "step_00000006.safetensors")
+    assert ref_t.keys() == res_t.keys()
+    for k in ref_t:
+        assert torch.equal(ref_t[k], res_t[k]), k                      # optimizer state too
+    full_log = (tmp_path / "full" / "log.csv").read_text().splitlines()
+    res_log = (tmp_path / "crashed" / "log.csv").read_text().splitlines()
+    strip = lambda rows: [r.rsplit(",", 1)[0] for r in rows]             # noqa: E731 (drop sec/step)
+    assert strip(res_log) == strip(full_log)
+
+    # the exported weights load with the model API and give the trained model's output
+    from derain.models.checkpoint import load_checkpoint as load_weights
+    net = load_weights(tmp_path / "crashed" / "final.safetensors")
+    x = torch.rand(1, 3, 33, 35)
+    with torch.no_grad():
+        # (same weights; only the conv algorithm of channels-last vs contiguous rounds differently)
+        torch.testing.assert_close(net(x), full.model.eval()(x.contiguous(memory_format=torch.channels_last)),
+                                   rtol=0, atol=1e-5)
+        assert not torch.allclose(net(x), RainOerMeNet()(x), atol=1e-5)
+
+
+def test_max_minutes_stops_cleanly_with_a_checkpoint(data, tmp_path):
+    r = train(_cfg(data, tmp_path / "run", steps=50, max_minutes=1e-6), log=_quiet)
+    assert r.stopped_early and r.step == 1
+    assert latest_checkpoint(tmp_path / "run").name == "step_00000001.safetensors"
+    r2 = train(_cfg(data, tmp_path / "run", steps=3, resume=True), log=_quiet)
+    assert r2.step == 3 and r2.steps_this_run == 2
+
+
+# ------------------------------------------------------------------------------------------ CLI errors
+
+def _cli(args, capsys):
+    rc = cli_main(["train", *map(str, args)])
+    return rc, capsys.readouterr().err
+
+
+def test_cli_errors(data, tmp_path, capsys):
+    common = ["--steps", "2", "--batch-size", "2", "--crop", "32", "--kernel-size", "3", "--workers", "0",
+              "--no-progress"]
+    rc, err = _cli(["--rainy", tmp_path / "nope", "--clean", data / "clean", "--out", tmp_path / "r1", *common], capsys)
+    assert rc == 2 and "--rainy" in err and "not found" in err
+    (tmp_path / "unreadable").mkdir()
+    (tmp_path / "unreadable" / "a.jpg").write_bytes(b"not a jpeg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc, err = _cli(["--rainy", data / "rainy", "--clean", tmp_path / "unreadable", "--out", tmp_path / "r2",
+                        *common], capsys)
+    assert rc == 2 and "--clean" in err and "no usable image" in err
+    rc, err = _cli(["--rainy", data / "rainy", "--clean", data / "clean", "--out", tmp_path / "r3", "--resume",
+                    *common], capsys)
+    assert rc == 2 and "--resume" in err and "no checkpoint" in err
+    rc, err = _cli(["--rainy", data / "rainy", "--clean", data / "clean", "--out", tmp_path / "r4",
+                    "--val-pairs", tmp_path / "noval", *common], capsys)
+    assert rc == 2 and "--val-pairs" in err
+    rc, err = _cli(["--rainy", data / "rainy", "--clean", data / "clean", "--out", tmp_path / "r5",
+                    "--kernel-size", "4", *common[:-5]], capsys)
+    assert rc == 2 and "kernel_size must be odd" in err
+    # a run folder with checkpoints is not silently restarted; a broken checkpoint is named
+    rc, err = _cli(["--rainy", data / "rainy", "--clean", data / "clean", "--out", tmp_path / "r6", *common], capsys)
+    assert rc == 0
+    rc, err = _cli(["--rainy", data / "rainy", "--clean", data / "clean", "--out", tmp_path / "r6", *common], capsys)
+    assert rc == 2 and "--resume" in err and "already holds checkpoints" in err
+    (tmp_path / "r6" / "step_00000009.safetensors").write_bytes(b"\x00" * 64)
+    rc, err = _cli(["--rainy", data / "rainy", "--clean", data / "clean", "--out", tmp_path / "r6", "--resume",
+                    *common], capsys)
+    assert rc == 2 and "step_00000009.safetensors" in err and "not a readable" in err
+
+
+def test_load_pairs_matches_names(data, tmp_path):
+    pairs = load_pairs(data / "val")
+    assert [(a.name, b.name) for a, b in pairs] == [("0.png", "0.png"), ("1.png", "1.png")]
+    (tmp_path / "v" / "rain").mkdir(parents=True)
+    (tmp_path / "v" / "norain").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        load_pairs(tmp_path / "v")
+
+
+# ------------------------------------------------------------------------------------------ DDP
+
+def test_ddp_two_cpu_processes_stay_in_sync(data, tmp_path):
+    """torchrun with 2 gloo processes, batch 2 each == one process with batch 4 (same samples)."""
+    args = ["--rainy", str(data / "rainy"), "--clean", str(data / "clean"), "--steps", "3", "--crop", "32",
+            "--kernel-size", "3", "--workers", "0", "--no-progress", "--ckpt-every", "3"]
+    env = _env(OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(29500 + os.getpid() % 1000), "-m", "derain", "train",
+                           "--out", str(tmp_path / "ddp"), "--batch-size", "2", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ranks in sync: 2 processes" in proc.stderr
+    assert [s for s, _ in list_checkpoints(tmp_path / "ddp")] == [3]          # one writer
+    single = train(_cfg(data, tmp_path / "single", steps=3, batch_size=4, kernel_size=3, ckpt_every=3), log=_quiet)
+    ddp_t, meta = read_checkpoint(tmp_path / "ddp" / "step_00000003.safetensors")
+    for k, v in single.model.state_dict().items():
+        torch.testing.assert_close(ddp_t[f"model.{k}"], v, rtol=1e-4, atol=1e-5)
+    assert json.loads(meta["config"])["batch_size"] == 2
+
+
+def test_packaged_weights_come_from_a_training_run():
+    """derain/weights/rain_oer_me.safetensors (+ .json): written by derain train's run, loadable, not identity."""
+    from derain.models import RainOerMeNet
+    from derain.models.checkpoint import packaged_weights
+
+    path = packaged_weights()
+    assert path is not None and path.stat().st_size < 400_000
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["metadata"]["trainer"] == "derain train" and meta["metadata"]["step"] > 0
+    net = RainOerMeNet.from_checkpoint(path)
+    x = torch.rand(1, 3, 40, 44)
+    with torch.no_grad():
+        y = net(x)
+    assert torch.isfinite(y).all() and (y - x).abs().max() > 1e-3
