@@ -88,9 +88,9 @@ def _eager_network(model, channels_last):
     return lambda x: rain_oer_me_derain(x, sd)
 
 
-def network_contenders(with_compile: bool = True) -> list[Contender]:
+def network_contenders(with_compile: bool = True, shape=NET_SHAPE) -> list[Contender]:
     model = _network()
-    x = torch.rand(NET_SHAPE)
+    x = torch.rand(shape)
     xcl = x.contiguous(memory_format=torch.channels_last)
     out = [
         Contender("derain_kernels fused", lambda: _no_grad(model.fused(), x), ours=True),
@@ -106,15 +106,19 @@ def network_contenders(with_compile: bool = True) -> list[Contender]:
     return out
 
 
-def cases(quick: bool = False) -> list[Case]:
+def cases(quick: bool = False, smoke: bool = False) -> list[Case]:
+    """smoke: tiny block and network inputs, no torch.compile, to check that every contender runs."""
     out = []
-    for shape in BLOCK_SHAPES[:1] if quick else BLOCK_SHAPES:
+    block_shapes = [(2, 16, 20, 18)] if smoke else BLOCK_SHAPES[:1] if quick else BLOCK_SHAPES
+    net_shape = (1, 3, 40, 36) if smoke else NET_SHAPE
+    for shape in block_shapes:
         s = "x".join(map(str, shape))
         out.append(Case("self_correcting_block", "forward", s, block_contenders(shape, False)))
         out.append(Case("self_correcting_block", "forward+backward", s, block_contenders(shape, True)))
-    out.append(Case("rain_oer_me network", "inference", "x".join(map(str, NET_SHAPE)),
-                    network_contenders(with_compile=not quick),
-                    missing=["torch.compile (skipped in --quick)"] if quick else []))
+    skip_compile = quick or smoke
+    out.append(Case("rain_oer_me network", "inference", "x".join(map(str, net_shape)),
+                    network_contenders(with_compile=not skip_compile, shape=net_shape),
+                    missing=["torch.compile (skipped in --quick)"] if skip_compile else []))
     return out
 
 

@@ -36,9 +36,13 @@ def _fwd_bwd(f, x):
     return run
 
 
-def cases(quick: bool = False) -> list[Case]:
-    shapes = SHAPES[:1] if quick else SHAPES
-    return [case for shape in shapes for case in _cases_for(shape, quick)]
+SMOKE_SHAPES = [(2, 3, 40, 36)]
+
+
+def cases(quick: bool = False, smoke: bool = False) -> list[Case]:
+    """smoke: tiny images (a window larger than the image) to check that every contender runs."""
+    shapes = SMOKE_SHAPES if smoke else SHAPES[:1] if quick else SHAPES
+    return [case for shape in shapes for case in _cases_for(shape, quick and not smoke)]
 
 
 def _cases_for(shape, quick) -> list[Case]:

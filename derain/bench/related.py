@@ -56,8 +56,12 @@ def _fwd_bwd(f, *inputs, grad_of=1):
     return run
 
 
-def cases(quick: bool = False) -> list[Case]:
-    return [case for shape in SHAPES for case in _cases_for(shape, quick)]
+SMOKE_SHAPES = [(2, 3, 24, 20)]
+
+
+def cases(quick: bool = False, smoke: bool = False) -> list[Case]:
+    """smoke: tiny images to check that every contender runs."""
+    return [case for shape in (SMOKE_SHAPES if smoke else SHAPES) for case in _cases_for(shape, quick)]
 
 
 def _cases_for(shape, quick) -> list[Case]:

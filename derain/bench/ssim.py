@@ -73,8 +73,12 @@ def _peers():
     return peers, missing
 
 
-def cases(quick: bool = False) -> list[Case]:
-    return [case for shape in SHAPES for case in _cases_for(shape)]
+SMOKE_SHAPES = [(2, 3, 24, 20)]
+
+
+def cases(quick: bool = False, smoke: bool = False) -> list[Case]:
+    """smoke: tiny images to check that every contender runs."""
+    return [case for shape in (SMOKE_SHAPES if smoke else SHAPES) for case in _cases_for(shape)]
 
 
 def _cases_for(shape) -> list[Case]:
