@@ -8,6 +8,9 @@
 // needs tile by tile, so the forward saves nothing but x and y.
 // ssim_backward_x returns grad_x alone (about 2/5 less transposed-blur work);
 // SSIM is symmetric in (x, y), so grad_y alone is ssim_backward_x(grad, y, x).
+// ssim_with_grad (reductions "mean"/"none") returns (value, d value/dx,
+// d value/dy) from one sweep — the forward of the autograd path, whose backward
+// is then a multiply; d value/dy is empty (0,) when need_y is false.
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(derain, m) {
@@ -17,4 +20,6 @@ TORCH_LIBRARY_FRAGMENT(derain, m) {
         "str padding, str reduction, float k1, float k2) -> (Tensor, Tensor)");
   m.def("ssim_backward_x(Tensor grad, Tensor x, Tensor y, int window_size, float sigma, float data_range, "
         "str padding, str reduction, float k1, float k2) -> Tensor");
+  m.def("ssim_with_grad(Tensor x, Tensor y, int window_size, float sigma, float data_range, str padding, "
+        "str reduction, float k1, float k2, bool need_y) -> (Tensor, Tensor, Tensor)");
 }

@@ -91,6 +91,12 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float =
         out = ssim(x.float(), y.float(), window_size, sigma, data_range, padding, reduction, k1, k2)
         return out.to(x.dtype)
     if _CPP:
+        if reduction != "map" and torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+            # value and gradients in one sweep; the backward is then a multiply.
+            # SSIM is symmetric in (x, y) (bit for bit), so a y-only gradient runs on (y, x).
+            a, b = (x, y) if x.requires_grad else (y, x)
+            return torch.ops.derain.ssim_with_grad(a, b, window_size, sigma, data_range, padding, reduction, k1, k2,
+                                                   x.requires_grad and y.requires_grad)[0]
         return torch.ops.derain.ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
     return reference.ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
 
@@ -136,6 +142,11 @@ if _CPP:
     def _ssim_fake(x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
         return x.new_empty(_output_shape(x, window_size, padding, reduction))
 
+    @torch.library.register_fake("derain::ssim_with_grad")
+    def _ssim_with_grad_fake(x, y, window_size, sigma, data_range, padding, reduction, k1, k2, need_y):
+        gy = x.new_empty(x.shape) if need_y else x.new_empty((0,))
+        return x.new_empty(_output_shape(x, window_size, padding, reduction)), x.new_empty(x.shape), gy
+
     @torch.library.register_fake("derain::ssim_backward")
     def _ssim_backward_fake(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
         return x.new_empty(x.shape), x.new_empty(x.shape)
@@ -150,24 +161,51 @@ if _CPP:
         ctx.save_for_backward(x, y)
         ctx.params = params
 
-    def _ssim_backward(ctx, grad):
+    def _grads_by_ops(grad, x, y, params, need_x, need_y):
         # Only the gradients autograd asks for: ssim_loss(pred, target) needs no
         # grad of the target, and ssim_backward_x skips its share of the work.
         # SSIM is symmetric in (x, y), so grad_y alone is ssim_backward_x(grad, y, x).
-        x, y = ctx.saved_tensors
-        need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if need_x and need_y:
-            gx, gy = torch.ops.derain.ssim_backward(grad, x, y, *ctx.params)
-        elif need_x:
-            gx, gy = torch.ops.derain.ssim_backward_x(grad, x, y, *ctx.params), None
-        elif need_y:
-            gx, gy = None, torch.ops.derain.ssim_backward_x(grad, y, x, *ctx.params)
-        else:
-            gx = gy = None
+            return torch.ops.derain.ssim_backward(grad, x, y, *params)
+        if need_x:
+            return torch.ops.derain.ssim_backward_x(grad, x, y, *params), None
+        if need_y:
+            return None, torch.ops.derain.ssim_backward_x(grad, y, x, *params)
+        return None, None
+
+    def _ssim_backward(ctx, grad):
+        x, y = ctx.saved_tensors
+        gx, gy = _grads_by_ops(grad, x, y, ctx.params, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         return gx, gy, None, None, None, None, None, None, None
 
     torch.library.register_autograd("derain::ssim", _ssim_backward, setup_context=_ssim_setup)
 
+    def _ssim_with_grad_setup(ctx, inputs, output):
+        x, y, *params, need_y = inputs
+        _, unit_gx, unit_gy = output
+        ctx.mark_non_differentiable(unit_gx, unit_gy)
+        ctx.save_for_backward(x, y, unit_gx, unit_gy)
+        ctx.params = params
+        ctx.need_y = need_y
+
+    def _ssim_with_grad_backward(ctx, grad, _grad_unit_gx, _grad_unit_gy):
+        # The op returned d value/dx (and d value/dy): the chain rule is a multiply,
+        # per image for reduction "none". Under create_graph the op path runs instead,
+        # so that double backward fails loudly (not implemented) instead of silently.
+        x, y, unit_gx, unit_gy = ctx.saved_tensors
+        need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if torch.is_grad_enabled():
+            return *_grads_by_ops(grad, x, y, ctx.params, need_x, need_y), *([None] * 8)
+        g = grad.reshape(-1, *([1] * (x.dim() - 1))) if grad.dim() == 1 else grad
+        gx = g * unit_gx if need_x else None
+        gy = None
+        if need_y:
+            gy = g * unit_gy if ctx.need_y else torch.ops.derain.ssim_backward_x(grad, y, x, *ctx.params)
+        return gx, gy, *([None] * 8)
+
+    torch.library.register_autograd("derain::ssim_with_grad", _ssim_with_grad_backward,
+                                    setup_context=_ssim_with_grad_setup)
+
     # ---- CUDA: Triton ----
-    for _op in ("ssim", "ssim_backward", "ssim_backward_x"):
+    for _op in ("ssim", "ssim_backward", "ssim_backward_x", "ssim_with_grad"):
         register_triton_cuda(_op, "ssim", _op)

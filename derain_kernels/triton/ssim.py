@@ -227,6 +227,15 @@ def ssim_backward_x(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, window
     return ssim_backward(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2)[0]
 
 
+def ssim_with_grad(x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: float, data_range: float,
+                   padding: str, reduction: str, k1: float, k2: float, need_y: bool):
+    """Launcher with the schema of derain::ssim_with_grad: (value, d value/dx, d value/dy or an empty (0,))."""
+    value, dmaps = ssim_with_dmaps(x, y, window_size, sigma, data_range, padding, reduction, k1, k2, True)
+    ones = torch.ones(value.shape, dtype=x.dtype, device=x.device)
+    gx, gy = ssim_backward_from_dmaps(ones, x, y, dmaps, window_size, sigma, padding, reduction)
+    return value, gx, gy if need_y else x.new_empty((0,))
+
+
 def ssim_backward_from_dmaps(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, dmaps: torch.Tensor,
                              window_size: int, sigma: float, padding: str, reduction: str):
     """(grad_x, grad_y) from the derivative maps of `ssim_with_dmaps`."""

@@ -1,19 +1,26 @@
-// CPU kernels of SSIM: one fused forward pass and one fused backward pass.
+// CPU kernels of SSIM: one sweep per strip of rows that does the forward and,
+// when asked, the whole backward in the same pass.
 //
-// Forward, per (plane, band of output rows): the horizontal Gaussian pass of the
-// five products x, y, x², y², xy over the band's padded rows (band + halo), then
-// the vertical pass, the SSIM map and (when gradients are needed) the five
-// derivative maps dS/d(mu_x, mu_y, E[x²], E[y²], E[xy]) for the band's rows.
-// Nothing full-size is written except the map (reduction "map") and the
-// derivative maps (only when the backward needs them); "mean"/"none" only keep
-// per-band partial sums.
-//
-// Backward, per (plane, band of input rows): the transposed blur of the five
+// Per (plane, strip of rows), rolling windows of rows kept in per-thread
+// scratch (L1/L2): each padded input row gets the horizontal Gaussian pass of
+// the five products x, y, x², y², xy once (a ring of K rows), each output row
+// the vertical pass, the SSIM value and, for gradients, the derivative maps
+// dS/d(mu_x, mu_y, E[x²], E[y²], E[xy]) (another ring of K rows, times the
+// incoming gradient map for reduction "map"). As soon as the K output rows that
+// read an input row are done, that input row gets the transposed blur of the
 // derivative maps (vertical taps from a per-row table, horizontal by a plain
-// convolution in the interior and the per-column table at the borders), which
-// folds every padding mode in exactly: zero padding, "valid" (scatter) and
+// convolution over zero-extended rows, per-column tables at reflect borders),
+// which folds every padding mode in exactly: zero padding, "valid" (scatter) and
 // reflect (the reflected taps add onto their source rows/columns), then
-//   grad_x = T(D_mx) + 2x T(D_xx) + y T(D_xy),  grad_y = T(D_my) + 2y T(D_yy) + x T(D_xy).
+//   grad_x = g·(T(D_mx) + 2x T(D_xx) + y T(D_xy)),  grad_y = g·(T(D_my) + 2y T(D_yy) + x T(D_xy)).
+// Nothing full-size is written but the results; strips overlap by the K-1
+// output rows of the window (recomputed), and there are only as many strips
+// as the threads need.
+//
+// Ops: ssim (value), ssim_backward / ssim_backward_x (gradients from the
+// incoming gradient, statistics recomputed), ssim_with_grad (value and the
+// gradients of the value for reductions "mean"/"none" in one sweep: the
+// autograd path of ssim_loss, whose backward is then one multiply).
 //
 // Vectorised with `omp simd` (AVX-512 / AVX2 / SSE / NEON, whatever the build
 // targets), both cores via at::parallel_for. Argument checks with clear
@@ -92,8 +99,10 @@ std::vector<double> gaussian_window(int64_t k, double sigma) {
 }
 
 // The transposed blur along one axis as a table: input s gets
-// sum_t table[s*K + t] * d[s - R + t]. `plain[s]` says the row is the window
-// itself with every output in range (the interior, done as a plain convolution).
+// sum_t table[s*K + t] * d[s - R + t] (d zero outside [0, no)). `plain[s]` says
+// the row is the window itself on zero-extended d: every in-range tap equals
+// w[t] (the interior, and every row for zero padding and "valid"), done as a
+// plain convolution.
 template <typename T>
 struct TransposedAxis {
   std::vector<T> table;
@@ -118,10 +127,12 @@ TransposedAxis<T> transposed_axis(const Axis& a, const std::vector<double>& w) {
   ta.table.resize(a.n * K);
   ta.plain.assign(a.n, 0);
   for (int64_t s = 0; s < a.n; ++s) {
-    bool plain = s - R >= 0 && s - R + K - 1 < a.no;
+    bool plain = true;
     for (int64_t t = 0; t < K; ++t) {
       ta.table[s * K + t] = static_cast<T>(acc[s * K + t]);
-      plain = plain && acc[s * K + t] == w[t];
+      const int64_t o = s - R + t;
+      const bool in_range = o >= 0 && o < a.no;
+      plain = plain && (in_range ? acc[s * K + t] == w[t] : acc[s * K + t] == 0.0);
     }
     ta.plain[s] = plain;
   }
@@ -134,6 +145,14 @@ TransposedAxis<T> transposed_axis(const Axis& a, const std::vector<double>& w) {
   return ta;
 }
 
+// The 11-tap symmetric window on the pair sums p_k = a[k] + a[10 - k] and the
+// centre c = a[5], with explicit fused multiply-adds (the build turns off
+// implicit contraction, so every loop rounds the same way on every compiler).
+template <typename T>
+inline T tap11(T w0, T w1, T w2, T w3, T w4, T w5, T p0, T p1, T p2, T p3, T p4, T c) {
+  return std::fma(w0, p0, std::fma(w1, p1, std::fma(w2, p2, std::fma(w3, p3, std::fma(w4, p4, w5 * c)))));
+}
+
 // out[o] = sum_k w[k] a[o + k], o < n_out.
 template <typename T>
 inline void conv_valid(const T* __restrict a, T* __restrict out, int64_t n_out, const T* __restrict w, int64_t K) {
@@ -142,17 +161,27 @@ inline void conv_valid(const T* __restrict a, T* __restrict out, int64_t n_out, 
 DERAIN_SIMD
     for (int64_t o = 0; o < n_out; ++o) {
       // symmetric window: pair the taps
-      out[o] = w0 * (a[o] + a[o + 10]) + w1 * (a[o + 1] + a[o + 9]) + w2 * (a[o + 2] + a[o + 8]) +
-               w3 * (a[o + 3] + a[o + 7]) + w4 * (a[o + 4] + a[o + 6]) + w5 * a[o + 5];
+      out[o] = tap11(w0, w1, w2, w3, w4, w5, a[o] + a[o + 10], a[o + 1] + a[o + 9], a[o + 2] + a[o + 8],
+                     a[o + 3] + a[o + 7], a[o + 4] + a[o + 6], a[o + 5]);
     }
     return;
   }
 DERAIN_SIMD
   for (int64_t o = 0; o < n_out; ++o) {
     T acc = 0;
-    for (int64_t k = 0; k < K; ++k) acc += w[k] * a[o + k];
+    for (int64_t k = 0; k < K; ++k) acc = std::fma(w[k], a[o + k], acc);
     out[o] = acc;
   }
+}
+
+// Sum of a row, in one fixed order (every sweep sums its values with it, so
+// ssim() gives the same bits with and without gradients).
+template <typename T>
+inline T sum_row(const T* a, int64_t n) {
+  T acc = 0;
+  _Pragma("omp simd reduction(+ : acc)")
+  for (int64_t o = 0; o < n; ++o) acc += a[o];
+  return acc;
 }
 
 template <typename T>
@@ -163,40 +192,67 @@ struct Params {
   T c1, c2;
 };
 
-// Forward of one band [i0, i1) of output rows of one plane.
+// What one sweep reads and writes for one plane.
 template <typename T>
-void forward_band(const Params<T>& P, const T* x, const T* y, int64_t i0, int64_t i1, T* map_out, double* sum_out,
-                  T* dmaps, int64_t dmaps_row0, int64_t plane_stride_d, std::vector<T>& scratch) {
+struct PlaneJob {
+  const T* x = nullptr;
+  const T* y = nullptr;
+  T* map = nullptr;         // (Ho, Wo) SSIM map, or null
+  const T* gmap = nullptr;  // (Ho, Wo) incoming gradient of the map ("map"), or null
+  T gscale = T(1);          // 1 / (values averaged) for "mean"/"none"
+  T gplane = T(1);          // incoming gradient of the averaged value, applied last
+  T* gx = nullptr;          // (H, W) gradients (GRAD sweeps); gy null: grad_x alone
+  T* gy = nullptr;
+};
+
+// One sweep over the rows [r0, r1) of one plane: output rows when only values
+// are wanted (GRAD false), input rows when gradients are (GRAD true: the output
+// rows that read them are computed too, K-1 more at each inner strip edge).
+// Returns the sum of the SSIM values of the output rows [r0, r1) when want_sum.
+template <typename T, bool GRAD>
+double sweep(const Params<T>& P, const TransposedAxis<T>* tv, const TransposedAxis<T>* th, const PlaneJob<T>& J,
+             int64_t r0, int64_t r1, bool want_sum, std::vector<T>& scratch) {
   const Axis &ah = P.ax_h, &aw = P.ax_w;
-  const int64_t K = P.K, r = ah.r, W = aw.n, Wp = aw.np, Wo = aw.no;
-  const int64_t nrows = i1 - i0 + K - 1;
-  const T* w = P.w.data();
-  scratch.resize(5 * Wp + 5 * nrows * Wo + 5 * Wo);
+  const int64_t K = P.K, rw = aw.r, W = aw.n, Wp = aw.np, Wo = aw.no, Ho = ah.no;
+  const int64_t Rv = ah.R(), Rh = aw.R();
+  const bool both = GRAD && J.gy != nullptr;
+  const int nch = GRAD ? (both ? 5 : 3) : 0;
+  const int64_t vlen = Wo + 2 * (K - 1), ring = K * Wo;
+  scratch.resize(5 * Wp + 5 * ring + 7 * Wo + nch * (ring + vlen + W));
   T* px = scratch.data();
   T* py = px + Wp;
   T* pxx = py + Wp;
   T* pyy = pxx + Wp;
   T* pxy = pyy + Wp;
-  T* hb = pxy + Wp;  // 5 x nrows x Wo
-  T* st = hb + 5 * nrows * Wo;
-  const int64_t cstride = nrows * Wo;
+  T* hring = pxy + Wp;  // 5 x K rows of the horizontal pass, padded row p in slot p % K
+  T* st = hring + 5 * ring;  // the five statistics of one output row
+  T* srow = st + 5 * Wo;     // SSIM values of one output row
+  T* zero = srow + Wo;       // a row of zeros (taps outside the output rows)
+  T* dring = zero + Wo;      // nch x K rows of derivative maps, output row i in slot i % K
+  T* V = dring + nch * ring;  // nch x vlen: vertical transposed pass, K-1 zeros on each side
+  T* Tm = V + nch * vlen;     // nch x W: both transposed passes of one input row
+  std::fill_n(zero, Wo, T(0));
+  if (GRAD) std::fill_n(V, nch * vlen, T(0));
+  const T* w = P.w.data();
+  const T c1 = P.c1, c2 = P.c2;
 
-  // horizontal pass over the padded rows i0 .. i1 + K - 2
-  for (int64_t j = 0; j < nrows; ++j) {
-    const int64_t s = ah.source(i0 + j);
+  // horizontal pass of padded row p (p >= 0) into its ring slot
+  auto hpass = [&](int64_t p) {
+    T* dst = hring + (p % K) * Wo;
+    const int64_t s = ah.source(p);
     if (s < 0) {
-      for (int c = 0; c < 5; ++c) std::fill_n(hb + c * cstride + j * Wo, Wo, T(0));
-      continue;
+      for (int c = 0; c < 5; ++c) std::fill_n(dst + c * ring, Wo, T(0));
+      return;
     }
-    const T* xr = x + s * W;
-    const T* yr = y + s * W;
+    const T* xr = J.x + s * W;
+    const T* yr = J.y + s * W;
     if (aw.pad == Pad::Valid) {
       std::memcpy(px, xr, W * sizeof(T));
       std::memcpy(py, yr, W * sizeof(T));
     } else {
-      std::memcpy(px + r, xr, W * sizeof(T));
-      std::memcpy(py + r, yr, W * sizeof(T));
-      for (int64_t q = 0; q < r; ++q) {
+      std::memcpy(px + rw, xr, W * sizeof(T));
+      std::memcpy(py + rw, yr, W * sizeof(T));
+      for (int64_t q = 0; q < rw; ++q) {
         const int64_t sl = aw.source(q), sr = aw.source(Wp - 1 - q);
         px[q] = sl < 0 ? T(0) : xr[sl];
         py[q] = sl < 0 ? T(0) : yr[sl];
@@ -210,36 +266,116 @@ DERAIN_SIMD
       pyy[q] = py[q] * py[q];
       pxy[q] = px[q] * py[q];
     }
-    conv_valid(px, hb + 0 * cstride + j * Wo, Wo, w, K);
-    conv_valid(py, hb + 1 * cstride + j * Wo, Wo, w, K);
-    conv_valid(pxx, hb + 2 * cstride + j * Wo, Wo, w, K);
-    conv_valid(pyy, hb + 3 * cstride + j * Wo, Wo, w, K);
-    conv_valid(pxy, hb + 4 * cstride + j * Wo, Wo, w, K);
-  }
+    conv_valid(px, dst, Wo, w, K);
+    conv_valid(py, dst + ring, Wo, w, K);
+    conv_valid(pxx, dst + 2 * ring, Wo, w, K);
+    conv_valid(pyy, dst + 3 * ring, Wo, w, K);
+    conv_valid(pxy, dst + 4 * ring, Wo, w, K);
+  };
 
-  const T c1 = P.c1, c2 = P.c2;
-  double band_sum = 0;
-  for (int64_t i = i0; i < i1; ++i) {
-    // vertical pass: the five statistics of output row i
-    for (int c = 0; c < 5; ++c) {
-      const T* col = hb + c * cstride + (i - i0) * Wo;
-      T* dst = st + c * Wo;
-      if (K == 11) {
+  // transposed blur of the derivative maps into input row s, then its gradients
+  auto grad_row = [&](int64_t s) {
+    const T* trow = tv->table.data() + s * K;
+    const bool vplain = K == 11 && tv->plain[s];
+    for (int ci = 0; ci < nch; ++ci) {
+      T* v = V + ci * vlen + (K - 1);
+      const T* dc = dring + ci * ring;
+      if (vplain) {
+        const T* rr[11];
+        for (int64_t t = 0, i = s - Rv, slot = i >= 0 ? i % K : 0; t < 11; ++t, ++i) {
+          rr[t] = (i >= 0 && i < Ho) ? dc + slot * Wo : zero;
+          if (i >= 0 && ++slot == K) slot = 0;
+        }
         const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
-        const T *r0 = col, *r1 = col + Wo, *r2 = col + 2 * Wo, *r3 = col + 3 * Wo, *r4 = col + 4 * Wo,
-                *r5 = col + 5 * Wo, *r6 = col + 6 * Wo, *r7 = col + 7 * Wo, *r8 = col + 8 * Wo,
-                *r9 = col + 9 * Wo, *r10 = col + 10 * Wo;
+        const T *a0 = rr[0], *a1 = rr[1], *a2 = rr[2], *a3 = rr[3], *a4 = rr[4], *a5 = rr[5], *a6 = rr[6],
+                *a7 = rr[7], *a8 = rr[8], *a9 = rr[9], *a10 = rr[10];
 DERAIN_SIMD
         for (int64_t o = 0; o < Wo; ++o)
-          dst[o] = w0 * (r0[o] + r10[o]) + w1 * (r1[o] + r9[o]) + w2 * (r2[o] + r8[o]) + w3 * (r3[o] + r7[o]) +
-                   w4 * (r4[o] + r6[o]) + w5 * r5[o];
+          v[o] = tap11(w0, w1, w2, w3, w4, w5, a0[o] + a10[o], a1[o] + a9[o], a2[o] + a8[o], a3[o] + a7[o],
+                       a4[o] + a6[o], a5[o]);
+      } else {
+        std::fill_n(v, Wo, T(0));
+        for (int64_t t = 0, i = s - Rv, slot = i >= 0 ? i % K : 0; t < K; ++t, ++i) {
+          const T wt = trow[t];
+          const int64_t sl = slot;
+          if (i >= 0 && ++slot == K) slot = 0;
+          if (i < 0 || i >= Ho || wt == T(0)) continue;
+          const T* d = dc + sl * Wo;
+DERAIN_SIMD
+          for (int64_t o = 0; o < Wo; ++o) v[o] = std::fma(wt, d[o], v[o]);
+        }
+      }
+      // horizontal: input column q gets sum_t table[q][t] v[q - Rh + t]
+      T* tm = Tm + ci * W;
+      const int64_t pb = th->plain_begin, pe = th->plain_end;
+      if (pe > pb) conv_valid(v + pb - Rh, tm + pb, pe - pb, w, K);
+      auto table_columns = [&](int64_t q0, int64_t q1) {
+        for (int64_t q = q0; q < q1; ++q) {
+          const T* hrow = th->table.data() + q * K;
+          T acc = 0;
+          for (int64_t t = 0; t < K; ++t) acc = std::fma(hrow[t], v[q - Rh + t], acc);
+          tm[q] = acc;
+        }
+      };
+      table_columns(0, pe > pb ? pb : W);
+      if (pe > pb) table_columns(pe, W);
+    }
+    const T* xr = J.x + s * W;
+    const T* yr = J.y + s * W;
+    T* gxr = J.gx + s * W;
+    const T gs = J.gscale, gp = J.gplane;
+    if (both) {
+      const T *t0 = Tm, *t1 = Tm + W, *t2 = Tm + 2 * W, *t3 = Tm + 3 * W, *t4 = Tm + 4 * W;
+      T* gyr = J.gy + s * W;
+DERAIN_SIMD
+      for (int64_t q = 0; q < W; ++q) {
+        gxr[q] = gp * (gs * (t0[q] + T(2) * xr[q] * t2[q] + yr[q] * t4[q]));
+        gyr[q] = gp * (gs * (t1[q] + T(2) * yr[q] * t3[q] + xr[q] * t4[q]));
+      }
+    } else {
+      const T *t0 = Tm, *t2 = Tm + W, *t4 = Tm + 2 * W;
+DERAIN_SIMD
+      for (int64_t q = 0; q < W; ++q) gxr[q] = gp * (gs * (t0[q] + T(2) * xr[q] * t2[q] + yr[q] * t4[q]));
+    }
+  };
+
+  int64_t i0 = r0, i1 = r1, own0 = r0, own1 = r1;
+  if (GRAD) {
+    i0 = std::max<int64_t>(0, r0 - Rv);
+    i1 = std::min<int64_t>(Ho, r1 - Rv + K - 1);
+    own0 = std::min(r0, Ho);
+    own1 = std::min(r1, Ho);
+  }
+  for (int64_t p = i0; p < i0 + K - 1; ++p) hpass(p);
+  int64_t next_s = r0;
+  double sum = 0;
+  for (int64_t i = i0; i < i1; ++i) {
+    hpass(i + K - 1);
+    // vertical pass: the five statistics of output row i
+    for (int c = 0; c < 5; ++c) {
+      const T* base = hring + c * ring;
+      T* dst = st + c * Wo;
+      if (K == 11) {
+        const T* rr[11];
+        for (int64_t k = 0, slot = i % K; k < 11; ++k) {
+          rr[k] = base + slot * Wo;
+          if (++slot == K) slot = 0;
+        }
+        const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
+        const T *a0 = rr[0], *a1 = rr[1], *a2 = rr[2], *a3 = rr[3], *a4 = rr[4], *a5 = rr[5], *a6 = rr[6],
+                *a7 = rr[7], *a8 = rr[8], *a9 = rr[9], *a10 = rr[10];
+DERAIN_SIMD
+        for (int64_t o = 0; o < Wo; ++o)
+          dst[o] = tap11(w0, w1, w2, w3, w4, w5, a0[o] + a10[o], a1[o] + a9[o], a2[o] + a8[o], a3[o] + a7[o],
+                         a4[o] + a6[o], a5[o]);
       } else {
         std::fill_n(dst, Wo, T(0));
-        for (int64_t k = 0; k < K; ++k) {
+        for (int64_t k = 0, slot = i % K; k < K; ++k) {
           const T wk = w[k];
-          const T* src = col + k * Wo;
+          const T* src = base + slot * Wo;
+          if (++slot == K) slot = 0;
 DERAIN_SIMD
-          for (int64_t o = 0; o < Wo; ++o) dst[o] += wk * src[o];
+          for (int64_t o = 0; o < Wo; ++o) dst[o] = std::fma(wk, src[o], dst[o]);
         }
       }
     }
@@ -248,15 +384,10 @@ DERAIN_SIMD
     const T* exx = st + 2 * Wo;
     const T* eyy = st + 3 * Wo;
     const T* exy = st + 4 * Wo;
-    T* mrow = map_out ? map_out + i * Wo : nullptr;
+    const bool own = i >= own0 && i < own1;
     T row_sum = 0;
-    if (dmaps) {
-      T* d0 = dmaps + (i - dmaps_row0) * Wo;
-      T* d1 = d0 + plane_stride_d;
-      T* d2 = d1 + plane_stride_d;
-      T* d3 = d2 + plane_stride_d;
-      T* d4 = d3 + plane_stride_d;
-      // (the backward needs no sum: no reduction, which keeps this loop vectorised)
+    if (!GRAD) {
+      T* dst = J.map ? J.map + i * Wo : srow;
 DERAIN_SIMD
       for (int64_t o = 0; o < Wo; ++o) {
         const T ux = mx[o], uy = my[o];
@@ -269,155 +400,84 @@ DERAIN_SIMD
         const T b1 = a1 + du * du;
         const T a2 = T(2) * sxy + c2;
         const T b2 = sx + sy + c2;
-        const T den = b1 * b2;
-        const T inv = T(1) / den;
-        const T s = (a1 * a2) * inv;
-        const T t1 = a2 * inv;  // dS/da1
-        const T t2 = s / b1;    // -dS/db1
-        const T t3 = a1 * inv;  // dS/da2
-        const T t4 = s / b2;    // -dS/db2
-        const T ax = vx < T(0) ? T(0) : -t4;
-        const T ay = vy < T(0) ? T(0) : -t4;
-        const T bxy = vx < T(0) ? T(0) : (vy < T(0) ? T(0) : T(2) * t3);
-        d0[o] = T(2) * (uy * t1 - ux * t2) - T(2) * ux * ax - uy * bxy;
-        d1[o] = T(2) * (ux * t1 - uy * t2) - T(2) * uy * ay - ux * bxy;
-        d2[o] = ax;
-        d3[o] = ay;
-        d4[o] = bxy;
+        dst[o] = (a1 * a2) / (b1 * b2);  // the same arithmetic as the GRAD sweep's values
       }
-    } else if (mrow) {
-      // (separate loops: a conditional store keeps the vectoriser off)
-      _Pragma("omp simd reduction(+ : row_sum)")
-      for (int64_t o = 0; o < Wo; ++o) {
-        const T ux = mx[o], uy = my[o];
-        const T vx = exx[o] - ux * ux, vy = eyy[o] - uy * uy, cxy = exy[o] - ux * uy;
-        const T sx = vx < T(0) ? T(0) : vx, sy = vy < T(0) ? T(0) : vy;
-        const T sxy = vx < T(0) ? T(0) : (vy < T(0) ? T(0) : cxy);
-        const T a1 = T(2) * (ux * uy) + c1;
-        const T du = ux - uy;
-        const T b1 = a1 + du * du;
-        const T a2 = T(2) * sxy + c2;
-        const T b2 = sx + sy + c2;
-        const T s = (a1 * a2) / (b1 * b2);
-        row_sum += s;
-        mrow[o] = s;
-      }
+      row_sum = sum_row(dst, Wo);
     } else {
-      _Pragma("omp simd reduction(+ : row_sum)")
-      for (int64_t o = 0; o < Wo; ++o) {
-        const T ux = mx[o], uy = my[o];
-        const T vx = exx[o] - ux * ux, vy = eyy[o] - uy * uy, cxy = exy[o] - ux * uy;
-        const T sx = vx < T(0) ? T(0) : vx, sy = vy < T(0) ? T(0) : vy;
-        const T sxy = vx < T(0) ? T(0) : (vy < T(0) ? T(0) : cxy);
-        const T a1 = T(2) * (ux * uy) + c1;
-        const T du = ux - uy;
-        const T b1 = a1 + du * du;
-        const T a2 = T(2) * sxy + c2;
-        const T b2 = sx + sy + c2;
-        const T s = (a1 * a2) / (b1 * b2);
-        row_sum += s;
-      }
-    }
-    band_sum += static_cast<double>(row_sum);
-  }
-  *sum_out = band_sum;
-}
-
-int64_t forward_band_rows(int64_t Wo, int64_t planes, int64_t no) {
-  int64_t tb = std::max<int64_t>(16, std::min<int64_t>(64, 16384 / std::max<int64_t>(Wo, 1)));
-  // enough bands to keep every thread busy on few large planes
-  const int64_t threads = at::get_num_threads();
-  while (tb > 8 && planes * ((no + tb - 1) / tb) < 4 * threads) tb /= 2;
-  return tb;
-}
-
-// Backward of the input rows [s0, s1) of one plane.
-template <typename T, bool MAP_GRAD>
-void backward_band(const Params<T>& P, const TransposedAxis<T>& tv, const TransposedAxis<T>& th, const T* x,
-                   const T* y, const T* dm, int64_t dm_row0, int64_t plane_stride_d, const T* gmap, T gscale,
-                   int64_t s0, int64_t s1,
-                   T* gx, T* gy, std::vector<T>& scratch) {
-  // gy == nullptr: only grad_x, which needs the derivative maps 0, 2, 4 only
-  static constexpr int kAll[5] = {0, 1, 2, 3, 4}, kX[3] = {0, 2, 4};
-  const int* chans = gy ? kAll : kX;
-  const int nch = gy ? 5 : 3;
-  const Axis &ah = P.ax_h, &aw = P.ax_w;
-  const int64_t K = P.K, W = aw.n, Wo = aw.no, Ho = ah.no;
-  const int64_t Rv = ah.R(), Rh = aw.R();
-  const T* w = P.w.data();
-  scratch.resize(5 * (Wo + 2 * (K - 1)) + 5 * W);
-  const int64_t vlen = Wo + 2 * (K - 1);  // V with K-1 zeros on each side
-  T* V = scratch.data();
-  T* Tm = V + 5 * vlen;
-  std::fill_n(V, 5 * vlen, T(0));
-  for (int64_t s = s0; s < s1; ++s) {
-    // vertical transposed taps
-    for (int ci = 0; ci < nch; ++ci) std::fill_n(V + chans[ci] * vlen + (K - 1), Wo, T(0));
-    const T* trow = tv.table.data() + s * K;
-    if (!MAP_GRAD && K == 11 && tv.plain[s]) {
-      // interior row: the 11 taps are the window itself, all outputs in range
-      const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
-      for (int ci = 0; ci < nch; ++ci) {
-        const int c = chans[ci];
-        const T* d = dm + c * plane_stride_d + (s - Rv - dm_row0) * Wo;
-        const T *r0 = d, *r1 = d + Wo, *r2 = d + 2 * Wo, *r3 = d + 3 * Wo, *r4 = d + 4 * Wo, *r5 = d + 5 * Wo,
-                *r6 = d + 6 * Wo, *r7 = d + 7 * Wo, *r8 = d + 8 * Wo, *r9 = d + 9 * Wo, *r10 = d + 10 * Wo;
-        T* v = V + c * vlen + (K - 1);
+      // derivative maps of output row i: slots mx, my, xx, yy, xy (both) or mx, xx, xy (grad_x alone)
+      T* d0 = dring + (i % K) * Wo;
+      T* d1 = d0 + ring;
+      T* d2 = d1 + ring;
+      T* d3 = d2 + ring;
+      T* d4 = d3 + ring;
+      // (no reduction in these loops: keeps them vectorised; the values go to srow)
+#define DERAIN_SSIM_DERIVATIVES                                      \
+  const T ux = mx[o], uy = my[o];                                    \
+  const T vx = exx[o] - ux * ux, vy = eyy[o] - uy * uy, cxy = exy[o] - ux * uy; \
+  const T sx = vx < T(0) ? T(0) : vx, sy = vy < T(0) ? T(0) : vy;    \
+  const T sxy = vx < T(0) ? T(0) : (vy < T(0) ? T(0) : cxy);         \
+  const T a1 = T(2) * (ux * uy) + c1;                                \
+  const T du = ux - uy;                                              \
+  const T b1 = a1 + du * du;                                         \
+  const T a2 = T(2) * sxy + c2;                                      \
+  const T b2 = sx + sy + c2;                                         \
+  const T den = b1 * b2;                                             \
+  const T inv = T(1) / den;                                          \
+  const T s = (a1 * a2) / den; /* exactly 1 for identical images */ \
+  const T t1 = a2 * inv;       /* dS/da1 */                          \
+  const T t2 = s * (b2 * inv); /* -dS/db1 = S / b1 */                \
+  const T t3 = a1 * inv;       /* dS/da2 */                          \
+  const T t4 = s * (b1 * inv); /* -dS/db2 = S / b2 */                \
+  const T ax = vx < T(0) ? T(0) : -t4;                               \
+  const T ay = vy < T(0) ? T(0) : -t4;                               \
+  const T bxy = vx < T(0) ? T(0) : (vy < T(0) ? T(0) : T(2) * t3);
+      if (both) {
 DERAIN_SIMD
-        for (int64_t o = 0; o < Wo; ++o)
-          v[o] = w0 * (r0[o] + r10[o]) + w1 * (r1[o] + r9[o]) + w2 * (r2[o] + r8[o]) + w3 * (r3[o] + r7[o]) +
-                 w4 * (r4[o] + r6[o]) + w5 * r5[o];
-      }
-    } else
-    for (int64_t t = 0; t < K; ++t) {
-      const int64_t i = s - Rv + t;
-      const T wt = trow[t];
-      if (i < 0 || i >= Ho || wt == T(0)) continue;
-      const T* g = MAP_GRAD ? gmap + i * Wo : nullptr;
-      for (int ci = 0; ci < nch; ++ci) {
-        const int c = chans[ci];
-        const T* d = dm + c * plane_stride_d + (i - dm_row0) * Wo;
-        T* v = V + c * vlen + (K - 1);
-        if (MAP_GRAD) {
+        for (int64_t o = 0; o < Wo; ++o) {
+          DERAIN_SSIM_DERIVATIVES
+          srow[o] = s;
+          d0[o] = T(2) * (uy * t1 - ux * t2) - T(2) * ux * ax - uy * bxy;
+          d1[o] = T(2) * (ux * t1 - uy * t2) - T(2) * uy * ay - ux * bxy;
+          d2[o] = ax;
+          d3[o] = ay;
+          d4[o] = bxy;
+        }
+      } else {
 DERAIN_SIMD
-          for (int64_t o = 0; o < Wo; ++o) v[o] += wt * (g[o] * d[o]);
-        } else {
-DERAIN_SIMD
-          for (int64_t o = 0; o < Wo; ++o) v[o] += wt * d[o];
+        for (int64_t o = 0; o < Wo; ++o) {
+          DERAIN_SSIM_DERIVATIVES
+          (void)ay;
+          srow[o] = s;
+          d0[o] = T(2) * (uy * t1 - ux * t2) - T(2) * ux * ax - uy * bxy;
+          d1[o] = ax;
+          d2[o] = bxy;
         }
       }
-    }
-    // horizontal transposed taps: input column q gets sum_t table[q][t] V[q - Rh + t]
-    for (int ci = 0; ci < nch; ++ci) {
-      const int c = chans[ci];
-      const T* v = V + c * vlen + (K - 1);  // v[o], o may run K-1 outside [0, Wo): zeros
-      T* tm = Tm + c * W;
-      const int64_t pb = th.plain_begin, pe = th.plain_end;
-      if (pe > pb) conv_valid(v + pb - Rh, tm + pb, pe - pb, w, K);
-      for (int64_t q = 0; q < W; ++q) {
-        if (q >= pb && q < pe) continue;
-        const T* hrow = th.table.data() + q * K;
-        T acc = 0;
-        for (int64_t t = 0; t < K; ++t) acc += hrow[t] * v[q - Rh + t];
-        tm[q] = acc;
-      }
-    }
-    const T* xr = x + s * W;
-    const T* yr = y + s * W;
-    T* gxr = gx + s * W;
-    const T *t0 = Tm, *t1 = Tm + W, *t2 = Tm + 2 * W, *t3 = Tm + 3 * W, *t4 = Tm + 4 * W;
-    if (gy) {
-      T* gyr = gy + s * W;
+#undef DERAIN_SSIM_DERIVATIVES
+      if (J.gmap) {
+        const T* g = J.gmap + i * Wo;
+        for (int ci = 0; ci < nch; ++ci) {
+          T* d = d0 + ci * ring;
 DERAIN_SIMD
-      for (int64_t q = 0; q < W; ++q) {
-        gxr[q] = gscale * (t0[q] + T(2) * xr[q] * t2[q] + yr[q] * t4[q]);
-        gyr[q] = gscale * (t1[q] + T(2) * yr[q] * t3[q] + xr[q] * t4[q]);
+          for (int64_t o = 0; o < Wo; ++o) d[o] = g[o] * d[o];
+        }
       }
-    } else {
-DERAIN_SIMD
-      for (int64_t q = 0; q < W; ++q) gxr[q] = gscale * (t0[q] + T(2) * xr[q] * t2[q] + yr[q] * t4[q]);
+      if (want_sum && own) row_sum = sum_row(srow, Wo);
+      // the input rows whose K output rows are all done
+      while (next_s < r1 && (next_s - Rv + K - 1 <= i || i == i1 - 1)) grad_row(next_s++);
     }
+    if (own) sum += static_cast<double>(row_sum);
   }
+  return sum;
+}
+
+// Strips per plane for `threads` threads: (plane, strip) units that split
+// evenly over the threads (or are plenty), strips of at least 2K rows.
+int64_t strips_per_plane(int64_t planes, int64_t rows, int64_t K) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  int64_t n = 1;
+  while (!((planes * n) % threads == 0 || planes * n >= 4 * threads) && rows / (n + 1) >= 2 * K) ++n;
+  return n;
 }
 
 struct Checked {
@@ -454,6 +514,35 @@ Params<T> make_params(const Axis& ah, const Axis& aw, int64_t K, const std::vect
   return P;
 }
 
+// Planes averaged into one value: all of them ("mean", or 2-D input), or one image's ("none").
+int64_t planes_per_value(const Checked& a, const at::Tensor& x) {
+  return (a.red == Red::Mean || x.dim() == 2) ? a.planes : (x.size(0) > 0 ? a.planes / x.size(0) : 0);
+}
+
+// The reduced value ("mean": (), "none": (B,)) from the per-(plane, strip) sums.
+at::Tensor reduce_value(const Checked& a, const at::Tensor& x, const std::vector<double>& partial, int64_t n,
+                        int64_t Ho, int64_t Wo) {
+  std::vector<double> plane_sum(a.planes, 0.0);
+  for (int64_t p = 0; p < a.planes; ++p)
+    for (int64_t b = 0; b < n; ++b) plane_sum[p] += partial[p * n + b];
+  const double per_plane = static_cast<double>(Ho * Wo);
+  if (a.red == Red::Mean || x.dim() == 2) {
+    double total = 0;
+    for (double v : plane_sum) total += v;
+    return at::scalar_tensor(total / (per_plane * static_cast<double>(a.planes)), x.options());
+  }
+  const int64_t B = x.size(0);
+  at::Tensor out = at::empty({B}, x.options().dtype(at::kDouble));
+  auto acc = out.accessor<double, 1>();
+  const int64_t per_b = planes_per_value(a, x);
+  for (int64_t b = 0; b < B; ++b) {
+    double s = 0;
+    for (int64_t p = b * per_b; p < (b + 1) * per_b; ++p) s += plane_sum[p];
+    acc[b] = s / (per_plane * static_cast<double>(per_b));
+  }
+  return out.to(x.scalar_type());
+}
+
 at::Tensor ssim_cpu(const at::Tensor& x_in, const at::Tensor& y_in, int64_t window_size, double sigma,
                     double data_range, c10::string_view padding, c10::string_view reduction, double k1, double k2) {
   const Checked a = check_args(x_in, y_in, window_size, padding, reduction);
@@ -467,9 +556,8 @@ at::Tensor ssim_cpu(const at::Tensor& x_in, const at::Tensor& y_in, int64_t wind
   map_shape.push_back(Wo);
   at::Tensor map_out = a.red == Red::Map ? at::empty(map_shape, x.options()) : at::Tensor();
 
-  const int64_t tb = forward_band_rows(Wo, planes, Ho);
-  const int64_t nb = (Ho + tb - 1) / tb;
-  std::vector<double> partial(planes * nb, 0.0);
+  const int64_t n = strips_per_plane(planes, Ho, window_size), strip = (Ho + n - 1) / n;
+  std::vector<double> partial(planes * n, 0.0);
   const auto wd = gaussian_window(window_size, sigma);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_cpu", [&] {
@@ -478,125 +566,101 @@ at::Tensor ssim_cpu(const at::Tensor& x_in, const at::Tensor& y_in, int64_t wind
     const T* xp = x.data_ptr<T>();
     const T* yp = y.data_ptr<T>();
     T* mp = map_out.defined() ? map_out.data_ptr<T>() : nullptr;
-    at::parallel_for(0, planes * nb, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, planes * n, 1, [&](int64_t begin, int64_t end) {
       std::vector<T> scratch;
       for (int64_t u = begin; u < end; ++u) {
-        const int64_t p = u / nb, b = u % nb;
-        const int64_t i0 = b * tb, i1 = std::min(Ho, i0 + tb);
-        forward_band<T>(P, xp + p * H * W, yp + p * H * W, i0, i1, mp ? mp + p * Ho * Wo : nullptr, &partial[u],
-                        nullptr, 0, 0, scratch);
+        const int64_t p = u / n, b = u % n;
+        const int64_t i0 = std::min(Ho, b * strip), i1 = std::min(Ho, i0 + strip);
+        if (i1 <= i0) continue;
+        PlaneJob<T> J;
+        J.x = xp + p * H * W;
+        J.y = yp + p * H * W;
+        J.map = mp ? mp + p * Ho * Wo : nullptr;
+        partial[u] = sweep<T, false>(P, nullptr, nullptr, J, i0, i1, true, scratch);
       }
     });
   });
-
   if (a.red == Red::Map) return map_out;
-  std::vector<double> plane_sum(planes, 0.0);
-  for (int64_t p = 0; p < planes; ++p)
-    for (int64_t b = 0; b < nb; ++b) plane_sum[p] += partial[p * nb + b];
-  const double per_plane = static_cast<double>(Ho * Wo);
-  if (a.red == Red::Mean || x_in.dim() == 2) {
-    double total = 0;
-    for (double v : plane_sum) total += v;
-    return at::scalar_tensor(total / (per_plane * static_cast<double>(planes)), x.options());
-  }
-  const int64_t B = x_in.size(0);
-  at::Tensor out = at::empty({B}, x.options().dtype(at::kDouble));
-  auto acc = out.accessor<double, 1>();
-  const int64_t per_b = B > 0 ? planes / B : 0;
-  for (int64_t b = 0; b < B; ++b) {
-    double s = 0;
-    for (int64_t p = b * per_b; p < (b + 1) * per_b; ++p) s += plane_sum[p];
-    acc[b] = s / (per_plane * static_cast<double>(per_b));
-  }
-  return out.to(x.scalar_type());
+  return reduce_value(a, x_in, partial, n, Ho, Wo);
 }
 
-// The backward recomputes what it needs: per (plane, band of input rows), the
-// forward statistics and the five derivative maps of the output rows that the
-// band's transposed window reaches (band + halo, in per-thread scratch), then
-// the transposed blur. No full-size intermediate is saved or allocated.
-// need_y false: only grad_x (gy stays undefined), skipping the transposed blur
-// of the two derivative maps that only grad_y reads.
-std::tuple<at::Tensor, at::Tensor> ssim_backward_impl(const at::Tensor& grad, const at::Tensor& x_in,
-                                                      const at::Tensor& y_in, int64_t window_size, double sigma,
-                                                      double data_range, c10::string_view padding,
-                                                      c10::string_view reduction, double k1, double k2,
-                                                      bool need_y) {
+// Gradients of the reduced value (and the value itself when value_out): one GRAD
+// sweep per (plane, strip of input rows). grad undefined: the gradients of the
+// value itself ("mean"/"none" only), i.e. an incoming gradient of ones.
+// need_y false: grad_x alone (3 of the 5 transposed blurs); gy stays undefined.
+std::tuple<at::Tensor, at::Tensor> ssim_gradients(const at::Tensor& grad, const at::Tensor& x_in,
+                                                  const at::Tensor& y_in, int64_t window_size, double sigma,
+                                                  double data_range, c10::string_view padding,
+                                                  c10::string_view reduction, double k1, double k2, bool need_y,
+                                                  at::Tensor* value_out) {
   const Checked a = check_args(x_in, y_in, window_size, padding, reduction);
-  TORCH_CHECK(grad.scalar_type() == x_in.scalar_type(), "derain.ssim_backward: grad must have x's dtype");
   const int64_t H = a.H, W = a.W, planes = a.planes;
   const Axis ah(H, window_size, a.pad), aw(W, window_size, a.pad);
   const int64_t Ho = ah.no, Wo = aw.no;
   at::Tensor x = x_in.contiguous(), y = y_in.contiguous();
   at::Tensor gx = at::empty(x_in.sizes(), x.options());
   at::Tensor gy = need_y ? at::empty(x_in.sizes(), x.options()) : at::Tensor();
-  if (planes == 0) return {gx, gy};
 
-  // per-plane scale of the incoming gradient ("mean"/"none"), or the map itself ("map")
-  std::vector<double> gscale(planes, 1.0);
+  // per-plane incoming gradient of the value ("mean"/"none"), or the map ("map")
+  std::vector<double> gplane(planes, 1.0);
   at::Tensor gmap;
-  const double per_plane = static_cast<double>(Ho * Wo);
-  if (a.red == Red::Map) {
-    TORCH_CHECK(grad.numel() == planes * Ho * Wo, "derain.ssim_backward: grad must have the map's shape");
-    gmap = grad.contiguous();
-  } else if (a.red == Red::Mean || x_in.dim() == 2) {
-    TORCH_CHECK(grad.numel() == 1, "derain.ssim_backward: grad must be a scalar for reduction 'mean'");
-    const double v = grad.item<double>() / (per_plane * static_cast<double>(planes));
-    std::fill(gscale.begin(), gscale.end(), v);
+  const int64_t per_value = planes_per_value(a, x_in);
+  if (grad.defined()) {
+    TORCH_CHECK(grad.scalar_type() == x_in.scalar_type(), "derain.ssim_backward: grad must have x's dtype");
+    if (a.red == Red::Map) {
+      TORCH_CHECK(grad.numel() == planes * Ho * Wo, "derain.ssim_backward: grad must have the map's shape");
+      gmap = grad.contiguous();
+    } else if (a.red == Red::Mean || x_in.dim() == 2) {
+      TORCH_CHECK(grad.numel() == 1, "derain.ssim_backward: grad must be a scalar for reduction 'mean'");
+      std::fill(gplane.begin(), gplane.end(), grad.item<double>());
+    } else {
+      TORCH_CHECK(grad.numel() == x_in.size(0), "derain.ssim_backward: grad must have shape (B,) for reduction 'none'");
+      at::Tensor g = grad.to(at::kDouble).contiguous().reshape({-1});
+      auto acc = g.accessor<double, 1>();
+      for (int64_t p = 0; p < planes; ++p) gplane[p] = acc[p / per_value];
+    }
   } else {
-    const int64_t B = x_in.size(0), per_b = planes / B;
-    TORCH_CHECK(grad.numel() == B, "derain.ssim_backward: grad must have shape (B,) for reduction 'none'");
-    at::Tensor g = grad.to(at::kDouble).contiguous().reshape({-1});
-    auto acc = g.accessor<double, 1>();
-    for (int64_t p = 0; p < planes; ++p) gscale[p] = acc[p / per_b] / (per_plane * static_cast<double>(per_b));
+    TORCH_CHECK(a.red != Red::Map, "derain.ssim_with_grad: reduction must be 'mean' or 'none'");
   }
+  const double gscale = a.red == Red::Map ? 1.0 : 1.0 / (static_cast<double>(Ho * Wo) * std::max<int64_t>(per_value, 1));
 
-  // band of input rows: forward scratch (band + 4r rows) and derivative maps
-  // (band + 2r rows) of about 1 MiB (L2), and enough units for every thread
-  const int64_t r = window_size / 2;
-  const int64_t row_bytes = 10 * Wo * static_cast<int64_t>(x.element_size());
-  int64_t band = std::max<int64_t>(16, (int64_t(1) << 20) / std::max<int64_t>(row_bytes, 1) - 4 * r);
-  band = std::min(band, H);
-  while (band > 16 && planes * ((H + band - 1) / band) < 2 * at::get_num_threads()) band = (band + 1) / 2;
-  const int64_t nb = (H + band - 1) / band;
+  // strips of output rows as in ssim_cpu (the same sums, so the same value); the
+  // last strip also takes the input rows below the output rows ("valid")
+  const int64_t n = strips_per_plane(planes, Ho, window_size), strip = (Ho + n - 1) / n;
+  std::vector<double> partial(planes * n, 0.0);
   const auto wd = gaussian_window(window_size, sigma);
-
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_backward_cpu", [&] {
-    using T = scalar_t;
-    const Params<T> P = make_params<T>(ah, aw, window_size, wd, k1, k2, data_range);
-    const auto tv = transposed_axis<T>(ah, wd);
-    const auto th = transposed_axis<T>(aw, wd);
-    const int64_t Rv = ah.R();
-    const T* xp = x.data_ptr<T>();
-    const T* yp = y.data_ptr<T>();
-    const T* gp = gmap.defined() ? gmap.data_ptr<T>() : nullptr;
-    T* gxp = gx.data_ptr<T>();
-    T* gyp = need_y ? gy.data_ptr<T>() : nullptr;
-    at::parallel_for(0, planes * nb, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> fwd_scratch, bwd_scratch, dscratch;
-      for (int64_t u = begin; u < end; ++u) {
-        const int64_t p = u / nb, b = u % nb;
-        const int64_t s0 = b * band, s1 = std::min(H, s0 + band);
-        const int64_t off = p * H * W;
-        // output rows read by input rows s0 .. s1-1
-        const int64_t i0 = std::max<int64_t>(0, s0 - Rv), i1 = std::min<int64_t>(Ho, s1 - Rv + window_size - 1);
-        const int64_t nrows = std::max<int64_t>(0, i1 - i0);
-        dscratch.resize(std::max<int64_t>(1, 5 * nrows * Wo));
-        double unused_sum;
-        if (nrows > 0)
-          forward_band<T>(P, xp + off, yp + off, i0, i1, nullptr, &unused_sum, dscratch.data(), i0, nrows * Wo,
-                          fwd_scratch);
-        if (gp) {
-          backward_band<T, true>(P, tv, th, xp + off, yp + off, dscratch.data(), i0, nrows * Wo,
-                                 gp + p * Ho * Wo, T(1), s0, s1, gxp + off, gyp ? gyp + off : nullptr, bwd_scratch);
-        } else {
-          backward_band<T, false>(P, tv, th, xp + off, yp + off, dscratch.data(), i0, nrows * Wo, nullptr,
-                                  static_cast<T>(gscale[p]), s0, s1, gxp + off, gyp ? gyp + off : nullptr,
-                                  bwd_scratch);
+  if (planes > 0) {
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_gradients_cpu", [&] {
+      using T = scalar_t;
+      const Params<T> P = make_params<T>(ah, aw, window_size, wd, k1, k2, data_range);
+      const auto tv = transposed_axis<T>(ah, wd);
+      const auto th = transposed_axis<T>(aw, wd);
+      const T* xp = x.data_ptr<T>();
+      const T* yp = y.data_ptr<T>();
+      const T* gp = gmap.defined() ? gmap.data_ptr<T>() : nullptr;
+      T* gxp = gx.data_ptr<T>();
+      T* gyp = need_y ? gy.data_ptr<T>() : nullptr;
+      at::parallel_for(0, planes * n, 1, [&](int64_t begin, int64_t end) {
+        std::vector<T> scratch;
+        for (int64_t u = begin; u < end; ++u) {
+          const int64_t p = u / n, b = u % n;
+          const int64_t s0 = std::min(Ho, b * strip), s1 = b == n - 1 ? H : std::min(Ho, s0 + strip);
+          if (s1 <= s0) continue;
+          const int64_t off = p * H * W;
+          PlaneJob<T> J;
+          J.x = xp + off;
+          J.y = yp + off;
+          J.gmap = gp ? gp + p * Ho * Wo : nullptr;
+          J.gscale = static_cast<T>(gscale);
+          J.gplane = static_cast<T>(gplane[p]);
+          J.gx = gxp + off;
+          J.gy = gyp ? gyp + off : nullptr;
+          partial[u] = sweep<T, true>(P, &tv, &th, J, s0, s1, value_out != nullptr, scratch);
         }
-      }
+      });
     });
-  });
+  }
+  if (value_out) *value_out = reduce_value(a, x_in, partial, n, Ho, Wo);
   return {gx, gy};
 }
 
@@ -604,14 +668,26 @@ std::tuple<at::Tensor, at::Tensor> ssim_backward_cpu(const at::Tensor& grad, con
                                                      int64_t window_size, double sigma, double data_range,
                                                      c10::string_view padding, c10::string_view reduction, double k1,
                                                      double k2) {
-  return ssim_backward_impl(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2, true);
+  return ssim_gradients(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2, true, nullptr);
 }
 
 at::Tensor ssim_backward_x_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y, int64_t window_size,
                                double sigma, double data_range, c10::string_view padding,
                                c10::string_view reduction, double k1, double k2) {
   return std::get<0>(
-      ssim_backward_impl(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2, false));
+      ssim_gradients(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2, false, nullptr));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ssim_with_grad_cpu(const at::Tensor& x, const at::Tensor& y,
+                                                                  int64_t window_size, double sigma,
+                                                                  double data_range, c10::string_view padding,
+                                                                  c10::string_view reduction, double k1, double k2,
+                                                                  bool need_y) {
+  at::Tensor value;
+  auto [gx, gy] = ssim_gradients(at::Tensor(), x, y, window_size, sigma, data_range, padding, reduction, k1, k2,
+                                 need_y, &value);
+  if (!need_y) gy = at::empty({0}, x.options());
+  return {value, gx, gy};
 }
 
 }  // namespace
@@ -620,6 +696,7 @@ TORCH_LIBRARY_IMPL(derain, CPU, m) {
   m.impl("ssim", &ssim_cpu);
   m.impl("ssim_backward", &ssim_backward_cpu);
   m.impl("ssim_backward_x", &ssim_backward_x_cpu);
+  m.impl("ssim_with_grad", &ssim_with_grad_cpu);
 }
 
 }  // namespace derain
