@@ -315,6 +315,18 @@ def test_ssim_with_grad_thread_counts_agree():
         torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
 
 
+def test_ssim_backward_twice_with_retain_graph():
+    # the saved gradients of the value serve every backward of a retained graph
+    x, y = _images((2, 3, 19, 23))
+    a, b = x.clone().requires_grad_(), y.clone().requires_grad_()
+    loss = dk.ssim_loss(a, b, reduction="none").sum()
+    loss.backward(retain_graph=True)
+    ga, gb = a.grad.clone(), b.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(a.grad, 2 * ga, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(b.grad, 2 * gb, rtol=1e-6, atol=1e-7)
+
+
 def test_ssim_double_backward_is_not_silent():
     # the fast path's backward is a multiply by saved gradients; with create_graph the
     # backward ops run instead, and differentiating them again raises instead of returning zeros

@@ -184,24 +184,25 @@ if _CPP:
         x, y, *params, need_y = inputs
         _, unit_gx, unit_gy = output
         ctx.mark_non_differentiable(unit_gx, unit_gy)
+        ctx.set_materialize_grads(False)  # no full-size zero gradients for the two unused outputs
         ctx.save_for_backward(x, y, unit_gx, unit_gy)
         ctx.params = params
         ctx.need_y = need_y
 
     def _ssim_with_grad_backward(ctx, grad, _grad_unit_gx, _grad_unit_gy):
         # The op returned d value/dx (and d value/dy): the chain rule is a multiply,
-        # per image for reduction "none". Under create_graph the op path runs instead,
-        # so that double backward fails loudly (not implemented) instead of silently.
+        # per image for reduction "none". Under create_graph the backward ops run
+        # instead, so that double backward fails loudly (not implemented) instead of
+        # silently returning zeros.
+        nones = [None] * 8
+        if grad is None:
+            return None, None, *nones
         x, y, unit_gx, unit_gy = ctx.saved_tensors
         need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if torch.is_grad_enabled():
-            return *_grads_by_ops(grad, x, y, ctx.params, need_x, need_y), *([None] * 8)
+        if torch.is_grad_enabled() or (need_y and not ctx.need_y):
+            return *_grads_by_ops(grad, x, y, ctx.params, need_x, need_y), *nones
         g = grad.reshape(-1, *([1] * (x.dim() - 1))) if grad.dim() == 1 else grad
-        gx = g * unit_gx if need_x else None
-        gy = None
-        if need_y:
-            gy = g * unit_gy if ctx.need_y else torch.ops.derain.ssim_backward_x(grad, y, x, *ctx.params)
-        return gx, gy, *([None] * 8)
+        return (g * unit_gx if need_x else None), (g * unit_gy if need_y else None), *nones
 
     torch.library.register_autograd("derain::ssim_with_grad", _ssim_with_grad_backward,
                                     setup_context=_ssim_with_grad_setup)

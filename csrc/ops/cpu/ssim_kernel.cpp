@@ -246,6 +246,17 @@ double sweep(const Params<T>& P, const TransposedAxis<T>* tv, const TransposedAx
     }
     const T* xr = J.x + s * W;
     const T* yr = J.y + s * W;
+    // the next rows come from L3 or memory: ask for them now (row by row the
+    // hardware prefetcher alone leaves each copy waiting on its first lines)
+    const int64_t sn = ah.source(p + 1);
+    if (sn >= 0) {
+      const char* xn = reinterpret_cast<const char*>(J.x + sn * W);
+      const char* yn = reinterpret_cast<const char*>(J.y + sn * W);
+      for (int64_t b = 0; b < W * static_cast<int64_t>(sizeof(T)); b += 64) {
+        __builtin_prefetch(xn + b);
+        __builtin_prefetch(yn + b);
+      }
+    }
     if (aw.pad == Pad::Valid) {
       std::memcpy(px, xr, W * sizeof(T));
       std::memcpy(py, yr, W * sizeof(T));
