@@ -316,7 +316,7 @@ def test_ssim_with_grad_thread_counts_agree():
 
 
 def test_ssim_backward_twice_with_retain_graph():
-    # the saved gradients of the value serve every backward of a retained graph
+    # the first backward scales the op's gradient maps in place; a second one must not reuse them
     x, y = _images((2, 3, 19, 23))
     a, b = x.clone().requires_grad_(), y.clone().requires_grad_()
     loss = dk.ssim_loss(a, b, reduction="none").sum()

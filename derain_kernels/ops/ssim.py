@@ -185,24 +185,34 @@ if _CPP:
         _, unit_gx, unit_gy = output
         ctx.mark_non_differentiable(unit_gx, unit_gy)
         ctx.set_materialize_grads(False)  # no full-size zero gradients for the two unused outputs
-        ctx.save_for_backward(x, y, unit_gx, unit_gy)
+        ctx.save_for_backward(x, y)
+        # kept on ctx rather than saved, so that the backward may scale them in place
+        # (non-differentiable outputs hold no reference back to the graph: no cycle)
+        ctx.units = (unit_gx, unit_gy)
         ctx.params = params
         ctx.need_y = need_y
 
     def _ssim_with_grad_backward(ctx, grad, _grad_unit_gx, _grad_unit_gy):
         # The op returned d value/dx (and d value/dy): the chain rule is a multiply,
-        # per image for reduction "none". Under create_graph the backward ops run
-        # instead, so that double backward fails loudly (not implemented) instead of
-        # silently returning zeros.
+        # per image for reduction "none". In eager mode it is done in place on those
+        # maps (ssim() hands out only the value), once: a second backward of a
+        # retained graph, or one under create_graph, runs the backward ops instead
+        # (there, double backward fails loudly: not implemented). Traced backwards
+        # (torch.compile, opcheck) multiply out of place.
         nones = [None] * 8
         if grad is None:
             return None, None, *nones
-        x, y, unit_gx, unit_gy = ctx.saved_tensors
+        x, y = ctx.saved_tensors
         need_x, need_y = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if torch.is_grad_enabled() or (need_y and not ctx.need_y):
+        if torch.is_grad_enabled() or ctx.units is None or (need_y and not ctx.need_y):
             return *_grads_by_ops(grad, x, y, ctx.params, need_x, need_y), *nones
+        unit_gx, unit_gy = ctx.units
         g = grad.reshape(-1, *([1] * (x.dim() - 1))) if grad.dim() == 1 else grad
-        return (g * unit_gx if need_x else None), (g * unit_gy if need_y else None), *nones
+        eager = type(unit_gx) is torch.Tensor and type(g) is torch.Tensor and not torch.compiler.is_compiling()
+        if not eager:
+            return (g * unit_gx if need_x else None), (g * unit_gy if need_y else None), *nones
+        ctx.units = None
+        return (unit_gx.mul_(g) if need_x else None), (unit_gy.mul_(g) if need_y else None), *nones
 
     torch.library.register_autograd("derain::ssim_with_grad", _ssim_with_grad_backward,
                                     setup_context=_ssim_with_grad_setup)
