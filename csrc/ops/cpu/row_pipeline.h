@@ -436,6 +436,7 @@ class Pipeline {
       chmax = std::max(chmax, st.ch);
     }
     zero_.assign((W_ + 2 * pad_) * chmax + 16, T(0));
+    gather_.assign(W_ * chmax + 16, T(0));
     zero_chmax_ = chmax;
   }
 
@@ -499,11 +500,31 @@ class Pipeline {
 #pragma omp simd
             for (int64_t c = 0; c < g.C; ++c) ox[c] = mx[c] > zero ? gx[c] : zero;
           }
+        } else if (g.sc == 0 && g.sw == 0 && m.sc == 1) {  // a constant row (the gradient of .sum())
+          const T gv = gs[0];
+          for (int64_t x = 0; x < W; ++x) {
+            const T* mx = ms + x * m.sw;
+            T* ox = o + x * ch;
+#pragma omp simd
+            for (int64_t c = 0; c < g.C; ++c) ox[c] = mx[c] > zero ? gv : zero;
+          }
         } else {
+          // any strides: gather gradient and mask into pixel-major rows (plain copies), then
+          // select branch-free (a branch on a random ReLU mask mispredicts half the time)
+          T* mrow_buf = gather_.data();
           for (int64_t c = 0; c < g.C; ++c) {
             const T* gc = gs + c * g.sc;
             const T* mc = ms + c * m.sc;
-            for (int64_t x = 0; x < W; ++x) o[x * ch + c] = mc[x * m.sw] > zero ? gc[x * g.sw] : zero;
+            for (int64_t x = 0; x < W; ++x) {
+              o[x * ch + c] = gc[x * g.sw];
+              mrow_buf[x * g.C + c] = mc[x * m.sw];
+            }
+          }
+          for (int64_t x = 0; x < W; ++x) {
+            T* ox = o + x * ch;
+            const T* mx = mrow_buf + x * g.C;
+#pragma omp simd
+            for (int64_t c = 0; c < g.C; ++c) ox[c] = mx[c] > zero ? ox[c] : zero;
           }
         }
         return;
@@ -653,6 +674,7 @@ class Pipeline {
   std::vector<Layer<T>> layers_;
   std::vector<std::vector<std::pair<int, int64_t>>> consumers_;
   std::vector<T> zero_;
+  std::vector<T> gather_;  // one pixel-major row of a strided tensor (LoadGradMask)
 };
 
 }  // namespace rowpipe
