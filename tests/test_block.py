@@ -87,6 +87,44 @@ def test_gradients_match_reference(channels, dilation):
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-10, msg=f"{what} ({name} grad)")
 
 
+@pytest.mark.parametrize("channels", [3, 8, 16, 17, 24])
+@pytest.mark.parametrize("dilation", [1, 2, 3, 4])
+def test_float32_forward_and_gradients_wide_rows(channels, dilation):
+    # float32 runs the SIMD micro-kernels: 45 columns = two 16-pixel blocks + 8 + 4 + 1 tail pixels;
+    # channel counts around the 8-channel blocks of the weight gradient; dilation 4 takes the generic path
+    x = torch.randn(2, channels, 9, 45).contiguous(memory_format=torch.channels_last)
+    p = _params(channels)
+    ours = [t.clone().requires_grad_() for t in (x, *p)]
+    theirs = [t.double().requires_grad_() for t in (x, *p)]
+    out = dk.self_correcting_block(*ours, dilation=dilation)
+    expected = ref.self_correcting_block(*theirs, dilation)
+    torch.testing.assert_close(out, expected.float(), rtol=1e-4, atol=1e-4)
+    g = torch.randn(x.shape, dtype=torch.float64)
+    out.backward(g.float())
+    expected.backward(g)
+    for a, b, what in zip(ours, theirs, ("x", "w1", "b1", "w3", "b3")):
+        torch.testing.assert_close(a.grad, b.grad.float(), rtol=1e-4, atol=1e-4 * b.grad.abs().max().item(), msg=what)
+
+
+@pytest.mark.parametrize("grad_layout", ["expanded", "channels-first", "channels-last"])
+def test_gradient_of_sum_any_grad_layout(grad_layout):
+    # .sum().backward() hands the op a stride-0 gradient; the kernel has a separate load path for it
+    x = torch.randn(2, 16, 10, 37).contiguous(memory_format=torch.channels_last)
+    p = _params(16)
+    ours = [t.clone().requires_grad_() for t in (x, *p)]
+    theirs = [t.double().requires_grad_() for t in (x, *p)]
+    out = dk.self_correcting_block(*ours)
+    g = torch.full((), 0.5).expand(x.shape)
+    if grad_layout == "channels-first":
+        g = g.contiguous()
+    elif grad_layout == "channels-last":
+        g = g.contiguous(memory_format=torch.channels_last)
+    out.backward(g)
+    (ref.self_correcting_block(*theirs, 3).sum() * 0.5).backward()
+    for a, b, what in zip(ours, theirs, ("x", "w1", "b1", "w3", "b3")):
+        torch.testing.assert_close(a.grad, b.grad.float(), rtol=1e-4, atol=1e-4 * b.grad.abs().max().item(), msg=what)
+
+
 def test_gradients_float32_channels_last():
     x = torch.randn(2, 16, 20, 17).contiguous(memory_format=torch.channels_last)
     p = _params(16)
