@@ -58,6 +58,10 @@ inline T madd(T a, T b, T c) {
 }
 
 // ---------------------------------------------------------------- kernels
+inline bool prefetch_enabled() {
+  static const bool on = [] { const char* e = std::getenv("DERAIN_NO_PREFETCH"); return !(e && e[0] == '1'); }();
+  return on;
+}
 
 // Kernels. conv_row: out[x][co] = bias[co] + sum_{ky,kx,ci} rows[ky][(x + (kx-1) d) * ps + ci] * w[ky*3+kx][ci][co]
 // for x in [0, W), co in [0, coutp). rows[ky] points at pixel 0 of an input row
@@ -558,6 +562,16 @@ class Pipeline {
     for (auto& l : layers_) l.next = l.lo;
   }
 
+  // Asks for row y of a channels-last tensor ahead of its load (a row is read long after
+  // the previous one: all layers run in between, so the hardware prefetcher does not
+  // see a stream and every row load would wait on memory).
+  void prefetch_image_row(const ImageView<T>& im, int64_t y) const {
+    if (im.sc != 1 || y >= H_ || im.sw != im.C) return;
+    const char* p = reinterpret_cast<const char*>(im.data + y * im.sh);
+    const int64_t bytes = W_ * im.C * static_cast<int64_t>(sizeof(T));
+    for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
+  }
+
   bool ready(const Layer<T>& l) const {
     const int64_t y = l.next;
     for (auto& dep : l.deps) {
@@ -583,7 +597,10 @@ class Pipeline {
         T* o = mrow(l.out, y, l.out_choff);
         const ImageView<T>& im = l.image;
         const T* src = im.data + y * im.sh;
-        if (im.sc == 1) {  // channels-last: pixel by pixel, channels contiguous
+        if (prefetch_enabled()) prefetch_image_row(im, y + 1);
+        if (im.sc == 1 && im.sw == im.C && ch == im.C) {  // dense channels-last row: one copy
+          std::copy(src, src + W * im.C, o);
+        } else if (im.sc == 1) {  // channels-last: pixel by pixel, channels contiguous
           for (int64_t x = 0; x < W; ++x) {
             const T* sx = src + x * im.sw;
             T* ox = o + x * ch;
@@ -606,7 +623,15 @@ class Pipeline {
         const T* gs = g.data + y * g.sh;
         const T* ms = m.data + y * m.sh;
         const T zero(0);
-        if (g.sc == 1 && m.sc == 1) {
+        if (prefetch_enabled()) {
+          prefetch_image_row(g, y + 1);
+          prefetch_image_row(m, y + 1);
+        }
+        if (g.sc == 1 && m.sc == 1 && g.sw == g.C && m.sw == g.C && ch == g.C) {  // dense rows: one flat loop
+          const int64_t n = W * g.C;
+#pragma omp simd
+          for (int64_t i = 0; i < n; ++i) o[i] = ms[i] > zero ? gs[i] : zero;
+        } else if (g.sc == 1 && m.sc == 1) {
           for (int64_t x = 0; x < W; ++x) {
             const T* gx = gs + x * g.sw;
             const T* mx = ms + x * m.sw;
@@ -614,6 +639,11 @@ class Pipeline {
 #pragma omp simd
             for (int64_t c = 0; c < g.C; ++c) ox[c] = mx[c] > zero ? gx[c] : zero;
           }
+        } else if (g.sc == 0 && g.sw == 0 && m.sc == 1 && m.sw == g.C && ch == g.C) {  // constant row, dense mask
+          const T gv = gs[0];
+          const int64_t n = W * g.C;
+#pragma omp simd
+          for (int64_t i = 0; i < n; ++i) o[i] = ms[i] > zero ? gv : zero;
         } else if (g.sc == 0 && g.sw == 0 && m.sc == 1) {  // a constant row (the gradient of .sum())
           const T gv = gs[0];
           for (int64_t x = 0; x < W; ++x) {
@@ -672,13 +702,15 @@ class Pipeline {
         T* o2 = mrow(l.out2, y, l.out2_choff);
         const T* xs = row(l.aux, y, l.aux_choff);
         const int64_t ps = store_data_[l.out].ch, ps2 = store_data_[l.out2].ch, psx = store_data_[l.aux].ch;
-        for (int64_t x = 0; x < W; ++x) {
+        const bool flat = ps == cp && ps2 == cp && psx == cp;  // every row dense: one loop over W * cp values
+        const int64_t npx = flat ? 1 : W, len = flat ? W * cp : cp;
+        for (int64_t x = 0; x < npx; ++x) {
           const T* a = acc + x * cp;
           T* ox = o + x * ps;
           T* o2x = o2 + x * ps2;
           const T* xx = xs + x * psx;
 #pragma omp simd
-          for (int64_t c = 0; c < cp; ++c) {
+          for (int64_t c = 0; c < len; ++c) {
             const T la = a[c] < zero ? zero : a[c];
             ox[c] = la;
             o2x[c] = xx[c] - la;
@@ -690,12 +722,14 @@ class Pipeline {
         T* o = mrow(l.out, y, l.out_choff);
         const T* as = row(l.aux, y, l.aux_choff);
         const int64_t ps = store_data_[l.out].ch, psa = store_data_[l.aux].ch;
-        for (int64_t x = 0; x < W; ++x) {
+        const bool flat = ps == cp && psa == cp;  // every row dense: one loop over W * cp values
+        const int64_t npx = flat ? 1 : W, len = flat ? W * cp : cp;
+        for (int64_t x = 0; x < npx; ++x) {
           const T* a = acc + x * cp;
           T* ox = o + x * ps;
           const T* ax = as + x * psa;
 #pragma omp simd
-          for (int64_t c = 0; c < cp; ++c) {
+          for (int64_t c = 0; c < len; ++c) {
             const T v = a[c] + ax[c];
             ox[c] = v < zero ? zero : v;
           }
@@ -705,11 +739,13 @@ class Pipeline {
       case Epilogue::AddReluImage: {
         const T* as = row(l.aux, y, l.aux_choff);
         const int64_t psa = store_data_[l.aux].ch;
-        for (int64_t x = 0; x < W; ++x) {
+        const bool flat = psa == cp;  // every row dense: one loop over W * cp values
+        const int64_t npx = flat ? 1 : W, len = flat ? W * cp : cp;
+        for (int64_t x = 0; x < npx; ++x) {
           T* a = acc + x * cp;
           const T* ax = as + x * psa;
 #pragma omp simd
-          for (int64_t c = 0; c < cp; ++c) {
+          for (int64_t c = 0; c < len; ++c) {
             const T v = a[c] + ax[c];
             a[c] = v < zero ? zero : v;
           }
@@ -731,14 +767,16 @@ class Pipeline {
         const T* la = row(l.aux2, y, l.aux2_choff);
         const int64_t ps = store_data_[l.out].ch, ps2 = store_data_[l.out2].ch;
         const int64_t psq = store_data_[l.aux].ch, psl = store_data_[l.aux2].ch;
-        for (int64_t x = 0; x < W; ++x) {
+        const bool flat = ps == cp && ps2 == cp && psq == cp && psl == cp;  // every row dense: one loop over W * cp values
+        const int64_t npx = flat ? 1 : W, len = flat ? W * cp : cp;
+        for (int64_t x = 0; x < npx; ++x) {
           const T* a = acc + x * cp;
           T* ox = o + x * ps;
           T* o2x = o2 + x * ps2;
           const T* qx = gq + x * psq;
           const T* lx = la + x * psl;
 #pragma omp simd
-          for (int64_t c = 0; c < cp; ++c) {
+          for (int64_t c = 0; c < len; ++c) {
             ox[c] = a[c];
             o2x[c] = lx[c] > zero ? qx[c] - a[c] : zero;
           }
@@ -748,11 +786,13 @@ class Pipeline {
       case Epilogue::AddImage: {
         const T* as = row(l.aux, y, l.aux_choff);
         const int64_t psa = store_data_[l.aux].ch;
-        for (int64_t x = 0; x < W; ++x) {
+        const bool flat = psa == cp;  // every row dense: one loop over W * cp values
+        const int64_t npx = flat ? 1 : W, len = flat ? W * cp : cp;
+        for (int64_t x = 0; x < npx; ++x) {
           T* a = acc + x * cp;
           const T* ax = as + x * psa;
 #pragma omp simd
-          for (int64_t c = 0; c < cp; ++c) a[c] += ax[c];
+          for (int64_t c = 0; c < len; ++c) a[c] += ax[c];
         }
         write_image(l.image, y, acc, cp);
         return;
@@ -761,7 +801,9 @@ class Pipeline {
   }
 
   void write_image(const ImageView<T>& im, int64_t y, const T* acc, int64_t cp) const {
-    if (im.sc == 1) {
+    if (im.sc == 1 && im.sw == im.C && cp == im.C) {  // dense channels-last row: one copy
+      std::copy(acc, acc + W_ * cp, im.data + y * im.sh);
+    } else if (im.sc == 1) {
       T* base = im.data + y * im.sh;
       for (int64_t x = 0; x < W_; ++x) {
         T* o = base + x * im.sw;
