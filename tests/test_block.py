@@ -174,6 +174,53 @@ def test_opcheck():
                           (g, x.detach(), out, *[t.detach() for t in p], 2))
 
 
+def test_opcheck_training_pair():
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+    p = [t.requires_grad_() for t in _params(3, torch.float64)]
+    torch.library.opcheck(torch.ops.derain.self_correcting_block_train, (x, *p, 2))
+    xc = x.detach().contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.derain.self_correcting_block_train, (xc, *[t.detach() for t in p], 3))
+    out, la = torch.ops.derain.self_correcting_block_train(x.detach(), *[t.detach() for t in p], 2)
+    g = torch.randn_like(out)
+    torch.library.opcheck(torch.ops.derain.self_correcting_block_backward_la,
+                          (g, x.detach(), la, out, p[0].detach(), p[2].detach(), 2))
+
+
+@pytest.mark.parametrize("channels,dilation", [(16, 3), (17, 1), (3, 2)])
+def test_training_pair_matches_recomputing_backward(channels, dilation):
+    # the function takes the training pair when a gradient is needed; the plain op (which
+    # recomputes la in its backward) must give bit-identical outputs and gradients
+    x = torch.randn(2, channels, 9, 21, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    p = _params(channels, torch.float64)
+    out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)
+    torch.testing.assert_close(out, torch.ops.derain.self_correcting_block(x, *p, dilation), rtol=0, atol=0)
+    torch.testing.assert_close(la, torch.relu(torch.nn.functional.conv2d(x, p[0], p[1], padding=1)),
+                               rtol=1e-12, atol=1e-12)
+    assert out.is_contiguous(memory_format=torch.channels_last) and la.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(out)
+    got = torch.ops.derain.self_correcting_block_backward_la(g, x, la, out, p[0], p[2], dilation)
+    want = torch.ops.derain.self_correcting_block_backward(g, x, out, *p, dilation)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # autograd through both ops
+    via_fn = [t.clone().requires_grad_() for t in (x, *p)]
+    via_op = [t.clone().requires_grad_() for t in (x, *p)]
+    dk.self_correcting_block(*via_fn, dilation=dilation).backward(g)
+    torch.ops.derain.self_correcting_block(*via_op, dilation).backward(g)
+    for a, b in zip(via_fn, via_op):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+
+
+def test_training_pair_bad_arguments():
+    x = torch.randn(1, 4, 6, 6)
+    p = _params(4)
+    out, la = torch.ops.derain.self_correcting_block_train(x, *p, 3)
+    with pytest.raises(RuntimeError, match="must have x's shape"):
+        torch.ops.derain.self_correcting_block_backward_la(out, x, la[:, :, :3], out, p[0], p[2], 3)
+    with pytest.raises(RuntimeError, match="block weights must be"):
+        torch.ops.derain.self_correcting_block_backward_la(out, x, la, out, p[0][:2], p[2], 3)
+
+
 def test_compiles_fullgraph():
     block = dk.nn.SelfCorrectingBlock(16)
     x = torch.randn(2, 16, 12, 12, requires_grad=True)
@@ -242,5 +289,13 @@ def test_triton_forward_and_backward(channels, dilation, dtype):
     got = tb.self_correcting_block_backward(g, x, out, *p, dilation)
     want = torch.ops.derain.self_correcting_block_backward(g.cpu(), x.cpu(), out.cpu(), *[t.cpu() for t in p],
                                                            dilation)
+    for a, b, what in zip(got, want, ("x", "w1", "b1", "w3", "b3")):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4 * max(1.0, b.abs().max().item()), msg=what)
+    # the training pair: (out, la) forward and the backward that reads la
+    out_t, la_t = tb.self_correcting_block_train(x, *p, dilation)
+    torch.testing.assert_close(out_t.cpu(), out.cpu(), **_tol(dtype))
+    torch.testing.assert_close(la_t.cpu(), torch.relu(torch.nn.functional.conv2d(x.cpu(), p[0].cpu(), p[1].cpu(),
+                                                                                padding=1)), **_tol(dtype))
+    got = tb.self_correcting_block_backward_la(g, x, la_t, out_t, p[0], p[2], dilation)
     for a, b, what in zip(got, want, ("x", "w1", "b1", "w3", "b3")):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4 * max(1.0, b.abs().max().item()), msg=what)

@@ -159,14 +159,17 @@ inline void conv_px_avx512(const float* const rows[3], int64_t x0, int64_t ps_rt
     const __m512 b = _mm512_loadu_ps(bias + cb);
 #pragma GCC unroll 16
     for (int p = 0; p < P; ++p) acc[p] = b;
-    for (int t = 0; t < 9; ++t) {
-      const float* ip = rows[t / 3] + (x0 + (t % 3 - 1) * d) * ps;
-      const float* wp = w + t * cin * coutp + cb;
+    // summation order (ky, ci, kx): the same as conv_px16_avx512_d, so that a pixel's value
+    // does not depend on whether it falls in a 16-pixel block or in the tail of its row
+    for (int ky = 0; ky < 3; ++ky) {
       for (int64_t ci = 0; ci < cin; ++ci) {
-        const __m512 wv = _mm512_loadu_ps(wp + ci * coutp);
-        const float* ipc = ip + ci;
+        for (int kx = 0; kx < 3; ++kx) {
+          const int t = ky * 3 + kx;
+          const __m512 wv = _mm512_loadu_ps(w + (t * cin + ci) * coutp + cb);
+          const float* ipc = rows[ky] + (x0 + (kx - 1) * d) * ps + ci;
 #pragma GCC unroll 16
-        for (int p = 0; p < P; ++p) acc[p] = _mm512_fmadd_ps(_mm512_set1_ps(ipc[p * ps]), wv, acc[p]);
+          for (int p = 0; p < P; ++p) acc[p] = _mm512_fmadd_ps(_mm512_set1_ps(ipc[p * ps]), wv, acc[p]);
+        }
       }
     }
 #pragma GCC unroll 16
@@ -419,13 +422,14 @@ ImageView<T> image_view(const at::Tensor& t, int64_t n) {
 enum class Kind {
   LoadImage,    // store[y] = image rows (first C channels)
   LoadGradMask, // store[y] = image2 > 0 ? image : 0   (gradient through the final ReLU)
+  LoadSplit,    // store[y] = image (la saved by the forward); out2[y] = aux[y] - image (e = x - la)
   Conv,         // acc = conv(input store); epilogue below
   WeightGrad,   // gw += input (shifted) x aux[y]; gb += aux[y]
 };
 
 enum class Epilogue {
   Relu,         // out = relu(acc)
-  ReluSplit,    // out = la = relu(acc); out2 = aux - la
+  ReluSplit,    // out = la = relu(acc); out2 = aux - la; also image = la (band rows) when image is set
   AddRelu,      // out = relu(acc + aux)
   AddReluImage, // image = relu(acc + aux)
   TanhSubImage, // image = image2 - tanh(acc)
@@ -466,7 +470,8 @@ class Pipeline {
     return static_cast<int>(stores_.size()) - 1;
   }
   int add_layer(Layer<T> l) {
-    TORCH_CHECK(l.kind == Kind::LoadImage || l.kind == Kind::LoadGradMask || l.coutp % 16 == 0,
+    TORCH_CHECK(l.kind == Kind::LoadImage || l.kind == Kind::LoadGradMask || l.kind == Kind::LoadSplit ||
+                    l.coutp % 16 == 0,
                 "derain: internal error: output channels of a layer must be padded to 16");
     layers_.push_back(std::move(l));
     return static_cast<int>(layers_.size()) - 1;
@@ -475,6 +480,7 @@ class Pipeline {
 
   // Computes final rows [r0, r1) (and whatever halo the layers need).
   void run(int64_t r0, int64_t r1) {
+    band_r0_ = r0, band_r1_ = r1;
     plan(r0, r1);
     allocate();
     reset();
@@ -615,6 +621,25 @@ class Pipeline {
         }
         return;
       }
+      case Kind::LoadSplit: {
+        Layer<T> load = l;
+        load.kind = Kind::LoadImage;
+        compute(load, y, acc);
+        const T* la = row(l.out, y, l.out_choff);
+        const T* xs = row(l.aux, y, l.aux_choff);
+        T* e = mrow(l.out2, y, l.out2_choff);
+        const int64_t ps = store_data_[l.out].ch, psx = store_data_[l.aux].ch, pse = store_data_[l.out2].ch;
+        const int64_t C = l.image.C;
+        if (ps == C && psx == C && pse == C) {
+#pragma omp simd
+          for (int64_t i = 0; i < W * C; ++i) e[i] = xs[i] - la[i];
+        } else {
+          for (int64_t x = 0; x < W; ++x)
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) e[x * pse + c] = xs[x * psx + c] - la[x * ps + c];
+        }
+        return;
+      }
       case Kind::LoadGradMask: {
         const int64_t ch = store_data_[l.out].ch;
         T* o = mrow(l.out, y, l.out_choff);
@@ -716,6 +741,7 @@ class Pipeline {
             o2x[c] = xx[c] - la;
           }
         }
+        if (l.image.data && y >= band_r0_ && y < band_r1_) write_image(l.image, y, o, ps);
         return;
       }
       case Epilogue::AddRelu: {
@@ -822,6 +848,7 @@ class Pipeline {
 
  private:
   int64_t H_, W_, pad_;
+  int64_t band_r0_ = 0, band_r1_ = 0;  // final rows of this run (rows written to tensors by halo layers)
   int64_t max_coutp_ = 16;
   int64_t zero_chmax_ = 1;
   std::vector<StoreSpec> stores_;
