@@ -87,6 +87,44 @@ def test_gradients_match_reference(channels, dilation):
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-10, msg=f"{what} ({name} grad)")
 
 
+@pytest.mark.parametrize("channels", [3, 8, 16, 17, 24])
+@pytest.mark.parametrize("dilation", [1, 2, 3, 4])
+def test_float32_forward_and_gradients_wide_rows(channels, dilation):
+    # float32 runs the SIMD micro-kernels: 45 columns = two 16-pixel blocks + 8 + 4 + 1 tail pixels;
+    # channel counts around the 8-channel blocks of the weight gradient; dilation 4 takes the generic path
+    x = torch.randn(2, channels, 9, 45).contiguous(memory_format=torch.channels_last)
+    p = _params(channels)
+    ours = [t.clone().requires_grad_() for t in (x, *p)]
+    theirs = [t.double().requires_grad_() for t in (x, *p)]
+    out = dk.self_correcting_block(*ours, dilation=dilation)
+    expected = ref.self_correcting_block(*theirs, dilation)
+    torch.testing.assert_close(out, expected.float(), rtol=1e-4, atol=1e-4)
+    g = torch.randn(x.shape, dtype=torch.float64)
+    out.backward(g.float())
+    expected.backward(g)
+    for a, b, what in zip(ours, theirs, ("x", "w1", "b1", "w3", "b3")):
+        torch.testing.assert_close(a.grad, b.grad.float(), rtol=1e-4, atol=1e-4 * b.grad.abs().max().item(), msg=what)
+
+
+@pytest.mark.parametrize("grad_layout", ["expanded", "channels-first", "channels-last"])
+def test_gradient_of_sum_any_grad_layout(grad_layout):
+    # .sum().backward() hands the op a stride-0 gradient; the kernel has a separate load path for it
+    x = torch.randn(2, 16, 10, 37).contiguous(memory_format=torch.channels_last)
+    p = _params(16)
+    ours = [t.clone().requires_grad_() for t in (x, *p)]
+    theirs = [t.double().requires_grad_() for t in (x, *p)]
+    out = dk.self_correcting_block(*ours)
+    g = torch.full((), 0.5).expand(x.shape)
+    if grad_layout == "channels-first":
+        g = g.contiguous()
+    elif grad_layout == "channels-last":
+        g = g.contiguous(memory_format=torch.channels_last)
+    out.backward(g)
+    (ref.self_correcting_block(*theirs, 3).sum() * 0.5).backward()
+    for a, b, what in zip(ours, theirs, ("x", "w1", "b1", "w3", "b3")):
+        torch.testing.assert_close(a.grad, b.grad.float(), rtol=1e-4, atol=1e-4 * b.grad.abs().max().item(), msg=what)
+
+
 def test_gradients_float32_channels_last():
     x = torch.randn(2, 16, 20, 17).contiguous(memory_format=torch.channels_last)
     p = _params(16)
@@ -134,6 +172,53 @@ def test_opcheck():
     g = torch.randn_like(out)
     torch.library.opcheck(torch.ops.derain.self_correcting_block_backward,
                           (g, x.detach(), out, *[t.detach() for t in p], 2))
+
+
+def test_opcheck_training_pair():
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
+    p = [t.requires_grad_() for t in _params(3, torch.float64)]
+    torch.library.opcheck(torch.ops.derain.self_correcting_block_train, (x, *p, 2))
+    xc = x.detach().contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.derain.self_correcting_block_train, (xc, *[t.detach() for t in p], 3))
+    out, la = torch.ops.derain.self_correcting_block_train(x.detach(), *[t.detach() for t in p], 2)
+    g = torch.randn_like(out)
+    torch.library.opcheck(torch.ops.derain.self_correcting_block_backward_la,
+                          (g, x.detach(), la, out, p[0].detach(), p[2].detach(), 2))
+
+
+@pytest.mark.parametrize("channels,dilation", [(16, 3), (17, 1), (3, 2)])
+def test_training_pair_matches_recomputing_backward(channels, dilation):
+    # the function takes the training pair when a gradient is needed; the plain op (which
+    # recomputes la in its backward) must give bit-identical outputs and gradients
+    x = torch.randn(2, channels, 9, 21, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    p = _params(channels, torch.float64)
+    out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)
+    torch.testing.assert_close(out, torch.ops.derain.self_correcting_block(x, *p, dilation), rtol=0, atol=0)
+    torch.testing.assert_close(la, torch.relu(torch.nn.functional.conv2d(x, p[0], p[1], padding=1)),
+                               rtol=1e-12, atol=1e-12)
+    assert out.is_contiguous(memory_format=torch.channels_last) and la.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(out)
+    got = torch.ops.derain.self_correcting_block_backward_la(g, x, la, out, p[0], p[2], dilation)
+    want = torch.ops.derain.self_correcting_block_backward(g, x, out, *p, dilation)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # autograd through both ops
+    via_fn = [t.clone().requires_grad_() for t in (x, *p)]
+    via_op = [t.clone().requires_grad_() for t in (x, *p)]
+    dk.self_correcting_block(*via_fn, dilation=dilation).backward(g)
+    torch.ops.derain.self_correcting_block(*via_op, dilation).backward(g)
+    for a, b in zip(via_fn, via_op):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+
+
+def test_training_pair_bad_arguments():
+    x = torch.randn(1, 4, 6, 6)
+    p = _params(4)
+    out, la = torch.ops.derain.self_correcting_block_train(x, *p, 3)
+    with pytest.raises(RuntimeError, match="must have x's shape"):
+        torch.ops.derain.self_correcting_block_backward_la(out, x, la[:, :, :3], out, p[0], p[2], 3)
+    with pytest.raises(RuntimeError, match="block weights must be"):
+        torch.ops.derain.self_correcting_block_backward_la(out, x, la, out, p[0][:2], p[2], 3)
 
 
 def test_compiles_fullgraph():
@@ -204,5 +289,13 @@ def test_triton_forward_and_backward(channels, dilation, dtype):
     got = tb.self_correcting_block_backward(g, x, out, *p, dilation)
     want = torch.ops.derain.self_correcting_block_backward(g.cpu(), x.cpu(), out.cpu(), *[t.cpu() for t in p],
                                                            dilation)
+    for a, b, what in zip(got, want, ("x", "w1", "b1", "w3", "b3")):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4 * max(1.0, b.abs().max().item()), msg=what)
+    # the training pair: (out, la) forward and the backward that reads la
+    out_t, la_t = tb.self_correcting_block_train(x, *p, dilation)
+    torch.testing.assert_close(out_t.cpu(), out.cpu(), **_tol(dtype))
+    torch.testing.assert_close(la_t.cpu(), torch.relu(torch.nn.functional.conv2d(x.cpu(), p[0].cpu(), p[1].cpu(),
+                                                                                padding=1)), **_tol(dtype))
+    got = tb.self_correcting_block_backward_la(g, x, la_t, out_t, p[0], p[2], dilation)
     for a, b, what in zip(got, want, ("x", "w1", "b1", "w3", "b3")):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4 * max(1.0, b.abs().max().item()), msg=what)

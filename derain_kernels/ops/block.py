@@ -6,8 +6,11 @@
 exactly the authors' block (TIP Eq. 14 as released). Any channel count C
 (16 in the network), float32 or float64, any layout; on CPU the C++ kernel
 streams both convolutions, the subtraction, the residual add and both ReLUs
-through a few cached rows per band, and the backward recomputes la and e from
-x (it saves only x and the output).
+through a few cached rows per band. When a gradient is needed on CPU the
+training pair runs instead: `self_correcting_block_train` also returns la, and
+`self_correcting_block_backward_la` reads it (no recompute of the first
+convolution; one more saved map). `self_correcting_block` itself saves only x
+and the output, and its backward recomputes la and e from x.
 """
 from __future__ import annotations
 
@@ -71,6 +74,9 @@ def self_correcting_block(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w
     """
     _check_block(x, w1, b1, w3, b3, dilation)
     if _CPP:
+        if x.device.type == "cpu" and torch.is_grad_enabled() and any(
+                t.requires_grad for t in (x, w1, b1, w3, b3)):
+            return torch.ops.derain.self_correcting_block_train(x, w1, b1, w3, b3, dilation)[0]
         return torch.ops.derain.self_correcting_block(x, w1, b1, w3, b3, dilation)
     return reference.self_correcting_block(x, w1, b1, w3, b3, dilation)
 
@@ -100,5 +106,33 @@ if _CPP:
 
     torch.library.register_autograd("derain::self_correcting_block", _block_backward, setup_context=_block_setup)
 
-    for _op in ("self_correcting_block", "self_correcting_block_backward"):
+    @torch.library.register_fake("derain::self_correcting_block_train")
+    def _block_train_fake(x, w1, b1, w3, b3, dilation=3):
+        return empty_like_layout(x), empty_like_layout(x)
+
+    @torch.library.register_fake("derain::self_correcting_block_backward_la")
+    def _block_backward_la_fake(grad, x, la, out, w1, w3, dilation=3):
+        c = x.shape[1]
+        return (empty_like_layout(x), torch.empty_like(w1, memory_format=torch.contiguous_format), x.new_empty(c),
+                torch.empty_like(w3, memory_format=torch.contiguous_format), x.new_empty(c))
+
+    def _block_train_setup(ctx, inputs, output):
+        x, w1, b1, w3, b3, dilation = inputs
+        out, la = output
+        ctx.mark_non_differentiable(la)
+        ctx.save_for_backward(x, la, out, w1, w3)
+        ctx.dilation = dilation
+
+    def _block_train_backward(ctx, grad, grad_la):
+        # la is an internal output (non-differentiable): its gradient is ignored
+        x, la, out, w1, w3 = ctx.saved_tensors
+        gx, gw1, gb1, gw3, gb3 = torch.ops.derain.self_correcting_block_backward_la(
+            grad, x, la, out, w1, w3, ctx.dilation)
+        return gx, gw1, gb1, gw3, gb3, None
+
+    torch.library.register_autograd("derain::self_correcting_block_train", _block_train_backward,
+                                    setup_context=_block_train_setup)
+
+    for _op in ("self_correcting_block", "self_correcting_block_backward", "self_correcting_block_train",
+                "self_correcting_block_backward_la"):
         register_triton_cuda(_op, "block", _op)

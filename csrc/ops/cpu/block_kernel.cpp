@@ -2,8 +2,11 @@
 //   la = relu(conv3x3(x; w1, b1)); e = x - la; out = relu(conv3x3_d(e; w3, b3) + la)
 // and its backward. Both run as line-buffer pipelines (row_pipeline.h) over
 // image bands, in parallel over (image, band) on all threads: no intermediate
-// full-size map is written. The backward saves nothing but x and out: it
-// recomputes la and e row by row and takes the mask of the final ReLU from out.
+// full-size map is written. self_correcting_block_backward saves nothing but x
+// and out: it recomputes la and e row by row and takes the mask of the final
+// ReLU from out. The training pair (self_correcting_block_train, which also
+// returns la, and self_correcting_block_backward_la) skips that recompute: one
+// convolution of the five in the backward.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -50,7 +53,7 @@ at::Tensor empty_like_layout(const at::Tensor& x) {
 
 template <typename T>
 void block_forward_impl(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w3,
-                        const at::Tensor& b3, int64_t d, at::Tensor& out) {
+                        const at::Tensor& b3, int64_t d, at::Tensor& out, at::Tensor* la_out = nullptr) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Cp = rowpipe::padded_channels<T>(C);
   const auto w1r = rowpipe::relayout_weight<T>(w1, C, Cp), w3r = rowpipe::relayout_weight<T>(w3, C, Cp);
@@ -71,6 +74,7 @@ void block_forward_impl(const at::Tensor& x, const at::Tensor& w1, const at::Ten
       c1.epi = Epilogue::ReluSplit;
       c1.in = sx, c1.cin = C, c1.d = 1, c1.w = w1r.data(), c1.b = b1r.data(), c1.coutp = Cp;
       c1.out = sla, c1.out2 = se, c1.aux = sx;
+      if (la_out) c1.image = rowpipe::image_view<T>(*la_out, n);  // saved for the backward
       c1.deps = {{l0, 1}};
       const int l1 = p.add_layer(c1);
       Layer<T> c3;
@@ -96,19 +100,35 @@ at::Tensor block_forward_cpu(const at::Tensor& x, const at::Tensor& w1, const at
   return out;
 }
 
+// Forward for training: (out, la), la = relu(conv3x3(x; w1, b1)) saved for
+// self_correcting_block_backward_la. Both have the layout of empty_like_layout(x).
+std::tuple<at::Tensor, at::Tensor> block_forward_train_cpu(const at::Tensor& x, const at::Tensor& w1,
+                                                           const at::Tensor& b1, const at::Tensor& w3,
+                                                           const at::Tensor& b3, int64_t dilation) {
+  check_block_args(x, w1, b1, w3, b3, dilation);
+  at::Tensor out = empty_like_layout(x);
+  at::Tensor la = empty_like_layout(x);
+  if (out.numel() == 0) return {out, la};
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "self_correcting_block_train", [&] {
+    block_forward_impl<scalar_t>(x, w1, b1, w3, b3, dilation, out, &la);
+  });
+  return {out, la};
+}
+
 // Gradients (gx, gw1, gb1, gw3, gb3). With q = conv_d(e) + b3 + la, p = conv(x) + b1:
 //   gq = grad * [out > 0]; ge = conv_d^T(gq); gp = (gq - ge) * [p > 0];
 //   gx = ge + conv^T(gp); gw3 = e (*) gq; gw1 = x (*) gp; gb = sums.
+// la_saved: la from self_correcting_block_train (undefined: recompute it from x, w1, b1).
 template <typename T>
 void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& out, const at::Tensor& w1,
                          const at::Tensor& b1, const at::Tensor& w3, int64_t d, at::Tensor& gx, at::Tensor& gw1, at::Tensor& gb1,
-                         at::Tensor& gw3, at::Tensor& gb3) {
+                         at::Tensor& gw3, at::Tensor& gb3, const at::Tensor& la_saved = at::Tensor()) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Cp = rowpipe::padded_channels<T>(C);
-  const auto w1r = rowpipe::relayout_weight<T>(w1, C, Cp);
+  const auto w1r = la_saved.defined() ? std::vector<T>() : rowpipe::relayout_weight<T>(w1, C, Cp);
   const auto w1t = rowpipe::relayout_weight<T>(w1, C, Cp, /*transposed=*/true);
   const auto w3t = rowpipe::relayout_weight<T>(w3, C, Cp, /*transposed=*/true);
-  const auto b1r = rowpipe::relayout_bias<T>(b1, Cp);
+  const auto b1r = la_saved.defined() ? std::vector<T>() : rowpipe::relayout_bias<T>(b1, Cp);
   const std::vector<T> zero_bias(Cp, T(0));
   const int64_t nb = bands_per_image(N, H);
   const int64_t ntasks = N * nb;
@@ -129,10 +149,16 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
       load.image = rowpipe::image_view<T>(x, n);
       const int l_load = p.add_layer(load);
       Layer<T> c1;
-      c1.epi = Epilogue::ReluSplit;
-      c1.in = sx, c1.cin = C, c1.d = 1, c1.w = w1r.data(), c1.b = b1r.data(), c1.coutp = Cp;
+      if (la_saved.defined()) {  // la loaded, e = x - la
+        c1.kind = Kind::LoadSplit;
+        c1.image = rowpipe::image_view<T>(la_saved, n);
+        c1.deps = {{l_load, 0}};
+      } else {  // la recomputed
+        c1.epi = Epilogue::ReluSplit;
+        c1.in = sx, c1.cin = C, c1.d = 1, c1.w = w1r.data(), c1.b = b1r.data(), c1.coutp = Cp;
+        c1.deps = {{l_load, 1}};
+      }
       c1.out = sla, c1.out2 = se, c1.aux = sx;
-      c1.deps = {{l_load, 1}};
       const int l_c1 = p.add_layer(c1);
       Layer<T> gq;
       gq.kind = Kind::LoadGradMask;
@@ -205,11 +231,37 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> block_bac
   return {gx, gw1, gb1, gw3, gb3};
 }
 
+// Backward of self_correcting_block_train: la is the saved second output.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> block_backward_la_cpu(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& la, const at::Tensor& out, const at::Tensor& w1,
+    const at::Tensor& w3, int64_t dilation) {
+  TORCH_CHECK(w1.dim() == 4 && x.dim() == 4, "derain: x must be (N, C, H, W) and w1 (C, C, 3, 3)");
+  const at::Tensor b = at::empty({x.size(1)}, x.options());  // shapes only: biases are not needed
+  check_block_args(x, w1, b, w3, b, dilation);
+  TORCH_CHECK(grad.sizes() == x.sizes() && out.sizes() == x.sizes() && la.sizes() == x.sizes(),
+              "derain: grad, la and out must have x's shape");
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type() && out.scalar_type() == x.scalar_type() &&
+                  la.scalar_type() == x.scalar_type(),
+              "derain: grad, la and out must have x's dtype");
+  at::Tensor gx = empty_like_layout(x);
+  at::Tensor gw1 = at::zeros(w1.sizes(), w1.options());
+  at::Tensor gb1 = at::zeros({x.size(1)}, x.options());
+  at::Tensor gw3 = at::zeros(w3.sizes(), w3.options());
+  at::Tensor gb3 = at::zeros({x.size(1)}, x.options());
+  if (x.numel() == 0) return {gx, gw1, gb1, gw3, gb3};
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "self_correcting_block_backward_la", [&] {
+    block_backward_impl<scalar_t>(grad, x, out, w1, b, w3, dilation, gx, gw1, gb1, gw3, gb3, la);
+  });
+  return {gx, gw1, gb1, gw3, gb3};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(derain, CPU, m) {
   m.impl("self_correcting_block", &block_forward_cpu);
   m.impl("self_correcting_block_backward", &block_backward_cpu);
+  m.impl("self_correcting_block_train", &block_forward_train_cpu);
+  m.impl("self_correcting_block_backward_la", &block_backward_la_cpu);
 }
 
 }  // namespace derain
