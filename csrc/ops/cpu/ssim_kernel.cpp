@@ -217,31 +217,35 @@ double sweep(const Params<T>& P, const TransposedAxis<T>* tv, const TransposedAx
   const int64_t Rv = ah.R(), Rh = aw.R();
   const bool both = GRAD && J.gy != nullptr;
   const int nch = GRAD ? (both ? 5 : 3) : 0;
-  const int64_t vlen = Wo + 2 * (K - 1), ring = K * Wo;
-  scratch.resize(5 * Wp + 5 * ring + 7 * Wo + nch * (ring + vlen + W));
+  const int64_t vlen = Wo + 2 * (K - 1);
+  // rings of K + 1 rows: two rows at a time share their loads in the vertical passes
+  const int64_t HS = K + 1, hring_stride = HS * Wo, dring_stride = HS * Wo;
+  scratch.resize(5 * Wp + 5 * hring_stride + 12 * Wo + nch * (dring_stride + 2 * vlen + W));
   T* px = scratch.data();
   T* py = px + Wp;
   T* pxx = py + Wp;
   T* pyy = pxx + Wp;
   T* pxy = pyy + Wp;
-  T* hring = pxy + Wp;  // 5 x K rows of the horizontal pass, padded row p in slot p % K
-  T* st = hring + 5 * ring;  // the five statistics of one output row
-  T* srow = st + 5 * Wo;     // SSIM values of one output row
+  T* hring = pxy + Wp;  // 5 x (K+1) rows of the horizontal pass, padded row p in slot p % (K+1)
+  T* st = hring + 5 * hring_stride;  // the five statistics of one output row
+  T* st_next = st + 5 * Wo;          // ... and of the next one (pairs of rows share their loads)
+  T* srow = st_next + 5 * Wo;        // SSIM values of one output row
   T* zero = srow + Wo;       // a row of zeros (taps outside the output rows)
-  T* dring = zero + Wo;      // nch x K rows of derivative maps, output row i in slot i % K
-  T* V = dring + nch * ring;  // nch x vlen: vertical transposed pass, K-1 zeros on each side
-  T* Tm = V + nch * vlen;     // nch x W: both transposed passes of one input row
+  T* dring = zero + Wo;  // nch x (K+1) rows of derivative maps, output row i in slot i % (K+1)
+  T* V = dring + nch * dring_stride;  // 2 x nch x vlen: vertical transposed pass of two input rows,
+                                      // K-1 zeros on each side
+  T* Tm = V + 2 * nch * vlen;         // nch x W: both transposed passes of one input row
   std::fill_n(zero, Wo, T(0));
-  if (GRAD) std::fill_n(V, nch * vlen, T(0));
+  if (GRAD) std::fill_n(V, 2 * nch * vlen, T(0));
   const T* w = P.w.data();
   const T c1 = P.c1, c2 = P.c2;
 
   // horizontal pass of padded row p (p >= 0) into its ring slot
   auto hpass = [&](int64_t p) {
-    T* dst = hring + (p % K) * Wo;
+    T* dst = hring + (p % HS) * Wo;
     const int64_t s = ah.source(p);
     if (s < 0) {
-      for (int c = 0; c < 5; ++c) std::fill_n(dst + c * ring, Wo, T(0));
+      for (int c = 0; c < 5; ++c) std::fill_n(dst + c * hring_stride, Wo, T(0));
       return;
     }
     const T* xr = J.x + s * W;
@@ -278,25 +282,46 @@ DERAIN_SIMD
       pxy[q] = px[q] * py[q];
     }
     conv_valid(px, dst, Wo, w, K);
-    conv_valid(py, dst + ring, Wo, w, K);
-    conv_valid(pxx, dst + 2 * ring, Wo, w, K);
-    conv_valid(pyy, dst + 3 * ring, Wo, w, K);
-    conv_valid(pxy, dst + 4 * ring, Wo, w, K);
+    conv_valid(py, dst + hring_stride, Wo, w, K);
+    conv_valid(pxx, dst + 2 * hring_stride, Wo, w, K);
+    conv_valid(pyy, dst + 3 * hring_stride, Wo, w, K);
+    conv_valid(pxy, dst + 4 * hring_stride, Wo, w, K);
   };
 
-  // transposed blur of the derivative maps into input row s, then its gradients
-  auto grad_row = [&](int64_t s) {
+  // Transposed blur of the derivative maps into input row s, then its gradients.
+  // Vertical taps: input row s reads output rows s - Rv .. s - Rv + K - 1 (zero
+  // rows outside [0, Ho)); "plain" rows (the window itself) two at a time.
+  auto dmap_row = [&](const T* dc, int64_t i) -> const T* {
+    return (i >= 0 && i < Ho) ? dc + (i % HS) * Wo : zero;
+  };
+  auto vertical_plain_pair = [&](int64_t s) {  // rows s and s + 1, both plain, K = 11
+    const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
+    for (int ci = 0; ci < nch; ++ci) {
+      const T* dc = dring + ci * dring_stride;
+      const T* rr[12];
+      for (int64_t t = 0; t < 12; ++t) rr[t] = dmap_row(dc, s - Rv + t);
+      T* v0 = V + ci * vlen + (K - 1);
+      T* v1 = V + (nch + ci) * vlen + (K - 1);
+      const T *a0 = rr[0], *a1 = rr[1], *a2 = rr[2], *a3 = rr[3], *a4 = rr[4], *a5 = rr[5], *a6 = rr[6],
+              *a7 = rr[7], *a8 = rr[8], *a9 = rr[9], *a10 = rr[10], *a11 = rr[11];
+DERAIN_SIMD
+      for (int64_t o = 0; o < Wo; ++o) {
+        const T u1 = a1[o], u2 = a2[o], u3 = a3[o], u4 = a4[o], u5 = a5[o], u6 = a6[o], u7 = a7[o],
+                u8 = a8[o], u9 = a9[o], u10 = a10[o];
+        v0[o] = tap11(w0, w1, w2, w3, w4, w5, a0[o] + u10, u1 + u9, u2 + u8, u3 + u7, u4 + u6, u5);
+        v1[o] = tap11(w0, w1, w2, w3, w4, w5, u1 + a11[o], u2 + u10, u3 + u9, u4 + u8, u5 + u7, u6);
+      }
+    }
+  };
+  auto vertical_one = [&](int64_t s) {  // row s into the first V slot
     const T* trow = tv->table.data() + s * K;
     const bool vplain = K == 11 && tv->plain[s];
     for (int ci = 0; ci < nch; ++ci) {
       T* v = V + ci * vlen + (K - 1);
-      const T* dc = dring + ci * ring;
-      if (vplain) {
+      const T* dc = dring + ci * dring_stride;
+      if (vplain) {  // the same arithmetic as a pair's rows
         const T* rr[11];
-        for (int64_t t = 0, i = s - Rv, slot = i >= 0 ? i % K : 0; t < 11; ++t, ++i) {
-          rr[t] = (i >= 0 && i < Ho) ? dc + slot * Wo : zero;
-          if (i >= 0 && ++slot == K) slot = 0;
-        }
+        for (int64_t t = 0; t < 11; ++t) rr[t] = dmap_row(dc, s - Rv + t);
         const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
         const T *a0 = rr[0], *a1 = rr[1], *a2 = rr[2], *a3 = rr[3], *a4 = rr[4], *a5 = rr[5], *a6 = rr[6],
                 *a7 = rr[7], *a8 = rr[8], *a9 = rr[9], *a10 = rr[10];
@@ -306,17 +331,21 @@ DERAIN_SIMD
                        a4[o] + a6[o], a5[o]);
       } else {
         std::fill_n(v, Wo, T(0));
-        for (int64_t t = 0, i = s - Rv, slot = i >= 0 ? i % K : 0; t < K; ++t, ++i) {
+        for (int64_t t = 0; t < K; ++t) {
+          const int64_t i = s - Rv + t;
           const T wt = trow[t];
-          const int64_t sl = slot;
-          if (i >= 0 && ++slot == K) slot = 0;
           if (i < 0 || i >= Ho || wt == T(0)) continue;
-          const T* d = dc + sl * Wo;
+          const T* d = dc + (i % HS) * Wo;
 DERAIN_SIMD
           for (int64_t o = 0; o < Wo; ++o) v[o] = std::fma(wt, d[o], v[o]);
         }
       }
-      // horizontal: input column q gets sum_t table[q][t] v[q - Rh + t]
+    }
+  };
+  // horizontal taps of V slot `which` into Tm, then the gradients of input row s
+  auto finish_row = [&](int64_t s, int which) {
+    for (int ci = 0; ci < nch; ++ci) {
+      const T* v = V + (which * nch + ci) * vlen + (K - 1);  // v[o], o may run K-1 outside [0, Wo): zeros
       T* tm = Tm + ci * W;
       const int64_t pb = th->plain_begin, pe = th->plain_end;
       if (pe > pb) conv_valid(v + pb - Rh, tm + pb, pe - pb, w, K);
@@ -360,41 +389,73 @@ DERAIN_SIMD
   for (int64_t p = i0; p < i0 + K - 1; ++p) hpass(p);
   int64_t next_s = r0;
   double sum = 0;
+  bool next_ready = false;  // st_next holds output row i (the second row of a pair)
   for (int64_t i = i0; i < i1; ++i) {
-    hpass(i + K - 1);
-    // vertical pass: the five statistics of output row i
-    for (int c = 0; c < 5; ++c) {
-      const T* base = hring + c * ring;
-      T* dst = st + c * Wo;
-      if (K == 11) {
-        const T* rr[11];
-        for (int64_t k = 0, slot = i % K; k < 11; ++k) {
+    const T* stats = st;
+    if (next_ready) {
+      stats = st_next;
+      next_ready = false;
+    } else if (K == 11 && i + 1 < i1) {
+      // vertical pass of output rows i and i + 1 together: 12 row loads for both
+      hpass(i + K - 1);
+      hpass(i + K);
+      const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
+      for (int c = 0; c < 5; ++c) {
+        const T* base = hring + c * hring_stride;
+        const T* rr[12];
+        for (int64_t k = 0, slot = i % HS; k < 12; ++k) {
           rr[k] = base + slot * Wo;
-          if (++slot == K) slot = 0;
+          if (++slot == HS) slot = 0;
         }
-        const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
+        T* d0 = st + c * Wo;
+        T* d1 = st_next + c * Wo;
         const T *a0 = rr[0], *a1 = rr[1], *a2 = rr[2], *a3 = rr[3], *a4 = rr[4], *a5 = rr[5], *a6 = rr[6],
-                *a7 = rr[7], *a8 = rr[8], *a9 = rr[9], *a10 = rr[10];
+                *a7 = rr[7], *a8 = rr[8], *a9 = rr[9], *a10 = rr[10], *a11 = rr[11];
 DERAIN_SIMD
-        for (int64_t o = 0; o < Wo; ++o)
-          dst[o] = tap11(w0, w1, w2, w3, w4, w5, a0[o] + a10[o], a1[o] + a9[o], a2[o] + a8[o], a3[o] + a7[o],
-                         a4[o] + a6[o], a5[o]);
-      } else {
+        for (int64_t o = 0; o < Wo; ++o) {
+          const T v1 = a1[o], v2 = a2[o], v3 = a3[o], v4 = a4[o], v5 = a5[o], v6 = a6[o], v7 = a7[o],
+                  v8 = a8[o], v9 = a9[o], v10 = a10[o];
+          d0[o] = tap11(w0, w1, w2, w3, w4, w5, a0[o] + v10, v1 + v9, v2 + v8, v3 + v7, v4 + v6, v5);
+          d1[o] = tap11(w0, w1, w2, w3, w4, w5, v1 + a11[o], v2 + v10, v3 + v9, v4 + v8, v5 + v7, v6);
+        }
+      }
+      next_ready = true;
+    } else {
+      // vertical pass of output row i alone (for K = 11 the same arithmetic as a pair's rows)
+      hpass(i + K - 1);
+      for (int c = 0; c < 5; ++c) {
+        const T* base = hring + c * hring_stride;
+        T* dst = st + c * Wo;
+        if (K == 11) {
+          const T* rr[11];
+          for (int64_t k = 0, slot = i % HS; k < 11; ++k) {
+            rr[k] = base + slot * Wo;
+            if (++slot == HS) slot = 0;
+          }
+          const T w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5];
+          const T *a0 = rr[0], *a1 = rr[1], *a2 = rr[2], *a3 = rr[3], *a4 = rr[4], *a5 = rr[5], *a6 = rr[6],
+                  *a7 = rr[7], *a8 = rr[8], *a9 = rr[9], *a10 = rr[10];
+DERAIN_SIMD
+          for (int64_t o = 0; o < Wo; ++o)
+            dst[o] = tap11(w0, w1, w2, w3, w4, w5, a0[o] + a10[o], a1[o] + a9[o], a2[o] + a8[o],
+                           a3[o] + a7[o], a4[o] + a6[o], a5[o]);
+          continue;
+        }
         std::fill_n(dst, Wo, T(0));
-        for (int64_t k = 0, slot = i % K; k < K; ++k) {
+        for (int64_t k = 0, slot = i % HS; k < K; ++k) {
           const T wk = w[k];
           const T* src = base + slot * Wo;
-          if (++slot == K) slot = 0;
+          if (++slot == HS) slot = 0;
 DERAIN_SIMD
           for (int64_t o = 0; o < Wo; ++o) dst[o] = std::fma(wk, src[o], dst[o]);
         }
       }
     }
-    const T* mx = st;
-    const T* my = st + Wo;
-    const T* exx = st + 2 * Wo;
-    const T* eyy = st + 3 * Wo;
-    const T* exy = st + 4 * Wo;
+    const T* mx = stats;
+    const T* my = stats + Wo;
+    const T* exx = stats + 2 * Wo;
+    const T* eyy = stats + 3 * Wo;
+    const T* exy = stats + 4 * Wo;
     const bool own = i >= own0 && i < own1;
     T row_sum = 0;
     if (!GRAD) {
@@ -416,11 +477,11 @@ DERAIN_SIMD
       row_sum = sum_row(dst, Wo);
     } else {
       // derivative maps of output row i: slots mx, my, xx, yy, xy (both) or mx, xx, xy (grad_x alone)
-      T* d0 = dring + (i % K) * Wo;
-      T* d1 = d0 + ring;
-      T* d2 = d1 + ring;
-      T* d3 = d2 + ring;
-      T* d4 = d3 + ring;
+      T* d0 = dring + (i % HS) * Wo;
+      T* d1 = d0 + dring_stride;
+      T* d2 = d1 + dring_stride;
+      T* d3 = d2 + dring_stride;
+      T* d4 = d3 + dring_stride;
       // (no reduction in these loops: keeps them vectorised; the values go to srow)
 #define DERAIN_SSIM_DERIVATIVES                                      \
   const T ux = mx[o], uy = my[o];                                    \
@@ -468,14 +529,28 @@ DERAIN_SIMD
       if (J.gmap) {
         const T* g = J.gmap + i * Wo;
         for (int ci = 0; ci < nch; ++ci) {
-          T* d = d0 + ci * ring;
+          T* d = d0 + ci * dring_stride;
 DERAIN_SIMD
           for (int64_t o = 0; o < Wo; ++o) d[o] = g[o] * d[o];
         }
       }
       if (want_sum && own) row_sum = sum_row(srow, Wo);
-      // the input rows whose K output rows are all done
-      while (next_s < r1 && (next_s - Rv + K - 1 <= i || i == i1 - 1)) grad_row(next_s++);
+      // the input rows whose K output rows are all done, two at a time where both are plain
+      const bool last = i == i1 - 1;
+      while (next_s < r1 && (next_s - Rv + K - 1 <= i || last)) {
+        const bool pairable = K == 11 && next_s + 1 < r1 && tv->plain[next_s] && tv->plain[next_s + 1];
+        if (pairable && !(next_s - Rv + K <= i || last)) break;  // its partner needs the next output row
+        if (pairable) {
+          vertical_plain_pair(next_s);
+          finish_row(next_s, 0);
+          finish_row(next_s + 1, 1);
+          next_s += 2;
+        } else {
+          vertical_one(next_s);
+          finish_row(next_s, 0);
+          ++next_s;
+        }
+      }
     }
     if (own) sum += static_cast<double>(row_sum);
   }
