@@ -1,7 +1,8 @@
 """Bench cases of median_filter (k = 31, the soft label) against kornia, torch unfold, scipy, OpenCV.
 
 Peers that take more than ~10 s per call on this machine are skipped with a note
-(SPEC §4 quotes their times). OpenCV's medianBlur works on uint8 only (for k > 5)
+(SPEC §4 quotes their times), except kornia, timed once at every size because the
+issue's goal is a ratio against it (about 21 s and 5.8 GB at 1x3x512x512). OpenCV's medianBlur works on uint8 only (for k > 5)
 with replicate borders: it is timed on the uint8 version of the same image, as
 is our op's uint8 path.
 """
@@ -81,15 +82,14 @@ def _cases_for(shape, quick) -> list[Case]:
                 note="one thread"))
         else:
             fwd.missing.append("scipy: not installed")
-    if quick or big or importlib.util.find_spec("kornia") is None:
-        fwd.missing.append("kornia median_blur: " + ("skipped in --quick" if quick else
-                                                     "21 s and 5.8 GB per call at 1x3x512x512 (SPEC §4); skipped"
-                                                     if big else "not installed"))
+    if quick or importlib.util.find_spec("kornia") is None:
+        fwd.missing.append("kornia median_blur: " + ("skipped in --quick" if quick else "not installed"))
     else:
         from kornia.filters import median_blur
 
+        # the issue's ">= 500x faster than kornia" is measured side by side: one call at 512²
         fwd.contenders.append(Contender("kornia median_blur", lambda: (lambda: median_blur(x, (K, K))),
-                                        note="~9 s per call"))
+                                        note="~21 s and 5.8 GB per call" if big else "~9 s per call"))
 
     bwd = Case("median_filter", "forward+backward", f"{s} k{K}", [
         Contender("derain_kernels", lambda: _fwd_bwd(lambda t: dk.median_filter(t, K), x), ours=True),
