@@ -120,11 +120,14 @@ if _CPP:
         x, w1, b1, w3, b3, dilation = inputs
         out, la = output
         ctx.mark_non_differentiable(la)
+        ctx.set_materialize_grads(False)  # no full-size zero gradient for la
         ctx.save_for_backward(x, la, out, w1, w3)
         ctx.dilation = dilation
 
     def _block_train_backward(ctx, grad, grad_la):
         # la is an internal output (non-differentiable): its gradient is ignored
+        if grad is None:
+            return None, None, None, None, None, None
         x, la, out, w1, w3 = ctx.saved_tensors
         gx, gw1, gb1, gw3, gb3 = torch.ops.derain.self_correcting_block_backward_la(
             grad, x, la, out, w1, w3, ctx.dilation)
