@@ -45,7 +45,7 @@
 #include <string>
 #include <vector>
 
-#if defined(__AVX512BW__) || defined(__BMI2__)
+#if defined(__AVX512F__) || defined(__AVX512BW__) || defined(__BMI2__)
 #include <immintrin.h>
 #endif
 
@@ -53,6 +53,7 @@
 #define DERAIN_SIMD_REDUCE_FIRST _Pragma("omp simd reduction(+ : first)")
 #define DERAIN_SIMD_REDUCE _Pragma("omp simd reduction(+ : s)")
 #define DERAIN_SIMD_REDUCE2 _Pragma("omp simd reduction(+ : d_lt, d_cm)")
+#define DERAIN_SIMD_REDUCE_C _Pragma("omp simd reduction(+ : c)")
 
 namespace derain {
 namespace {
@@ -167,6 +168,8 @@ struct Workspace {
   std::vector<uint16_t> colc, colf, ra, cb, cntR, cntC;
   std::vector<int32_t> rowpos, colpos;
   std::vector<uint32_t> pos_of_rank;
+  std::vector<uint16_t> occR, occC, vcol[4];  // median tracking
+  std::vector<uint8_t> rows_in;
 };
 
 // First index i of the 32 counts h[] at which acc + h[0] + ... + h[i] > target (the
@@ -229,6 +232,271 @@ inline uint32_t nth_set_bit(uint32_t mask, uint32_t n) {
   for (uint32_t i = 0; i < n; ++i) mask &= mask - 1;
   return static_cast<uint32_t>(__builtin_ctz(mask));
 #endif
+}
+
+// ---- median tracking (see median_tile) ------------------------------------
+constexpr int kTrackWords = 4;       // the window around the last median: 64 * kTrackWords ranks
+constexpr int kTrackBlocks = 16;      // blocks of 32 ranks scanned before a restart
+constexpr int kTrackCoarseShift = 8;  // the restart's histogram: bins of 256 ranks
+
+// DERAIN_MEDIAN_TRACK=0 turns median tracking off (the Perreault-Hebert path runs instead).
+inline bool median_tracking_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("DERAIN_MEDIAN_TRACK");
+    return !(e && e[0] == '0');
+  }();
+  return on;
+}
+
+// Number of col[0..len) below m.
+__attribute__((always_inline)) inline int64_t count_below(const uint32_t* col, int64_t len, uint32_t m) {
+#if defined(__AVX512F__)
+  const __m512i vm = _mm512_set1_epi32(static_cast<int>(m));
+  int64_t c = 0, i = 0;
+  for (; i + 16 <= len; i += 16)
+    c += __builtin_popcount(_mm512_cmplt_epu32_mask(_mm512_loadu_si512(col + i), vm));
+  if (i < len) {
+    const __mmask16 k = static_cast<__mmask16>((1u << (len - i)) - 1);
+    c += __builtin_popcount(_mm512_mask_cmplt_epu32_mask(k, _mm512_maskz_loadu_epi32(k, col + i), vm));
+  }
+  return c;
+#else
+  int64_t c = 0;
+DERAIN_SIMD_REDUCE_C
+  for (int64_t i = 0; i < len; ++i) c += col[i] < m;
+  return c;
+#endif
+}
+
+// Index of the (n+1)-th set bit of a 64-bit mask (n < popcount(mask)).
+inline uint32_t nth_set_bit64(uint64_t mask, uint32_t n) {
+#if defined(__BMI2__)
+  return static_cast<uint32_t>(__builtin_ctzll(_pdep_u64(uint64_t(1) << n, mask)));
+#else
+  for (uint32_t i = 0; i < n; ++i) mask &= mask - 1;
+  return static_cast<uint32_t>(__builtin_ctzll(mask));
+#endif
+}
+
+// In-window copies of the 32 ranks r0..r0+31 for the current output row: bit i of
+// mj is set when copy j of rank r0+i (j: first / second region column, times first /
+// second region row inside the window's rows) lies in the window's columns.
+struct BlockMasks {
+  uint32_t m1, m2, m3, m4;
+  int64_t total() const {
+    return __builtin_popcount(m1) + __builtin_popcount(m2) + __builtin_popcount(m3) + __builtin_popcount(m4);
+  }
+};
+
+__attribute__((always_inline)) inline uint32_t in_range_mask(const uint16_t* p, uint16_t lo, uint16_t len) {
+#if defined(__AVX512BW__)
+  return _mm512_cmplt_epu16_mask(_mm512_sub_epi16(_mm512_loadu_si512(p), _mm512_set1_epi16(static_cast<int16_t>(lo))),
+                                 _mm512_set1_epi16(static_cast<int16_t>(len)));
+#else
+  uint32_t m = 0;
+  for (int i = 0; i < 32; ++i) m |= static_cast<uint32_t>(static_cast<uint16_t>(p[i] - lo) < len) << i;
+  return m;
+#endif
+}
+
+template <bool kDups>
+__attribute__((always_inline)) inline BlockMasks block_masks(const uint16_t* const* V, int64_t r0, uint16_t x,
+                                                             uint16_t kw) {
+  BlockMasks k;
+  k.m1 = in_range_mask(V[0] + r0, x, kw);
+  if (kDups) {
+    k.m2 = in_range_mask(V[1] + r0, x, kw);
+    k.m3 = in_range_mask(V[2] + r0, x, kw);
+    k.m4 = in_range_mask(V[3] + r0, x, kw);
+  } else {
+    k.m2 = k.m3 = k.m4 = 0;
+  }
+  return k;
+}
+
+// Index of the first lane of a block at which the running count of window copies
+// exceeds need (need < k.total()); `before` = the copies in the lanes before it.
+inline uint32_t find_lane(const BlockMasks& k, uint32_t need, int64_t& before) {
+  if (!(k.m2 | k.m3 | k.m4)) {
+    before = need;
+    return nth_set_bit(k.m1, need);
+  }
+  before = 0;
+  for (uint32_t i = 0;; ++i) {
+    const int64_t mult = ((k.m1 >> i) & 1) + ((k.m2 >> i) & 1) + ((k.m3 >> i) & 1) + ((k.m4 >> i) & 1);
+    if (before + mult > need) return i;
+    before += mult;
+  }
+}
+
+// One tile by median tracking, snake order. rmap: the region's ranks, column-major
+// (RH rows); occR / occC (in ws): the region rows (columns) of every distinct row
+// (column), 0xFFFF when absent; element ids are row * nC + column (no zero pad).
+// Per output row, V[0..3][r] hold the region columns of rank r's copies whose rows lie in
+// the window's rows (0xFFFF otherwise), so a copy is in the window iff one 16-bit
+// compare says its column is.
+template <bool kDups, typename WS, typename Select>
+void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_t th, int64_t tw, uint32_t E,
+                uint32_t nR, uint32_t nC, const uint32_t* rank_of_id, const int32_t* row_id, WS& ws, int64_t target,
+                const Select& select) {
+  constexpr int64_t kPad = 64 * kTrackWords + 64;  // reads reach 32 * kTrackWords + 32 ranks past either end
+  const size_t len = static_cast<size_t>(E) + 2 * kPad;
+  constexpr int nV = kDups ? 4 : 1;
+  uint16_t* V[4] = {nullptr, nullptr, nullptr, nullptr};
+  for (int v = 0; v < nV; ++v) {
+    ws.vcol[v].assign(len, 0xFFFF);
+    V[v] = ws.vcol[v].data() + kPad;
+  }
+  const uint16_t* occC = ws.occC.data();
+  // rows_in[a]: copies of distinct row a among the window's rows
+  ws.rows_in.assign(nR, 0);
+  uint8_t* rows_in = ws.rows_in.data();
+  auto refresh_row = [&](uint32_t a) {
+    const uint32_t* rk = rank_of_id + a * nC;
+    const uint8_t c = rows_in[a];
+    for (uint32_t b = 0; b < nC; ++b) {
+      const uint32_t r = rk[b];
+      V[0][r] = c >= 1 ? occC[2 * b] : 0xFFFF;
+      if (kDups) {
+        V[1][r] = c >= 1 ? occC[2 * b + 1] : 0xFFFF;
+        V[2][r] = c >= 2 ? occC[2 * b] : 0xFFFF;
+        V[3][r] = c >= 2 ? occC[2 * b + 1] : 0xFFFF;
+      }
+    }
+  };
+  for (int64_t i = 0; i < kh; ++i) rows_in[row_id[i]]++;
+  for (uint32_t a = 0; a < nR; ++a)
+    if (rows_in[a]) refresh_row(a);
+
+  const uint16_t ukw = static_cast<uint16_t>(kw);
+  uint32_t m = 0;  // median rank of the last output
+  int64_t L = 0;   // window copies with rank < m
+  std::vector<uint32_t> hist_buf(((E - 1) >> kTrackCoarseShift) + 1);
+  uint32_t* hist = hist_buf.data();
+  auto restart = [&](int64_t y, int64_t x) {
+    const uint32_t nb = ((E - 1) >> kTrackCoarseShift) + 1;
+    std::fill(hist, hist + nb, 0u);
+    for (int64_t j = x; j < x + kw; ++j) {
+      const uint32_t* col = rmap + j * RH + y;
+      for (int64_t i = 0; i < kh; ++i) hist[col[i] >> kTrackCoarseShift]++;
+    }
+    int64_t acc = 0;
+    uint32_t c = 0;
+    while (acc + hist[c] <= target) acc += hist[c++];
+    m = c << kTrackCoarseShift;
+    L = acc;
+  };
+  // the median of output (y, x), from the last one (m, with L updated to this window)
+  auto resolve = [&](int64_t y, int64_t x) {
+    const uint16_t ux = static_cast<uint16_t>(x);
+    int64_t r0 = m;
+    {  // the common case: the median lies within 32 * kTrackWords ranks of the last one
+      const int64_t base = int64_t(m) - 32 * kTrackWords;
+      uint64_t w1[kTrackWords], w2[kTrackWords], w3[kTrackWords], w4[kTrackWords];
+      int64_t cum[kTrackWords + 1];
+      cum[0] = 0;
+      for (int q = 0; q < kTrackWords; ++q) {
+        const BlockMasks k0 = block_masks<kDups>(V, base + 64 * q, ux, ukw);
+        const BlockMasks k1 = block_masks<kDups>(V, base + 64 * q + 32, ux, ukw);
+        w1[q] = uint64_t(k0.m1) | uint64_t(k1.m1) << 32;
+        int64_t c = __builtin_popcountll(w1[q]);
+        if (kDups) {
+          w2[q] = uint64_t(k0.m2) | uint64_t(k1.m2) << 32;
+          w3[q] = uint64_t(k0.m3) | uint64_t(k1.m3) << 32;
+          w4[q] = uint64_t(k0.m4) | uint64_t(k1.m4) << 32;
+          c += __builtin_popcountll(w2[q]) + __builtin_popcountll(w3[q]) + __builtin_popcountll(w4[q]);
+        }
+        cum[q + 1] = cum[q] + c;
+      }
+      const int64_t Lb = L - cum[kTrackWords / 2], need = target - Lb;  // Lb: window copies below base
+      if (need >= 0 && need < cum[kTrackWords]) {
+        int q = 0;
+        for (int i = 1; i < kTrackWords; ++i) q += int(need >= cum[i]);
+        const uint64_t nq = static_cast<uint64_t>(need - cum[q]);
+        uint32_t lane;
+        int64_t before = static_cast<int64_t>(nq);  // copies in word q before the lane
+        if (!kDups || !(w2[q] | w3[q] | w4[q])) {
+          lane = nth_set_bit64(w1[q], static_cast<uint32_t>(nq));
+        } else {  // lanes with several copies: binary search on the copies before lane i
+          auto below = [&](uint32_t i) {
+            const uint64_t mk = i >= 64 ? ~uint64_t(0) : (uint64_t(1) << i) - 1;
+            return uint64_t(__builtin_popcountll(w1[q] & mk) + __builtin_popcountll(w2[q] & mk) +
+                            __builtin_popcountll(w3[q] & mk) + __builtin_popcountll(w4[q] & mk));
+          };
+          uint32_t lo = 0, hi = 64;  // below(lo) <= nq < below(hi)
+          while (hi - lo > 1) {
+            const uint32_t mid = (lo + hi) / 2;
+            if (below(mid) <= nq) lo = mid; else hi = mid;
+          }
+          lane = lo;
+          before = static_cast<int64_t>(below(lo));
+        }
+        m = static_cast<uint32_t>(base + 64 * q + lane);
+        L = Lb + cum[q] + before;
+        return;
+      }
+      // continue the scan from the window's edge
+      if (need < 0) { L = Lb; r0 = base; }
+      else { L = Lb + cum[kTrackWords]; r0 = base + 64 * kTrackWords; }
+    }
+    int blocks = 0;
+    BlockMasks k;
+    bool found = false;
+    if (L > target) {  // scan down: blocks [r0 - 32, r0)
+      for (;;) {
+        k = block_masks<kDups>(V, r0 - 32, ux, ukw);
+        L -= k.total();
+        r0 -= 32;
+        if (L <= target) { found = true; break; }
+        if (++blocks > kTrackBlocks) { restart(y, x); r0 = m; blocks = std::numeric_limits<int>::min(); break; }
+      }
+    }
+    if (!found) {  // scan up from r0
+      for (;;) {
+        k = block_masks<kDups>(V, r0, ux, ukw);
+        const int64_t T = k.total();
+        if (L + T > target) break;
+        L += T;
+        r0 += 32;
+        if (++blocks > kTrackBlocks) { restart(y, x); r0 = m; blocks = std::numeric_limits<int>::min(); }
+      }
+    }
+    int64_t before;
+    const uint32_t lane = find_lane(k, static_cast<uint32_t>(target - L), before);
+    m = static_cast<uint32_t>(r0) + lane;
+    L += before;
+  };
+
+  restart(0, 0);
+  int64_t x = 0;
+  for (int64_t y = 0; y < th; ++y) {
+    if (y > 0) {  // step down: row y-1 leaves, row y+kh-1 enters
+      for (int64_t j = x; j < x + kw; ++j)
+        L += int64_t(rmap[j * RH + y + kh - 1] < m) - int64_t(rmap[j * RH + y - 1] < m);
+      const int32_t ao = row_id[y - 1], ai = row_id[y + kh - 1];
+      rows_in[ao]--;
+      rows_in[ai]++;
+      refresh_row(ao);
+      if (ai != ao) refresh_row(ai);
+    }
+    resolve(y, x);
+    select(y, x, m);
+    if ((y & 1) == 0) {
+      for (x = x + 1; x < tw; ++x) {
+        L += count_below(rmap + (x + kw - 1) * RH + y, kh, m) - count_below(rmap + (x - 1) * RH + y, kh, m);
+        resolve(y, x);
+        select(y, x, m);
+      }
+      x = tw - 1;
+    } else {
+      for (x = x - 1; x >= 0; --x) {
+        L += count_below(rmap + x * RH + y, kh, m) - count_below(rmap + (x + kw) * RH + y, kh, m);
+        resolve(y, x);
+        select(y, x, m);
+      }
+      x = 0;
+    }
+  }
 }
 
 // Distinct sources of padded coordinates [lo, lo + len): ascending list, per-position id
@@ -354,6 +622,37 @@ void median_tile(const scalar_t* xp, int64_t sH, int64_t sW, const Geometry& g, 
         select(y, x, buf[target]);
       }
     return;
+  }
+
+  if (sizeof(count_t) == 2 && !(zr || zc) && RH < 0x7FFF && RW < 0x7FFF && median_tracking_enabled()) {
+    // Median tracking (no zero pad; every source row / column at most twice in the region).
+    // State: the previous output's median rank m and L = the number of window copies with
+    // rank < m. A step of the window updates L by counting the entering and leaving
+    // column's (row's) ranks below m, then m moves to the new median by scanning ranks in
+    // blocks of 32: an element is in the window iff one of its (at most two) region rows
+    // and one of its region columns are, a test of 16-bit positions per rank. The median
+    // moves little between neighbours; a scan longer than kTrackBlocks blocks restarts
+    // from a coarse histogram of the window.
+    ws.occR.assign(2 * static_cast<size_t>(nR), 0xFFFF);
+    ws.occC.assign(2 * static_cast<size_t>(nC), 0xFFFF);
+    bool ok = true, dups = false;
+    for (int64_t i = 0; i < RH; ++i) {
+      uint16_t* o = ws.occR.data() + 2 * ws.row_id[i];
+      if (o[0] == 0xFFFF) o[0] = static_cast<uint16_t>(i);
+      else if (o[1] == 0xFFFF) { o[1] = static_cast<uint16_t>(i); dups = true; }
+      else ok = false;
+    }
+    for (int64_t j = 0; j < RW; ++j) {
+      uint16_t* o = ws.occC.data() + 2 * ws.col_id[j];
+      if (o[0] == 0xFFFF) o[0] = static_cast<uint16_t>(j);
+      else if (o[1] == 0xFFFF) { o[1] = static_cast<uint16_t>(j); dups = true; }
+      else ok = false;
+    }
+    if (ok) {
+      if (dups) track_tile<true>(rmap, RH, g.kh, g.kw, th, tw, E, nR, nC, rank_of_id, ws.row_id.data(), ws, target, select);
+      else track_tile<false>(rmap, RH, g.kh, g.kw, th, tw, E, nR, nC, rank_of_id, ws.row_id.data(), ws, target, select);
+      return;
+    }
   }
 
   if (sizeof(count_t) == 2 && RH < 0xFFFF && RW < 0xFFFF) {  // 16-bit per-row / column counts
