@@ -43,6 +43,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__) || defined(__AVX512BW__) || defined(__BMI2__)
@@ -169,7 +170,8 @@ struct Workspace {
   std::vector<int32_t> rowpos, colpos;
   std::vector<uint32_t> pos_of_rank;
   std::vector<uint16_t> occR, occC, vcol[4];  // median tracking
-  std::vector<uint8_t> rows_in;
+  std::vector<uint8_t> rows_in, col_pairs;
+  std::vector<uint32_t> medians;
 };
 
 // First index i of the 32 counts h[] at which acc + h[0] + ... + h[i] > target (the
@@ -299,17 +301,19 @@ __attribute__((always_inline)) inline uint32_t in_range_mask(const uint16_t* p, 
 #endif
 }
 
-template <bool kDups>
+// kMode 0: one copy per rank at most (V[0] only); 1: no rank has two copies in this
+// window (V[0] or V[1]); 2: any number of copies (V[0..3], one bit each).
+template <int kMode>
 __attribute__((always_inline)) inline BlockMasks block_masks(const uint16_t* const* V, int64_t r0, uint16_t x,
                                                              uint16_t kw) {
   BlockMasks k;
   k.m1 = in_range_mask(V[0] + r0, x, kw);
-  if (kDups) {
+  k.m2 = k.m3 = k.m4 = 0;
+  if (kMode == 1) k.m1 |= in_range_mask(V[1] + r0, x, kw);
+  if (kMode == 2) {
     k.m2 = in_range_mask(V[1] + r0, x, kw);
     k.m3 = in_range_mask(V[2] + r0, x, kw);
     k.m4 = in_range_mask(V[3] + r0, x, kw);
-  } else {
-    k.m2 = k.m3 = k.m4 = 0;
   }
   return k;
 }
@@ -387,7 +391,9 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
     L = acc;
   };
   // the median of output (y, x), from the last one (m, with L updated to this window)
-  auto resolve = [&](int64_t y, int64_t x) {
+  auto resolve = [&](auto mode_tag, int64_t y, int64_t x) {
+    constexpr int kMode = decltype(mode_tag)::value;
+    constexpr bool kMany = kMode == 2;  // ranks may have several copies in the window
     const uint16_t ux = static_cast<uint16_t>(x);
     int64_t r0 = m;
     {  // the common case: the median lies within 32 * kTrackWords ranks of the last one
@@ -396,11 +402,11 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
       int64_t cum[kTrackWords + 1];
       cum[0] = 0;
       for (int q = 0; q < kTrackWords; ++q) {
-        const BlockMasks k0 = block_masks<kDups>(V, base + 64 * q, ux, ukw);
-        const BlockMasks k1 = block_masks<kDups>(V, base + 64 * q + 32, ux, ukw);
+        const BlockMasks k0 = block_masks<kMode>(V, base + 64 * q, ux, ukw);
+        const BlockMasks k1 = block_masks<kMode>(V, base + 64 * q + 32, ux, ukw);
         w1[q] = uint64_t(k0.m1) | uint64_t(k1.m1) << 32;
         int64_t c = __builtin_popcountll(w1[q]);
-        if (kDups) {
+        if (kMany) {
           w2[q] = uint64_t(k0.m2) | uint64_t(k1.m2) << 32;
           w3[q] = uint64_t(k0.m3) | uint64_t(k1.m3) << 32;
           w4[q] = uint64_t(k0.m4) | uint64_t(k1.m4) << 32;
@@ -415,7 +421,7 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
         const uint64_t nq = static_cast<uint64_t>(need - cum[q]);
         uint32_t lane;
         int64_t before = static_cast<int64_t>(nq);  // copies in word q before the lane
-        if (!kDups || !(w2[q] | w3[q] | w4[q])) {
+        if (!kMany || !(w2[q] | w3[q] | w4[q])) {
           lane = nth_set_bit64(w1[q], static_cast<uint32_t>(nq));
         } else {  // lanes with several copies: binary search on the copies before lane i
           auto below = [&](uint32_t i) {
@@ -444,7 +450,7 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
     bool found = false;
     if (L > target) {  // scan down: blocks [r0 - 32, r0)
       for (;;) {
-        k = block_masks<kDups>(V, r0 - 32, ux, ukw);
+        k = block_masks<kMode>(V, r0 - 32, ux, ukw);
         L -= k.total();
         r0 -= 32;
         if (L <= target) { found = true; break; }
@@ -453,7 +459,7 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
     }
     if (!found) {  // scan up from r0
       for (;;) {
-        k = block_masks<kDups>(V, r0, ux, ukw);
+        k = block_masks<kMode>(V, r0, ux, ukw);
         const int64_t T = k.total();
         if (L + T > target) break;
         L += T;
@@ -467,6 +473,27 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
     L += before;
   };
 
+  // window columns holding both copies of some column
+  ws.col_pairs.assign(tw, 0);
+  if (kDups)
+    for (uint32_t b = 0; b < nC; ++b) {
+      const int64_t c1 = occC[2 * b], c2 = occC[2 * b + 1];
+      if (c2 == 0xFFFF) continue;
+      for (int64_t xx = std::max<int64_t>(0, std::max(c1, c2) - kw + 1); xx <= std::min<int64_t>(tw - 1, std::min(c1, c2)); ++xx)
+        ws.col_pairs[xx] = 1;
+    }
+  const uint8_t* col_pairs = ws.col_pairs.data();
+  int64_t row_pairs = 0;  // distinct rows with two copies among the window's rows
+  for (uint32_t a = 0; a < nR; ++a) row_pairs += rows_in[a] == 2;
+  auto resolve_any = [&](int64_t y, int64_t x) {
+    if (!kDups) resolve(std::integral_constant<int, 0>(), y, x);
+    else if (row_pairs || col_pairs[x]) resolve(std::integral_constant<int, 2>(), y, x);
+    else resolve(std::integral_constant<int, 1>(), y, x);
+  };
+
+  // medians are written out after the sweep: the emit stays out of its latency chain
+  ws.medians.resize(th * tw);
+  uint32_t* med = ws.medians.data();
   restart(0, 0);
   int64_t x = 0;
   for (int64_t y = 0; y < th; ++y) {
@@ -474,29 +501,35 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
       for (int64_t j = x; j < x + kw; ++j)
         L += int64_t(rmap[j * RH + y + kh - 1] < m) - int64_t(rmap[j * RH + y - 1] < m);
       const int32_t ao = row_id[y - 1], ai = row_id[y + kh - 1];
+      row_pairs -= rows_in[ao] == 2;
       rows_in[ao]--;
+      row_pairs += rows_in[ao] == 2;
+      row_pairs -= rows_in[ai] == 2;
       rows_in[ai]++;
+      row_pairs += rows_in[ai] == 2;
       refresh_row(ao);
       if (ai != ao) refresh_row(ai);
     }
-    resolve(y, x);
-    select(y, x, m);
+    resolve_any(y, x);
+    med[y * tw + x] = m;
     if ((y & 1) == 0) {
       for (x = x + 1; x < tw; ++x) {
         L += count_below(rmap + (x + kw - 1) * RH + y, kh, m) - count_below(rmap + (x - 1) * RH + y, kh, m);
-        resolve(y, x);
-        select(y, x, m);
+        resolve_any(y, x);
+        med[y * tw + x] = m;
       }
       x = tw - 1;
     } else {
       for (x = x - 1; x >= 0; --x) {
         L += count_below(rmap + x * RH + y, kh, m) - count_below(rmap + (x + kw) * RH + y, kh, m);
-        resolve(y, x);
-        select(y, x, m);
+        resolve_any(y, x);
+        med[y * tw + x] = m;
       }
       x = 0;
     }
   }
+  for (int64_t y = 0; y < th; ++y)
+    for (int64_t xx = 0; xx < tw; ++xx) select(y, xx, med[y * tw + xx]);
 }
 
 // Distinct sources of padded coordinates [lo, lo + len): ascending list, per-position id
