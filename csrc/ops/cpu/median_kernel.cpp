@@ -169,7 +169,8 @@ struct Workspace {
   std::vector<uint16_t> colc, colf, ra, cb, cntR, cntC;
   std::vector<int32_t> rowpos, colpos;
   std::vector<uint32_t> pos_of_rank;
-  std::vector<uint16_t> occR, occC, vcol[4];  // median tracking
+  std::vector<uint16_t> occR, occC;  // median tracking
+  std::vector<uint8_t> vcol[4];
   std::vector<uint8_t> rows_in, col_pairs;
   std::vector<uint32_t> medians;
 };
@@ -238,7 +239,7 @@ inline uint32_t nth_set_bit(uint32_t mask, uint32_t n) {
 
 // ---- median tracking (see median_tile) ------------------------------------
 constexpr int kTrackWords = 4;       // the window around the last median: 64 * kTrackWords ranks
-constexpr int kTrackBlocks = 16;      // blocks of 32 ranks scanned before a restart
+constexpr int kTrackBlocks = 8;       // blocks of 64 ranks scanned before a restart
 constexpr int kTrackCoarseShift = 8;  // the restart's histogram: bins of 256 ranks
 
 // DERAIN_MEDIAN_TRACK=0 turns median tracking off (the Perreault-Hebert path runs instead).
@@ -280,23 +281,25 @@ inline uint32_t nth_set_bit64(uint64_t mask, uint32_t n) {
 #endif
 }
 
-// In-window copies of the 32 ranks r0..r0+31 for the current output row: bit i of
+// In-window copies of the 64 ranks r0..r0+63 for the current output row: bit i of
 // mj is set when copy j of rank r0+i (j: first / second region column, times first /
 // second region row inside the window's rows) lies in the window's columns.
 struct BlockMasks {
-  uint32_t m1, m2, m3, m4;
+  uint64_t m1, m2, m3, m4;
   int64_t total() const {
-    return __builtin_popcount(m1) + __builtin_popcount(m2) + __builtin_popcount(m3) + __builtin_popcount(m4);
+    return __builtin_popcountll(m1) + __builtin_popcountll(m2) + __builtin_popcountll(m3) +
+           __builtin_popcountll(m4);
   }
 };
 
-__attribute__((always_inline)) inline uint32_t in_range_mask(const uint16_t* p, uint16_t lo, uint16_t len) {
+// Bit i: p[i] - lo < len (8-bit lanes, wrapping), i < 64.
+__attribute__((always_inline)) inline uint64_t in_range_mask(const uint8_t* p, uint8_t lo, uint8_t len) {
 #if defined(__AVX512BW__)
-  return _mm512_cmplt_epu16_mask(_mm512_sub_epi16(_mm512_loadu_si512(p), _mm512_set1_epi16(static_cast<int16_t>(lo))),
-                                 _mm512_set1_epi16(static_cast<int16_t>(len)));
+  return _mm512_cmplt_epu8_mask(_mm512_sub_epi8(_mm512_loadu_si512(p), _mm512_set1_epi8(static_cast<char>(lo))),
+                                _mm512_set1_epi8(static_cast<char>(len)));
 #else
-  uint32_t m = 0;
-  for (int i = 0; i < 32; ++i) m |= static_cast<uint32_t>(static_cast<uint16_t>(p[i] - lo) < len) << i;
+  uint64_t m = 0;
+  for (int i = 0; i < 64; ++i) m |= static_cast<uint64_t>(static_cast<uint8_t>(p[i] - lo) < len) << i;
   return m;
 #endif
 }
@@ -304,8 +307,8 @@ __attribute__((always_inline)) inline uint32_t in_range_mask(const uint16_t* p, 
 // kMode 0: one copy per rank at most (V[0] only); 1: no rank has two copies in this
 // window (V[0] or V[1]); 2: any number of copies (V[0..3], one bit each).
 template <int kMode>
-__attribute__((always_inline)) inline BlockMasks block_masks(const uint16_t* const* V, int64_t r0, uint16_t x,
-                                                             uint16_t kw) {
+__attribute__((always_inline)) inline BlockMasks block_masks(const uint8_t* const* V, int64_t r0, uint8_t x,
+                                                             uint8_t kw) {
   BlockMasks k;
   k.m1 = in_range_mask(V[0] + r0, x, kw);
   k.m2 = k.m3 = k.m4 = 0;
@@ -323,7 +326,7 @@ __attribute__((always_inline)) inline BlockMasks block_masks(const uint16_t* con
 inline uint32_t find_lane(const BlockMasks& k, uint32_t need, int64_t& before) {
   if (!(k.m2 | k.m3 | k.m4)) {
     before = need;
-    return nth_set_bit(k.m1, need);
+    return nth_set_bit64(k.m1, need);
   }
   before = 0;
   for (uint32_t i = 0;; ++i) {
@@ -337,18 +340,18 @@ inline uint32_t find_lane(const BlockMasks& k, uint32_t need, int64_t& before) {
 // (RH rows); occR / occC (in ws): the region rows (columns) of every distinct row
 // (column), 0xFFFF when absent; element ids are row * nC + column (no zero pad).
 // Per output row, V[0..3][r] hold the region columns of rank r's copies whose rows lie in
-// the window's rows (0xFFFF otherwise), so a copy is in the window iff one 16-bit
+// the window's rows (0xFF otherwise; region columns fit 8 bits), so a copy is in the window iff one 8-bit
 // compare says its column is.
 template <bool kDups, typename WS, typename Select>
 void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_t th, int64_t tw, uint32_t E,
                 uint32_t nR, uint32_t nC, const uint32_t* rank_of_id, const int32_t* row_id, WS& ws, int64_t target,
                 const Select& select) {
-  constexpr int64_t kPad = 64 * kTrackWords + 64;  // reads reach 32 * kTrackWords + 32 ranks past either end
+  constexpr int64_t kPad = 64 * kTrackWords + 128;  // reads reach 32 * kTrackWords + 64 ranks past either end
   const size_t len = static_cast<size_t>(E) + 2 * kPad;
   constexpr int nV = kDups ? 4 : 1;
-  uint16_t* V[4] = {nullptr, nullptr, nullptr, nullptr};
+  uint8_t* V[4] = {nullptr, nullptr, nullptr, nullptr};
   for (int v = 0; v < nV; ++v) {
-    ws.vcol[v].assign(len, 0xFFFF);
+    ws.vcol[v].assign(len, 0xFF);
     V[v] = ws.vcol[v].data() + kPad;
   }
   const uint16_t* occC = ws.occC.data();
@@ -360,11 +363,12 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
     const uint8_t c = rows_in[a];
     for (uint32_t b = 0; b < nC; ++b) {
       const uint32_t r = rk[b];
-      V[0][r] = c >= 1 ? occC[2 * b] : 0xFFFF;
+      const uint8_t c1 = static_cast<uint8_t>(occC[2 * b]), c2 = static_cast<uint8_t>(occC[2 * b + 1]);
+      V[0][r] = c >= 1 ? c1 : 0xFF;
       if (kDups) {
-        V[1][r] = c >= 1 ? occC[2 * b + 1] : 0xFFFF;
-        V[2][r] = c >= 2 ? occC[2 * b] : 0xFFFF;
-        V[3][r] = c >= 2 ? occC[2 * b + 1] : 0xFFFF;
+        V[1][r] = c >= 1 ? c2 : 0xFF;
+        V[2][r] = c >= 2 ? c1 : 0xFF;
+        V[3][r] = c >= 2 ? c2 : 0xFF;
       }
     }
   };
@@ -372,7 +376,7 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
   for (uint32_t a = 0; a < nR; ++a)
     if (rows_in[a]) refresh_row(a);
 
-  const uint16_t ukw = static_cast<uint16_t>(kw);
+  const uint8_t ukw = static_cast<uint8_t>(kw);
   uint32_t m = 0;  // median rank of the last output
   int64_t L = 0;   // window copies with rank < m
   std::vector<uint32_t> hist_buf(((E - 1) >> kTrackCoarseShift) + 1);
@@ -394,7 +398,7 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
   auto resolve = [&](auto mode_tag, int64_t y, int64_t x) {
     constexpr int kMode = decltype(mode_tag)::value;
     constexpr bool kMany = kMode == 2;  // ranks may have several copies in the window
-    const uint16_t ux = static_cast<uint16_t>(x);
+    const uint8_t ux = static_cast<uint8_t>(x);
     int64_t r0 = m;
     {  // the common case: the median lies within 32 * kTrackWords ranks of the last one
       const int64_t base = int64_t(m) - 32 * kTrackWords;
@@ -403,13 +407,12 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
       cum[0] = 0;
       for (int q = 0; q < kTrackWords; ++q) {
         const BlockMasks k0 = block_masks<kMode>(V, base + 64 * q, ux, ukw);
-        const BlockMasks k1 = block_masks<kMode>(V, base + 64 * q + 32, ux, ukw);
-        w1[q] = uint64_t(k0.m1) | uint64_t(k1.m1) << 32;
+        w1[q] = k0.m1;
         int64_t c = __builtin_popcountll(w1[q]);
         if (kMany) {
-          w2[q] = uint64_t(k0.m2) | uint64_t(k1.m2) << 32;
-          w3[q] = uint64_t(k0.m3) | uint64_t(k1.m3) << 32;
-          w4[q] = uint64_t(k0.m4) | uint64_t(k1.m4) << 32;
+          w2[q] = k0.m2;
+          w3[q] = k0.m3;
+          w4[q] = k0.m4;
           c += __builtin_popcountll(w2[q]) + __builtin_popcountll(w3[q]) + __builtin_popcountll(w4[q]);
         }
         cum[q + 1] = cum[q] + c;
@@ -448,11 +451,11 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
     int blocks = 0;
     BlockMasks k;
     bool found = false;
-    if (L > target) {  // scan down: blocks [r0 - 32, r0)
+    if (L > target) {  // scan down: blocks [r0 - 64, r0)
       for (;;) {
-        k = block_masks<kMode>(V, r0 - 32, ux, ukw);
+        k = block_masks<kMode>(V, r0 - 64, ux, ukw);
         L -= k.total();
-        r0 -= 32;
+        r0 -= 64;
         if (L <= target) { found = true; break; }
         if (++blocks > kTrackBlocks) { restart(y, x); r0 = m; blocks = std::numeric_limits<int>::min(); break; }
       }
@@ -463,7 +466,7 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
         const int64_t T = k.total();
         if (L + T > target) break;
         L += T;
-        r0 += 32;
+        r0 += 64;
         if (++blocks > kTrackBlocks) { restart(y, x); r0 = m; blocks = std::numeric_limits<int>::min(); }
       }
     }
@@ -657,7 +660,7 @@ void median_tile(const scalar_t* xp, int64_t sH, int64_t sW, const Geometry& g, 
     return;
   }
 
-  if (sizeof(count_t) == 2 && !(zr || zc) && RH < 0x7FFF && RW < 0x7FFF && median_tracking_enabled()) {
+  if (sizeof(count_t) == 2 && !(zr || zc) && RH < 0x7FFF && RW <= 0xFF && median_tracking_enabled()) {
     // Median tracking (no zero pad; every source row / column at most twice in the region).
     // State: the previous output's median rank m and L = the number of window copies with
     // rank < m. A step of the window updates L by counting the entering and leaving
