@@ -46,7 +46,7 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__) || defined(__AVX512BW__) || defined(__BMI2__)
+#if defined(__AVX512F__) || defined(__AVX512BW__) || defined(__AVX2__) || defined(__BMI2__)
 #include <immintrin.h>
 #endif
 
@@ -163,7 +163,7 @@ struct Workspace {
   std::vector<int32_t> row_src, col_src, row_id, col_id, drows, dcols;
   std::vector<key_t> keys_a, keys_b;
   std::vector<uint32_t> ids_a, ids_b, rank_of_id, rmap;
-  std::vector<int64_t> src_of_id, src_of_rank;
+  std::vector<int64_t> src_of_id;
   std::vector<count_t> fine;
   std::vector<int32_t> nan_prefix, realR, realC;
   std::vector<uint16_t> colc, colf, ra, cb, cntR, cntC;
@@ -276,8 +276,14 @@ inline uint32_t nth_set_bit64(uint64_t mask, uint32_t n) {
 #if defined(__BMI2__)
   return static_cast<uint32_t>(__builtin_ctzll(_pdep_u64(uint64_t(1) << n, mask)));
 #else
+  uint32_t off = 0;  // narrow to the byte holding it, then clear lower set bits
+  for (int half = 32; half >= 8; half /= 2) {
+    const uint64_t low = mask & ((uint64_t(1) << half) - 1);
+    const uint32_t c = static_cast<uint32_t>(__builtin_popcountll(low));
+    if (n >= c) { n -= c; mask >>= half; off += half; } else { mask = low; }
+  }
   for (uint32_t i = 0; i < n; ++i) mask &= mask - 1;
-  return static_cast<uint32_t>(__builtin_ctzll(mask));
+  return off + static_cast<uint32_t>(__builtin_ctzll(mask));
 #endif
 }
 
@@ -297,6 +303,14 @@ __attribute__((always_inline)) inline uint64_t in_range_mask(const uint8_t* p, u
 #if defined(__AVX512BW__)
   return _mm512_cmplt_epu8_mask(_mm512_sub_epi8(_mm512_loadu_si512(p), _mm512_set1_epi8(static_cast<char>(lo))),
                                 _mm512_set1_epi8(static_cast<char>(len)));
+#elif defined(__AVX2__)
+  // unsigned a < len  <=>  min(a, len - 1) == a  (len >= 1)
+  const __m256i vlo = _mm256_set1_epi8(static_cast<char>(lo)), vmax = _mm256_set1_epi8(static_cast<char>(len - 1));
+  const __m256i a0 = _mm256_sub_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), vlo);
+  const __m256i a1 = _mm256_sub_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32)), vlo);
+  const uint32_t m0 = static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(a0, vmax), a0)));
+  const uint32_t m1 = static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(a1, vmax), a1)));
+  return uint64_t(m0) | uint64_t(m1) << 32;
 #else
   uint64_t m = 0;
   for (int i = 0; i < 64; ++i) m |= static_cast<uint64_t>(static_cast<uint8_t>(p[i] - lo) < len) << i;
@@ -603,9 +617,6 @@ void median_tile(const scalar_t* xp, int64_t sH, int64_t sW, const Geometry& g, 
                                                 ws.ids_b.data(), E, KeyInfo<scalar_t>::bits);
   uint32_t* rank_of_id = ws.rank_of_id.data();
   for (uint32_t r = 0; r < E; ++r) rank_of_id[order[r]] = r;
-  ws.src_of_rank.resize(E);
-  int64_t* src_of_rank = ws.src_of_rank.data();
-  for (uint32_t r = 0; r < E; ++r) src_of_rank[r] = src_of_id[order[r]];
 
   // rank map of the region, column-major (columns are what a horizontal step reads)
   ws.rmap.resize(RH * RW);
@@ -641,7 +652,7 @@ void median_tile(const scalar_t* xp, int64_t sH, int64_t sW, const Geometry& g, 
                         nanp[(y + g.kh) * PW + x] + nanp[y * PW + x];
       if (c) { emit(y, x, int64_t(-2)); return; }
     }
-    emit(y, x, src_of_rank[m]);
+    emit(y, x, src_of_id[order[m]]);
   };
   const int64_t n = g.kh * g.kw;
   const int64_t target = (n - 1) / 2;  // 0-based position of the median
