@@ -13,9 +13,17 @@
 //     NaN above +inf) are radix-sorted, stably, so equal values keep source
 //     order: element -> rank is a bijection onto 0..E-1 ordered by
 //     (value, source index), the selection rule shared with the reference.
-//  3. The window's median rank, by one of three paths:
+//  3. The window's median rank, by one of four paths:
 //     - windows of at most 49 elements: nth_element over the window's ranks;
-//     - windows of at most 65535 elements (k <= 255): Perreault-Hebert over rank
+//     - windows of at most 65535 elements, reflect / replicate borders (no zero pad),
+//       region at most 255 columns wide, each source row / column at most twice in
+//       the region: median tracking (track_tile). The last output's median rank m
+//       and the count L of window copies below it are carried along a snake path; a
+//       step updates L by comparing the entering / leaving column's ranks with m, and
+//       the new median is found among the 256 ranks around m by one 8-bit in-window
+//       test per rank (64 ranks per AVX-512 compare) and a pdep select; longer moves
+//       scan on in blocks of 64 ranks (DERAIN_MEDIAN_TRACK=0 turns this path off);
+//     - other windows of at most 65535 elements: Perreault-Hebert over rank
 //       bins (2048 bins of 2^shift ranks; 16-bit column histograms updated by one
 //       element per column and row, the window's coarse histogram sliding by vector
 //       adds, fine segments updated lazily, AVX-512 prefix searches with a scalar
