@@ -180,7 +180,9 @@ struct Workspace {
   std::vector<uint16_t> occR, occC;  // median tracking
   std::vector<uint8_t> vcol[4];
   std::vector<uint8_t> rows_in, col_pairs;
-  std::vector<uint32_t> medians;
+  std::vector<uint32_t> medians, prank;
+  std::vector<int64_t> psrc;
+  std::vector<int32_t> ident;
 };
 
 // First index i of the 32 counts h[] at which acc + h[0] + ... + h[i] > target (the
@@ -679,35 +681,73 @@ void median_tile(const scalar_t* xp, int64_t sH, int64_t sW, const Geometry& g, 
     return;
   }
 
-  if (sizeof(count_t) == 2 && !(zr || zc) && RH < 0x7FFF && RW <= 0xFF && median_tracking_enabled()) {
-    // Median tracking (no zero pad; every source row / column at most twice in the region).
-    // State: the previous output's median rank m and L = the number of window copies with
-    // rank < m. A step of the window updates L by counting the entering and leaving
-    // column's (row's) ranks below m, then m moves to the new median by scanning ranks in
-    // blocks of 32: an element is in the window iff one of its (at most two) region rows
-    // and one of its region columns are, a test of 16-bit positions per rank. The median
-    // moves little between neighbours; a scan longer than kTrackBlocks blocks restarts
-    // from a coarse histogram of the window.
-    ws.occR.assign(2 * static_cast<size_t>(nR), 0xFFFF);
-    ws.occC.assign(2 * static_cast<size_t>(nC), 0xFFFF);
-    bool ok = true, dups = false;
-    for (int64_t i = 0; i < RH; ++i) {
-      uint16_t* o = ws.occR.data() + 2 * ws.row_id[i];
-      if (o[0] == 0xFFFF) o[0] = static_cast<uint16_t>(i);
-      else if (o[1] == 0xFFFF) { o[1] = static_cast<uint16_t>(i); dups = true; }
-      else ok = false;
+  if (sizeof(count_t) == 2 && RH < 0x7FFF && RW <= 0xFF && median_tracking_enabled()) {
+    // Median tracking over position ranks: every position of the region gets its own rank,
+    // ordered by its element's rank (copies of one element, the zero pad included, take
+    // consecutive ranks: which copy is selected does not change the selected element).
+    // Then every rank has exactly one position and track_tile tests one column per rank.
+    const uint32_t EP = static_cast<uint32_t>(RH * RW);
+    // copies of each distinct row / column in the region
+    ws.cntR.assign(nR, 0);
+    ws.cntC.assign(nC, 0);
+    int64_t pad_copies = 0;
+    for (int64_t i = 0; i < RH; ++i)
+      if (ws.row_id[i] >= 0) ws.cntR[ws.row_id[i]]++;
+    for (int64_t j = 0; j < RW; ++j)
+      if (ws.col_id[j] >= 0) ws.cntC[ws.col_id[j]]++;
+    if (base) {
+      int64_t real_rows = 0, real_cols = 0;
+      for (uint32_t a = 0; a < nR; ++a) real_rows += ws.cntR[a];
+      for (uint32_t b = 0; b < nC; ++b) real_cols += ws.cntC[b];
+      pad_copies = RH * RW - real_rows * real_cols;
     }
+    // first position rank of every element rank
+    ws.pos_of_rank.resize(static_cast<size_t>(E) + 1);
+    uint32_t* first = ws.pos_of_rank.data();
+    if (base) first[rank_of_id[0]] = static_cast<uint32_t>(pad_copies);
+    for (uint32_t a = 0; a < nR; ++a) {
+      const uint32_t ra = ws.cntR[a];
+      const uint32_t* rk = rank_of_id + base + a * nC;
+      for (uint32_t b = 0; b < nC; ++b) first[rk[b]] = ra * ws.cntC[b];
+    }
+    uint32_t sum = 0;
+    for (uint32_t r = 0; r < E; ++r) { const uint32_t c = first[r]; first[r] = sum; sum += c; }
+    // position ranks: column-major (rmap) and row-major (prank); psrc: source of a position rank
+    ws.prank.resize(EP);
+    ws.psrc.resize(EP);
+    uint32_t* prank = ws.prank.data();
+    int64_t* psrc = ws.psrc.data();
     for (int64_t j = 0; j < RW; ++j) {
-      uint16_t* o = ws.occC.data() + 2 * ws.col_id[j];
-      if (o[0] == 0xFFFF) o[0] = static_cast<uint16_t>(j);
-      else if (o[1] == 0xFFFF) { o[1] = static_cast<uint16_t>(j); dups = true; }
-      else ok = false;
+      const int32_t cid = ws.col_id[j];
+      uint32_t* col = rmap + j * RH;
+      for (int64_t i = 0; i < RH; ++i) {
+        const int32_t rid = ws.row_id[i];
+        const uint32_t id = (rid < 0 || cid < 0) ? 0 : base + rid * nC + cid;
+        const uint32_t pr = first[rank_of_id[id]]++;
+        col[i] = pr;
+        prank[i * RW + j] = pr;
+        psrc[pr] = src_of_id[id];
+      }
     }
-    if (ok) {
-      if (dups) track_tile<true>(rmap, RH, g.kh, g.kw, th, tw, E, nR, nC, rank_of_id, ws.row_id.data(), ws, target, select);
-      else track_tile<false>(rmap, RH, g.kh, g.kw, th, tw, E, nR, nC, rank_of_id, ws.row_id.data(), ws, target, select);
-      return;
+    // every region row and column is its own distinct row / column
+    ws.occC.resize(2 * static_cast<size_t>(RW));
+    for (int64_t j = 0; j < RW; ++j) {
+      ws.occC[2 * j] = static_cast<uint16_t>(j);
+      ws.occC[2 * j + 1] = 0xFFFF;
     }
+    ws.ident.resize(RH);
+    for (int64_t i = 0; i < RH; ++i) ws.ident[i] = static_cast<int32_t>(i);
+    auto select_position = [&](int64_t y, int64_t x, uint32_t m) {
+      if (nanp) {
+        const int64_t c = nanp[(y + g.kh) * PW + x + g.kw] - nanp[y * PW + x + g.kw] -
+                          nanp[(y + g.kh) * PW + x] + nanp[y * PW + x];
+        if (c) { emit(y, x, int64_t(-2)); return; }
+      }
+      emit(y, x, psrc[m]);
+    };
+    track_tile<false>(rmap, RH, g.kh, g.kw, th, tw, EP, static_cast<uint32_t>(RH), static_cast<uint32_t>(RW), prank,
+                      ws.ident.data(), ws, target, select_position);
+    return;
   }
 
   if (sizeof(count_t) == 2 && RH < 0xFFFF && RW < 0xFFFF) {  // 16-bit per-row / column counts
