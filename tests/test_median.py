@@ -202,8 +202,9 @@ def test_gradient_matches_reference_with_ties(padding):
     torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12)
 
 
-# windows of more than 49 elements with reflect / replicate borders run the C++ kernel's
-# median tracking (the median rank followed from output to output), zeros the histogram path
+# windows of more than 49 elements (and at most 192 wide) run the C++ kernel's median
+# tracking (the median rank followed from output to output; copies of reflected /
+# replicated elements and the zero pad ranked one per position)
 @pytest.mark.parametrize("padding", PADDINGS)
 def test_large_window_ties_and_gradient_match_reference(padding):
     x = torch.randint(0, 4, (1, 2, 37, 70)).to(torch.float64)  # heavy ties, copies at every border
@@ -235,7 +236,7 @@ def test_tracking_agrees_with_histogram_path(tmp_path):
     import subprocess
     import sys
     code = ("import torch, derain_kernels as dk; torch.manual_seed(3); x = torch.rand(2, 1, 150, 90);"
-            "torch.save([dk.median_filter(x, k, p) for k in (9, 31) for p in ('reflect', 'replicate')], '{}')")
+            "torch.save([dk.median_filter(x, k, p) for k in (9, 31) for p in ('reflect', 'replicate', 'zeros')], '{}')")
     outs = []
     for track, name in (("1", "a"), ("0", "b")):
         path = tmp_path / f"median_{name}.pt"

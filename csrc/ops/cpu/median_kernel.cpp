@@ -15,14 +15,15 @@
 //     (value, source index), the selection rule shared with the reference.
 //  3. The window's median rank, by one of four paths:
 //     - windows of at most 49 elements: nth_element over the window's ranks;
-//     - windows of at most 65535 elements, reflect / replicate borders (no zero pad),
-//       region at most 255 columns wide, each source row / column at most twice in
-//       the region: median tracking (track_tile). The last output's median rank m
-//       and the count L of window copies below it are carried along a snake path; a
-//       step updates L by comparing the entering / leaving column's ranks with m, and
-//       the new median is found among the 256 ranks around m by one 8-bit in-window
-//       test per rank (64 ranks per AVX-512 compare) and a pdep select; longer moves
-//       scan on in blocks of 64 ranks (DERAIN_MEDIAN_TRACK=0 turns this path off);
+//     - windows of at most 65535 elements whose tile region is at most 255 columns
+//       wide (kw <= 192): median tracking (track_tile) over position ranks (every
+//       region position its own rank; copies of an element, the zero pad included,
+//       take consecutive ones). The last output's median rank m and the count L of
+//       window ranks below it are carried along a snake path; a step updates L by
+//       comparing the entering / leaving column's ranks with m, and the new median is
+//       found among the 256 ranks around m by one 8-bit in-window test per rank (64
+//       ranks per AVX-512 compare) and a pdep select; longer moves scan on in blocks
+//       of 64 ranks (DERAIN_MEDIAN_TRACK=0 turns this path off);
 //     - other windows of at most 65535 elements: Perreault-Hebert over rank
 //       bins (2048 bins of 2^shift ranks; 16-bit column histograms updated by one
 //       element per column and row, the window's coarse histogram sliding by vector
@@ -177,12 +178,9 @@ struct Workspace {
   std::vector<uint16_t> colc, colf, ra, cb, cntR, cntC;
   std::vector<int32_t> rowpos, colpos;
   std::vector<uint32_t> pos_of_rank;
-  std::vector<uint16_t> occR, occC;  // median tracking
-  std::vector<uint8_t> vcol[4];
-  std::vector<uint8_t> rows_in, col_pairs;
+  std::vector<uint8_t> vcol;  // median tracking
   std::vector<uint32_t> medians, prank;
   std::vector<int64_t> psrc;
-  std::vector<int32_t> ident;
 };
 
 // First index i of the 32 counts h[] at which acc + h[0] + ... + h[i] > target (the
@@ -297,17 +295,6 @@ inline uint32_t nth_set_bit64(uint64_t mask, uint32_t n) {
 #endif
 }
 
-// In-window copies of the 64 ranks r0..r0+63 for the current output row: bit i of
-// mj is set when copy j of rank r0+i (j: first / second region column, times first /
-// second region row inside the window's rows) lies in the window's columns.
-struct BlockMasks {
-  uint64_t m1, m2, m3, m4;
-  int64_t total() const {
-    return __builtin_popcountll(m1) + __builtin_popcountll(m2) + __builtin_popcountll(m3) +
-           __builtin_popcountll(m4);
-  }
-};
-
 // Bit i: p[i] - lo < len (8-bit lanes, wrapping), i < 64.
 __attribute__((always_inline)) inline uint64_t in_range_mask(const uint8_t* p, uint8_t lo, uint8_t len) {
 #if defined(__AVX512BW__)
@@ -328,81 +315,32 @@ __attribute__((always_inline)) inline uint64_t in_range_mask(const uint8_t* p, u
 #endif
 }
 
-// kMode 0: one copy per rank at most (V[0] only); 1: no rank has two copies in this
-// window (V[0] or V[1]); 2: any number of copies (V[0..3], one bit each).
-template <int kMode>
-__attribute__((always_inline)) inline BlockMasks block_masks(const uint8_t* const* V, int64_t r0, uint8_t x,
-                                                             uint8_t kw) {
-  BlockMasks k;
-  k.m1 = in_range_mask(V[0] + r0, x, kw);
-  k.m2 = k.m3 = k.m4 = 0;
-  if (kMode == 1) k.m1 |= in_range_mask(V[1] + r0, x, kw);
-  if (kMode == 2) {
-    k.m2 = in_range_mask(V[1] + r0, x, kw);
-    k.m3 = in_range_mask(V[2] + r0, x, kw);
-    k.m4 = in_range_mask(V[3] + r0, x, kw);
-  }
-  return k;
-}
-
-// Index of the first lane of a block at which the running count of window copies
-// exceeds need (need < k.total()); `before` = the copies in the lanes before it.
-inline uint32_t find_lane(const BlockMasks& k, uint32_t need, int64_t& before) {
-  if (!(k.m2 | k.m3 | k.m4)) {
-    before = need;
-    return nth_set_bit64(k.m1, need);
-  }
-  before = 0;
-  for (uint32_t i = 0;; ++i) {
-    const int64_t mult = ((k.m1 >> i) & 1) + ((k.m2 >> i) & 1) + ((k.m3 >> i) & 1) + ((k.m4 >> i) & 1);
-    if (before + mult > need) return i;
-    before += mult;
-  }
-}
-
-// One tile by median tracking, snake order. rmap: the region's ranks, column-major
-// (RH rows); occR / occC (in ws): the region rows (columns) of every distinct row
-// (column), 0xFFFF when absent; element ids are row * nC + column (no zero pad).
-// Per output row, V[0..3][r] hold the region columns of rank r's copies whose rows lie in
-// the window's rows (0xFF otherwise; region columns fit 8 bits), so a copy is in the window iff one 8-bit
-// compare says its column is.
-template <bool kDups, typename WS, typename Select>
-void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_t th, int64_t tw, uint32_t E,
-                uint32_t nR, uint32_t nC, const uint32_t* rank_of_id, const int32_t* row_id, WS& ws, int64_t target,
-                const Select& select) {
+// One tile by median tracking, snake order. Every region position has its own rank
+// (0..RH*RW-1): rmap holds them column-major, prank row-major. Per output row, vcol[r]
+// is the region column of rank r when its row lies in the window's rows, 0xFF
+// otherwise (region columns fit 8 bits), so rank r is in the window iff
+// vcol[r] - x < kw: one 8-bit compare, 64 ranks per AVX-512 compare.
+// State: the last output's median rank m and L = the window's ranks below m. A step
+// updates L by comparing the entering and leaving column's (row's) ranks with m; the
+// new median is then selected among the 64 * kTrackWords ranks around m (popcounts and
+// a pdep); longer moves scan on in blocks of 64 ranks and restart from a coarse
+// histogram of the window after kTrackBlocks blocks.
+template <typename WS, typename Select>
+void track_tile(const uint32_t* rmap, const uint32_t* prank, int64_t RH, int64_t RW, int64_t kh, int64_t kw,
+                int64_t th, int64_t tw, WS& ws, int64_t target, const Select& select) {
+  const uint32_t E = static_cast<uint32_t>(RH * RW);
   constexpr int64_t kPad = 64 * kTrackWords + 128;  // reads reach 32 * kTrackWords + 64 ranks past either end
-  const size_t len = static_cast<size_t>(E) + 2 * kPad;
-  constexpr int nV = kDups ? 4 : 1;
-  uint8_t* V[4] = {nullptr, nullptr, nullptr, nullptr};
-  for (int v = 0; v < nV; ++v) {
-    ws.vcol[v].assign(len, 0xFF);
-    V[v] = ws.vcol[v].data() + kPad;
-  }
-  const uint16_t* occC = ws.occC.data();
-  // rows_in[a]: copies of distinct row a among the window's rows
-  ws.rows_in.assign(nR, 0);
-  uint8_t* rows_in = ws.rows_in.data();
-  auto refresh_row = [&](uint32_t a) {
-    const uint32_t* rk = rank_of_id + a * nC;
-    const uint8_t c = rows_in[a];
-    for (uint32_t b = 0; b < nC; ++b) {
-      const uint32_t r = rk[b];
-      const uint8_t c1 = static_cast<uint8_t>(occC[2 * b]), c2 = static_cast<uint8_t>(occC[2 * b + 1]);
-      V[0][r] = c >= 1 ? c1 : 0xFF;
-      if (kDups) {
-        V[1][r] = c >= 1 ? c2 : 0xFF;
-        V[2][r] = c >= 2 ? c1 : 0xFF;
-        V[3][r] = c >= 2 ? c2 : 0xFF;
-      }
-    }
+  ws.vcol.assign(static_cast<size_t>(E) + 2 * kPad, 0xFF);
+  uint8_t* V = ws.vcol.data() + kPad;
+  auto set_row = [&](int64_t i, bool in) {
+    const uint32_t* pr = prank + i * RW;
+    for (int64_t j = 0; j < RW; ++j) V[pr[j]] = in ? static_cast<uint8_t>(j) : 0xFF;
   };
-  for (int64_t i = 0; i < kh; ++i) rows_in[row_id[i]]++;
-  for (uint32_t a = 0; a < nR; ++a)
-    if (rows_in[a]) refresh_row(a);
+  for (int64_t i = 0; i < kh; ++i) set_row(i, true);
 
   const uint8_t ukw = static_cast<uint8_t>(kw);
   uint32_t m = 0;  // median rank of the last output
-  int64_t L = 0;   // window copies with rank < m
+  int64_t L = 0;   // window ranks below m
   std::vector<uint32_t> hist_buf(((E - 1) >> kTrackCoarseShift) + 1);
   uint32_t* hist = hist_buf.data();
   auto restart = [&](int64_t y, int64_t x) {
@@ -419,53 +357,24 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
     L = acc;
   };
   // the median of output (y, x), from the last one (m, with L updated to this window)
-  auto resolve = [&](auto mode_tag, int64_t y, int64_t x) {
-    constexpr int kMode = decltype(mode_tag)::value;
-    constexpr bool kMany = kMode == 2;  // ranks may have several copies in the window
+  auto resolve = [&](int64_t y, int64_t x) {
     const uint8_t ux = static_cast<uint8_t>(x);
     int64_t r0 = m;
     {  // the common case: the median lies within 32 * kTrackWords ranks of the last one
       const int64_t base = int64_t(m) - 32 * kTrackWords;
-      uint64_t w1[kTrackWords], w2[kTrackWords], w3[kTrackWords], w4[kTrackWords];
+      uint64_t w[kTrackWords];
       int64_t cum[kTrackWords + 1];
       cum[0] = 0;
       for (int q = 0; q < kTrackWords; ++q) {
-        const BlockMasks k0 = block_masks<kMode>(V, base + 64 * q, ux, ukw);
-        w1[q] = k0.m1;
-        int64_t c = __builtin_popcountll(w1[q]);
-        if (kMany) {
-          w2[q] = k0.m2;
-          w3[q] = k0.m3;
-          w4[q] = k0.m4;
-          c += __builtin_popcountll(w2[q]) + __builtin_popcountll(w3[q]) + __builtin_popcountll(w4[q]);
-        }
-        cum[q + 1] = cum[q] + c;
+        w[q] = in_range_mask(V + base + 64 * q, ux, ukw);
+        cum[q + 1] = cum[q] + __builtin_popcountll(w[q]);
       }
-      const int64_t Lb = L - cum[kTrackWords / 2], need = target - Lb;  // Lb: window copies below base
+      const int64_t Lb = L - cum[kTrackWords / 2], need = target - Lb;  // Lb: window ranks below base
       if (need >= 0 && need < cum[kTrackWords]) {
         int q = 0;
         for (int i = 1; i < kTrackWords; ++i) q += int(need >= cum[i]);
-        const uint64_t nq = static_cast<uint64_t>(need - cum[q]);
-        uint32_t lane;
-        int64_t before = static_cast<int64_t>(nq);  // copies in word q before the lane
-        if (!kMany || !(w2[q] | w3[q] | w4[q])) {
-          lane = nth_set_bit64(w1[q], static_cast<uint32_t>(nq));
-        } else {  // lanes with several copies: binary search on the copies before lane i
-          auto below = [&](uint32_t i) {
-            const uint64_t mk = i >= 64 ? ~uint64_t(0) : (uint64_t(1) << i) - 1;
-            return uint64_t(__builtin_popcountll(w1[q] & mk) + __builtin_popcountll(w2[q] & mk) +
-                            __builtin_popcountll(w3[q] & mk) + __builtin_popcountll(w4[q] & mk));
-          };
-          uint32_t lo = 0, hi = 64;  // below(lo) <= nq < below(hi)
-          while (hi - lo > 1) {
-            const uint32_t mid = (lo + hi) / 2;
-            if (below(mid) <= nq) lo = mid; else hi = mid;
-          }
-          lane = lo;
-          before = static_cast<int64_t>(below(lo));
-        }
-        m = static_cast<uint32_t>(base + 64 * q + lane);
-        L = Lb + cum[q] + before;
+        m = static_cast<uint32_t>(base + 64 * q + nth_set_bit64(w[q], static_cast<uint32_t>(need - cum[q])));
+        L = Lb + need;
         return;
       }
       // continue the scan from the window's edge
@@ -473,12 +382,12 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
       else { L = Lb + cum[kTrackWords]; r0 = base + 64 * kTrackWords; }
     }
     int blocks = 0;
-    BlockMasks k;
+    uint64_t k = 0;
     bool found = false;
     if (L > target) {  // scan down: blocks [r0 - 64, r0)
       for (;;) {
-        k = block_masks<kMode>(V, r0 - 64, ux, ukw);
-        L -= k.total();
+        k = in_range_mask(V + r0 - 64, ux, ukw);
+        L -= __builtin_popcountll(k);
         r0 -= 64;
         if (L <= target) { found = true; break; }
         if (++blocks > kTrackBlocks) { restart(y, x); r0 = m; blocks = std::numeric_limits<int>::min(); break; }
@@ -486,36 +395,17 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
     }
     if (!found) {  // scan up from r0
       for (;;) {
-        k = block_masks<kMode>(V, r0, ux, ukw);
-        const int64_t T = k.total();
+        k = in_range_mask(V + r0, ux, ukw);
+        const int64_t T = __builtin_popcountll(k);
         if (L + T > target) break;
         L += T;
         r0 += 64;
         if (++blocks > kTrackBlocks) { restart(y, x); r0 = m; blocks = std::numeric_limits<int>::min(); }
       }
     }
-    int64_t before;
-    const uint32_t lane = find_lane(k, static_cast<uint32_t>(target - L), before);
-    m = static_cast<uint32_t>(r0) + lane;
-    L += before;
-  };
-
-  // window columns holding both copies of some column
-  ws.col_pairs.assign(tw, 0);
-  if (kDups)
-    for (uint32_t b = 0; b < nC; ++b) {
-      const int64_t c1 = occC[2 * b], c2 = occC[2 * b + 1];
-      if (c2 == 0xFFFF) continue;
-      for (int64_t xx = std::max<int64_t>(0, std::max(c1, c2) - kw + 1); xx <= std::min<int64_t>(tw - 1, std::min(c1, c2)); ++xx)
-        ws.col_pairs[xx] = 1;
-    }
-  const uint8_t* col_pairs = ws.col_pairs.data();
-  int64_t row_pairs = 0;  // distinct rows with two copies among the window's rows
-  for (uint32_t a = 0; a < nR; ++a) row_pairs += rows_in[a] == 2;
-  auto resolve_any = [&](int64_t y, int64_t x) {
-    if (!kDups) resolve(std::integral_constant<int, 0>(), y, x);
-    else if (row_pairs || col_pairs[x]) resolve(std::integral_constant<int, 2>(), y, x);
-    else resolve(std::integral_constant<int, 1>(), y, x);
+    const int64_t need = target - L;
+    m = static_cast<uint32_t>(r0) + nth_set_bit64(k, static_cast<uint32_t>(need));
+    L += need;
   };
 
   // medians are written out after the sweep: the emit stays out of its latency chain
@@ -527,29 +417,22 @@ void track_tile(const uint32_t* rmap, int64_t RH, int64_t kh, int64_t kw, int64_
     if (y > 0) {  // step down: row y-1 leaves, row y+kh-1 enters
       for (int64_t j = x; j < x + kw; ++j)
         L += int64_t(rmap[j * RH + y + kh - 1] < m) - int64_t(rmap[j * RH + y - 1] < m);
-      const int32_t ao = row_id[y - 1], ai = row_id[y + kh - 1];
-      row_pairs -= rows_in[ao] == 2;
-      rows_in[ao]--;
-      row_pairs += rows_in[ao] == 2;
-      row_pairs -= rows_in[ai] == 2;
-      rows_in[ai]++;
-      row_pairs += rows_in[ai] == 2;
-      refresh_row(ao);
-      if (ai != ao) refresh_row(ai);
+      set_row(y - 1, false);
+      set_row(y + kh - 1, true);
     }
-    resolve_any(y, x);
+    resolve(y, x);
     med[y * tw + x] = m;
     if ((y & 1) == 0) {
       for (x = x + 1; x < tw; ++x) {
         L += count_below(rmap + (x + kw - 1) * RH + y, kh, m) - count_below(rmap + (x - 1) * RH + y, kh, m);
-        resolve_any(y, x);
+        resolve(y, x);
         med[y * tw + x] = m;
       }
       x = tw - 1;
     } else {
       for (x = x - 1; x >= 0; --x) {
         L += count_below(rmap + x * RH + y, kh, m) - count_below(rmap + (x + kw) * RH + y, kh, m);
-        resolve_any(y, x);
+        resolve(y, x);
         med[y * tw + x] = m;
       }
       x = 0;
@@ -729,14 +612,6 @@ void median_tile(const scalar_t* xp, int64_t sH, int64_t sW, const Geometry& g, 
         psrc[pr] = src_of_id[id];
       }
     }
-    // every region row and column is its own distinct row / column
-    ws.occC.resize(2 * static_cast<size_t>(RW));
-    for (int64_t j = 0; j < RW; ++j) {
-      ws.occC[2 * j] = static_cast<uint16_t>(j);
-      ws.occC[2 * j + 1] = 0xFFFF;
-    }
-    ws.ident.resize(RH);
-    for (int64_t i = 0; i < RH; ++i) ws.ident[i] = static_cast<int32_t>(i);
     auto select_position = [&](int64_t y, int64_t x, uint32_t m) {
       if (nanp) {
         const int64_t c = nanp[(y + g.kh) * PW + x + g.kw] - nanp[y * PW + x + g.kw] -
@@ -745,8 +620,7 @@ void median_tile(const scalar_t* xp, int64_t sH, int64_t sW, const Geometry& g, 
       }
       emit(y, x, psrc[m]);
     };
-    track_tile<false>(rmap, RH, g.kh, g.kw, th, tw, EP, static_cast<uint32_t>(RH), static_cast<uint32_t>(RW), prank,
-                      ws.ident.data(), ws, target, select_position);
+    track_tile(rmap, prank, RH, RW, g.kh, g.kw, th, tw, ws, target, select_position);
     return;
   }
 
