@@ -202,6 +202,52 @@ def test_gradient_matches_reference_with_ties(padding):
     torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12)
 
 
+# windows of more than 49 elements (and at most 192 wide) run the C++ kernel's median
+# tracking (the median rank followed from output to output; copies of reflected /
+# replicated elements and the zero pad ranked one per position)
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_large_window_ties_and_gradient_match_reference(padding):
+    x = torch.randint(0, 4, (1, 2, 37, 70)).to(torch.float64)  # heavy ties, copies at every border
+    g = torch.randn(x.shape, dtype=torch.float64)
+    for k in (9, (21, 11)):
+        a = x.clone().requires_grad_()
+        b = x.clone().requires_grad_()
+        out = dk.median_filter(a, k, padding)
+        torch.testing.assert_close(out, ref.median_filter(b, k, padding), rtol=0, atol=0)
+        out.backward(g)
+        ref.median_filter(b, k, padding).backward(g)
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_large_jumps_of_the_median(padding):
+    # blocks of two levels with a little noise: the median jumps across the gap between them
+    yy, xx = torch.meshgrid(torch.arange(150), torch.arange(140), indexing="ij")
+    blocks = (((yy // 23) + (xx // 17)) % 2).to(torch.float32)
+    x = (blocks + 0.01 * torch.rand(2, 1, 150, 140)).contiguous()
+    for k in (11, 31):
+        torch.testing.assert_close(dk.median_filter(x, k, padding), _scipy(x, k, padding), rtol=0, atol=0)
+
+
+def test_tracking_agrees_with_histogram_path(tmp_path):
+    # DERAIN_MEDIAN_TRACK=0 turns the tracking off (read once per process)
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    code = ("import torch, derain_kernels as dk; torch.manual_seed(3); x = torch.rand(2, 1, 150, 90);"
+            "torch.save([dk.median_filter(x, k, p) for k in (9, 31) for p in ('reflect', 'replicate', 'zeros')], '{}')")
+    outs = []
+    for track, name in (("1", "a"), ("0", "b")):
+        path = tmp_path / f"median_{name}.pt"
+        env = dict(os.environ, DERAIN_MEDIAN_TRACK=track)
+        subprocess.run([sys.executable, "-c", code.format(path)], check=True, env=env,
+                       cwd=pathlib.Path(dk.__file__).parent.parent)
+        outs.append(torch.load(path))
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
 def test_tie_rule_selects_middle_of_value_then_index_order():
     # a 1x3 window over [5, 5, 5]: sorted by index -> the middle one (the centre itself)
     x = torch.tensor([[[5.0, 5.0, 5.0, 5.0]]], dtype=torch.float64)
