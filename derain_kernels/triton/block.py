@@ -147,13 +147,26 @@ def _restore_layout(t, like):
     return out
 
 
+def _forward(xc, w1c, b1c, w3c, b3c, dilation):
+    """(out, la, e) on contiguous tensors."""
+    la, e = _conv(xc, w1c, b1c, 1, RELU_SPLIT, aux=xc, two_outputs=True)
+    return _conv(e, w3c, b3c, dilation, ADD_RELU, aux=la), la, e
+
+
+def _backward(gc, xc, oc, la, e, w1c, w3c, dilation):
+    """(gx, gw1, gb1, gw3, gb3) on contiguous tensors, from la and e = x - la."""
+    ge, gp = _conv(gc, w3c, None, dilation, BACKWARD_E, transposed=True, mask=oc, aux2=la, two_outputs=True)
+    gx = _conv(gp, w1c, None, 1, ADD, transposed=True, aux=ge)
+    gw3, gb3 = _weight_grads(e, gc, dilation, mask=oc)
+    gw1, gb1 = _weight_grads(xc, gp, 1)
+    return gx, gw1, gb1, gw3, gb3
+
+
 def self_correcting_block(x, w1, b1, w3, b3, dilation=3):
     xc = x.contiguous()
-    w1c, b1c, w3c, b3c = (t.contiguous() for t in (w1, b1, w3, b3))
     if xc.numel() == 0:
         return empty_like_layout(x)
-    la, e = _conv(xc, w1c, b1c, 1, RELU_SPLIT, aux=xc, two_outputs=True)
-    out = _conv(e, w3c, b3c, dilation, ADD_RELU, aux=la)
+    out, _, _ = _forward(xc, *(t.contiguous() for t in (w1, b1, w3, b3)), dilation)
     return _restore_layout(out, x)
 
 
@@ -163,35 +176,25 @@ def self_correcting_block_backward(grad, x, out, w1, b1, w3, b3, dilation=3):
     if xc.numel() == 0:
         return (empty_like_layout(x), torch.zeros_like(w1), torch.zeros_like(b1), torch.zeros_like(w3),
                 torch.zeros_like(b3))
-    la, e = _conv(xc, w1c, b1c, 1, RELU_SPLIT, aux=xc, two_outputs=True)
-    ge, gp = _conv(gc, w3c, None, dilation, BACKWARD_E, transposed=True, mask=oc, aux2=la, two_outputs=True)
-    gx = _conv(gp, w1c, None, 1, ADD, transposed=True, aux=ge)
-    gw3, gb3 = _weight_grads(e, gc, dilation, mask=oc)
-    gw1, gb1 = _weight_grads(xc, gp, 1)
-    return _restore_layout(gx, x), gw1, gb1, gw3, gb3
+    la, e = _conv(xc, w1c, b1c, 1, RELU_SPLIT, aux=xc, two_outputs=True)  # recomputed
+    gx, *gw = _backward(gc, xc, oc, la, e, w1c, w3c, dilation)
+    return (_restore_layout(gx, x), *gw)
 
 
 def self_correcting_block_train(x, w1, b1, w3, b3, dilation=3):
     """(out, la): the forward that also returns la = relu(conv3x3(x; w1, b1)) for the backward."""
     xc = x.contiguous()
-    w1c, b1c, w3c, b3c = (t.contiguous() for t in (w1, b1, w3, b3))
     if xc.numel() == 0:
         return empty_like_layout(x), empty_like_layout(x)
-    la, e = _conv(xc, w1c, b1c, 1, RELU_SPLIT, aux=xc, two_outputs=True)
-    out = _conv(e, w3c, b3c, dilation, ADD_RELU, aux=la)
+    out, la, _ = _forward(xc, *(t.contiguous() for t in (w1, b1, w3, b3)), dilation)
     return _restore_layout(out, x), _restore_layout(la, x)
 
 
 def self_correcting_block_backward_la(grad, x, la, out, w1, w3, dilation=3):
     """Backward of self_correcting_block_train: la is read, not recomputed."""
     xc, gc, oc, lac = x.contiguous(), grad.contiguous(), out.contiguous(), la.contiguous()
-    w1c, w3c = w1.contiguous(), w3.contiguous()
     c = x.shape[1]
     if xc.numel() == 0:
         return (empty_like_layout(x), torch.zeros_like(w1), x.new_zeros(c), torch.zeros_like(w3), x.new_zeros(c))
-    e = xc - lac
-    ge, gp = _conv(gc, w3c, None, dilation, BACKWARD_E, transposed=True, mask=oc, aux2=lac, two_outputs=True)
-    gx = _conv(gp, w1c, None, 1, ADD, transposed=True, aux=ge)
-    gw3, gb3 = _weight_grads(e, gc, dilation, mask=oc)
-    gw1, gb1 = _weight_grads(xc, gp, 1)
-    return _restore_layout(gx, x), gw1, gb1, gw3, gb3
+    gx, *gw = _backward(gc, xc, oc, lac, xc - lac, w1.contiguous(), w3.contiguous(), dilation)
+    return (_restore_layout(gx, x), *gw)
