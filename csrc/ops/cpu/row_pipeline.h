@@ -29,7 +29,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <climits>
 #include <cstdlib>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -58,6 +60,10 @@ inline T madd(T a, T b, T c) {
 }
 
 // ---------------------------------------------------------------- kernels
+inline bool stream_enabled() {  // read once per pipeline
+  const char* e = std::getenv("DERAIN_STREAM_STORES");
+  return !(e && e[0] == '0');
+}
 inline bool prefetch_enabled() {
   static const bool on = [] { const char* e = std::getenv("DERAIN_NO_PREFETCH"); return !(e && e[0] == '1'); }();
   return on;
@@ -265,6 +271,217 @@ inline void conv_row_avx512(const float* const rows[3], int64_t ps, int64_t cin,
   conv_row_avx512_ps<0>(rows, ps, cin, d, w, bias, coutp, out, W);
 }
 
+// ---- Winograd F(4,3) along the row: 4 outputs of one tap row from 6 inputs
+// with 6 multiplies instead of 12. With dilation D a tile is 4 outputs D
+// pixels apart: tile k has base b = (k / D) * 4D + k % D, outputs b + D j
+// (j = 0..3) and inputs u_j = in[b + D (j-1)] (j = 0..5), so the tiles of a
+// row cover its first (W / 4D) * 4D pixels; the rest use the direct kernel.
+// Each input row is transformed once, V = B^T u (vectors over ci), and kept
+// while the three output rows that use it are computed (WinoRowCache); an
+// output row accumulates M_i = sum_{ky, ci} V_i[ci] * Wg[ky][i][ci] (vectors
+// over co) and stores A^T M + bias. Points 0, 1, -1, 2, -1/2 (and infinity):
+// the rounding error is about 1.5x that of direct summation (2x with the
+// textbook 0, +-1, +-2). Tiles whose outputs are not finite (a NaN or an
+// infinity in the input, or overflow) are recomputed by the direct kernel, so
+// NaN and infinity land exactly where direct convolution puts them.
+inline bool conv_winograd_enabled() {  // read per pipeline layer (cheap), so tests can switch it
+  const char* e = std::getenv("DERAIN_CONV_WINOGRAD");
+  return !(e && e[0] == '0');
+}
+
+// Whether the Winograd kernels handle a convolution (else the direct kernels do).
+inline bool winograd_conv_supported(int64_t cin, int64_t d) {
+  return conv_winograd_enabled() && (cin == 16 || cin == 32) && d >= 1 && d <= 3;
+}
+
+struct WinoF43 {
+  static constexpr float BT[6][6] = {{1, 1.5f, -2, -1.5f, 1, 0},   {0, -1, -2.5f, -0.5f, 1, 0},
+                                     {0, 1, 0.5f, -2.5f, 1, 0},    {0, -0.5f, -1, 0.5f, 1, 0},
+                                     {0, 2, -1, -2, 1, 0},         {0, 1, 1.5f, -2, -1.5f, 1}};
+  static constexpr double G[6][3] = {{1, 0, 0},
+                                     {-1.0 / 3, -1.0 / 3, -1.0 / 3},
+                                     {1.0 / 3, -1.0 / 3, 1.0 / 3},
+                                     {1.0 / 15, 2.0 / 15, 4.0 / 15},
+                                     {-16.0 / 15, 8.0 / 15, -4.0 / 15},
+                                     {0, 0, 1}};
+  static constexpr float AT[4][6] = {
+      {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -0.5f, 0}, {0, 1, 1, 4, 0.25f, 0}, {0, 1, -1, 8, -0.125f, 1}};
+};
+
+// sum_j c[j] * u[j] with the coefficients known at compile time (zeros skipped, +-1 as add/sub).
+template <int N>
+inline __m512 wino_lincomb(const float (&c)[N], const __m512* u) {
+  __m512 s = _mm512_setzero_ps();
+  bool first = true;
+#pragma GCC unroll 6
+  for (int j = 0; j < N; ++j) {
+    if (c[j] == 0.f) continue;
+    if (first) {
+      s = c[j] == 1.f ? u[j] : _mm512_mul_ps(_mm512_set1_ps(c[j]), u[j]);
+      first = false;
+    } else if (c[j] == 1.f) {
+      s = _mm512_add_ps(s, u[j]);
+    } else if (c[j] == -1.f) {
+      s = _mm512_sub_ps(s, u[j]);
+    } else {
+      s = _mm512_fmadd_ps(_mm512_set1_ps(c[j]), u[j], s);
+    }
+  }
+  return s;
+}
+
+// Transformed weights [ky][cb][ci][i][16] (i = 0..5, cb = block of 16 output channels) from
+// w [ky*3+kx][cin][coutp]: Wg_i = sum_kx G[i][kx] w_kx. The six vectors of one (ky, cb, ci) are adjacent.
+inline std::vector<float> winograd_weights(const float* w, int64_t cin, int64_t coutp) {
+  std::vector<float> out(3 * 6 * cin * coutp);
+  for (int ky = 0; ky < 3; ++ky)
+    for (int i = 0; i < 6; ++i)
+      for (int64_t ci = 0; ci < cin; ++ci)
+        for (int64_t co = 0; co < coutp; ++co) {
+          double s = 0;
+          for (int kx = 0; kx < 3; ++kx) s += WinoF43::G[i][kx] * w[((ky * 3 + kx) * cin + ci) * coutp + co];
+          out[(((ky * (coutp / 16) + co / 16) * cin + ci) * 6 + i) * 16 + co % 16] = static_cast<float>(s);
+        }
+  return out;
+}
+
+inline int64_t winograd_tiles_in_row(int64_t W, int64_t d) { return (W / (4 * d)) * d; }
+inline int64_t winograd_tile_base(int64_t k, int64_t d) { return (k / d) * 4 * d + k % d; }
+
+// V of one input row: v[(k * 6 + i) * CIN + ci] for the nt tiles of the row. `row` points at pixel 0
+// (channel offset applied) with pixel stride ps and at least D zero pixels on both sides.
+template <int D, int CIN>
+inline void winograd_input_row(const float* row, int64_t ps, int64_t nt, float* v) {
+  for (int64_t k = 0; k < nt; ++k) {
+    const float* u = row + (winograd_tile_base(k, D) - D) * ps;
+    float* vk = v + k * 6 * CIN;
+#pragma GCC unroll 2
+    for (int ci = 0; ci < CIN; ci += 16) {
+      __m512 uu[6];
+#pragma GCC unroll 6
+      for (int j = 0; j < 6; ++j) uu[j] = _mm512_loadu_ps(u + j * D * ps + ci);
+#pragma GCC unroll 6
+      for (int i = 0; i < 6; ++i) _mm512_storeu_ps(vk + i * CIN + ci, wino_lincomb(WinoF43::BT[i], uu));
+    }
+  }
+}
+
+// Output pixels of T consecutive tiles starting at tile k0, all output channels. Returns false if any
+// output is not finite (the caller recomputes those tiles directly).
+template <int D, int CIN, int T>
+inline bool winograd_tiles(const float* const v[3], int64_t k0, const float* wg, const float* bias, int64_t coutp,
+                           float* out) {
+  __m512 bad = _mm512_setzero_ps();
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t cb = 0; cb < coutp; cb += 16) {
+    __m512 acc[T][6];
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t)
+#pragma GCC unroll 6
+      for (int i = 0; i < 6; ++i) acc[t][i] = _mm512_setzero_ps();
+    for (int ky = 0; ky < 3; ++ky) {
+      const float* vk = v[ky] + k0 * 6 * CIN;
+      const float* wk = wg + (ky * (coutp / 16) + cb / 16) * CIN * 6 * 16;
+      for (int ci = 0; ci < CIN; ++ci) {
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; ++i) {
+          __m512 w = _mm512_loadu_ps(wk + (ci * 6 + i) * 16);
+          asm("" : "+v"(w));  // keep w in a register: GCC would otherwise reload it for every FMA
+#pragma GCC unroll 4
+          for (int t = 0; t < T; ++t)
+            acc[t][i] = _mm512_fmadd_ps(_mm512_set1_ps(vk[(t * 6 + i) * CIN + ci]), w, acc[t][i]);
+        }
+      }
+    }
+    const __m512 b = _mm512_loadu_ps(bias + cb);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      float* o = out + winograd_tile_base(k0 + t, D) * coutp + cb;
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const __m512 y = _mm512_add_ps(wino_lincomb(WinoF43::AT[j], acc[t]), b);
+        bad = _mm512_fmadd_ps(y, zero, bad);  // NaN iff some y is NaN or infinite
+        _mm512_storeu_ps(o + j * D * coutp, y);
+      }
+    }
+  }
+  return _mm512_cmp_ps_mask(bad, bad, _CMP_UNORD_Q) == 0;
+}
+
+template <int D, int CIN, int T>
+inline void winograd_tiles_checked(const float* const rows[3], const float* const v[3], int64_t k0, int64_t ps,
+                                   const float* wg, const float* w, const float* bias, int64_t coutp, float* out) {
+  if (winograd_tiles<D, CIN, T>(v, k0, wg, bias, coutp, out)) return;
+  for (int t = 0; t < T; ++t)
+    for (int j = 0; j < 4; ++j)
+      conv_px_avx512<1, 0>(rows, winograd_tile_base(k0 + t, D) + j * D, ps, CIN, D, w, bias, coutp, out);
+}
+
+template <int D, int CIN>
+inline void conv_row_winograd_d(const float* const rows[3], const float* const v[3], int64_t ps, const float* wg,
+                                const float* w, const float* bias, int64_t coutp, float* out, int64_t W) {
+  const int64_t nt = winograd_tiles_in_row(W, D);
+  int64_t k = 0;
+  for (; k + 4 <= nt; k += 4) winograd_tiles_checked<D, CIN, 4>(rows, v, k, ps, wg, w, bias, coutp, out);
+  if (nt - k == 3) winograd_tiles_checked<D, CIN, 3>(rows, v, k, ps, wg, w, bias, coutp, out);
+  if (nt - k == 2) winograd_tiles_checked<D, CIN, 2>(rows, v, k, ps, wg, w, bias, coutp, out);
+  if (nt - k == 1) winograd_tiles_checked<D, CIN, 1>(rows, v, k, ps, wg, w, bias, coutp, out);
+  int64_t x = nt / D * 4 * D;  // pixels after the last whole segment of 4D: direct
+  for (; x + 8 <= W; x += 8) conv_px_avx512<8, 0>(rows, x, ps, CIN, D, w, bias, coutp, out);
+  for (; x + 4 <= W; x += 4) conv_px_avx512<4, 0>(rows, x, ps, CIN, D, w, bias, coutp, out);
+  for (; x < W; ++x) conv_px_avx512<1, 0>(rows, x, ps, CIN, D, w, bias, coutp, out);
+}
+
+// Transformed input rows of one Winograd convolution layer, each computed once and kept while the
+// output rows y - D, y, y + D that read it are computed (2D + 1 slots, tagged with the row).
+struct WinoRowCache {
+  int64_t slots = 0, rowlen = 0, nt = 0;
+  std::vector<int64_t> tag;
+  std::vector<float> data;
+  void init(int64_t W, int64_t d, int64_t cin) {
+    nt = winograd_tiles_in_row(W, d);
+    slots = 2 * d + 1;
+    rowlen = nt * 6 * cin;
+    tag.assign(slots, INT64_MIN);
+    data.assign(slots * rowlen + 16, 0.f);
+  }
+  // V of input row y (row: its pixel 0).
+  const float* get(int64_t y, const float* row, int64_t ps, int64_t d, int64_t cin) {
+    const int64_t s = ((y % slots) + slots) % slots;
+    float* v = data.data() + s * rowlen;
+    if (tag[s] != y) {
+      tag[s] = y;
+      if (cin == 16) {
+        if (d == 1) winograd_input_row<1, 16>(row, ps, nt, v);
+        else if (d == 2) winograd_input_row<2, 16>(row, ps, nt, v);
+        else winograd_input_row<3, 16>(row, ps, nt, v);
+      } else {
+        if (d == 1) winograd_input_row<1, 32>(row, ps, nt, v);
+        else if (d == 2) winograd_input_row<2, 32>(row, ps, nt, v);
+        else winograd_input_row<3, 32>(row, ps, nt, v);
+      }
+    }
+    return v;
+  }
+};
+
+// conv_row for a layer with transformed weights wg (winograd_weights of w; w serves the direct pixels).
+// rows[ky] is input row y + (ky - 1) d; the cache supplies (or computes) their transforms.
+inline void conv_row_winograd(const float* const rows[3], int64_t y, WinoRowCache& cache, int64_t ps, int64_t cin,
+                              int64_t d, const float* wg, const float* w, const float* bias, int64_t coutp, float* out,
+                              int64_t W) {
+  const float* v[3];
+  for (int ky = 0; ky < 3; ++ky) v[ky] = cache.get(y + (ky - 1) * d, rows[ky], ps, d, cin);
+  if (cin == 16) {
+    if (d == 1) return conv_row_winograd_d<1, 16>(rows, v, ps, wg, w, bias, coutp, out, W);
+    if (d == 2) return conv_row_winograd_d<2, 16>(rows, v, ps, wg, w, bias, coutp, out, W);
+    return conv_row_winograd_d<3, 16>(rows, v, ps, wg, w, bias, coutp, out, W);
+  }
+  if (d == 1) return conv_row_winograd_d<1, 32>(rows, v, ps, wg, w, bias, coutp, out, W);
+  if (d == 2) return conv_row_winograd_d<2, 32>(rows, v, ps, wg, w, bias, coutp, out, W);
+  conv_row_winograd_d<3, 32>(rows, v, ps, wg, w, bias, coutp, out, W);
+}
+
 template <int CI>
 inline void wgrad_px_avx512(const float* ip, int64_t ps, const float* g, int64_t coutp, int64_t cb,
                             float* gw, int64_t W) {
@@ -456,6 +673,10 @@ struct Layer {
   T* gw = nullptr;  // WeightGrad accumulators [9][cin][coutp] and [coutp], in T
   T* gb = nullptr;
   std::vector<std::pair<int, int64_t>> deps;  // (producer layer, rows of reach)
+  std::vector<T> wg;  // Conv: Winograd-transformed weights (filled by add_layer where supported)
+#if defined(__AVX512F__)
+  WinoRowCache wino;  // Conv with wg: transformed input rows
+#endif
   // filled by the pipeline
   int64_t lo = 0, hi = 0, next = 0, lag = 0;
 };
@@ -473,6 +694,14 @@ class Pipeline {
     TORCH_CHECK(l.kind == Kind::LoadImage || l.kind == Kind::LoadGradMask || l.kind == Kind::LoadSplit ||
                     l.coutp % 16 == 0,
                 "derain: internal error: output channels of a layer must be padded to 16");
+#if defined(__AVX512F__)
+    if constexpr (std::is_same<T, float>::value) {
+      if (l.kind == Kind::Conv && winograd_conv_supported(l.cin, l.d) && winograd_tiles_in_row(W_, l.d) > 0) {
+        l.wg = winograd_weights(l.w, l.cin, l.coutp);
+        l.wino.init(W_, l.d, l.cin);
+      }
+    }
+#endif
     layers_.push_back(std::move(l));
     return static_cast<int>(layers_.size()) - 1;
   }
@@ -497,6 +726,9 @@ class Pipeline {
         ++l.next;
       }
     }
+#if defined(__AVX512F__)
+    if (streamed_) _mm_sfence();  // non-temporal stores visible before another thread reads the tensor
+#endif
   }
 
  private:
@@ -708,6 +940,14 @@ class Pipeline {
     }
     const T* rows[3] = {row(l.in, y - l.d, l.in_choff), row(l.in, y, l.in_choff), row(l.in, y + l.d, l.in_choff)};
     const int64_t cp = l.coutp;
+#if defined(__AVX512F__)
+    if constexpr (std::is_same<T, float>::value) {
+      if (!l.wg.empty())
+        conv_row_winograd(rows, y, l.wino, store_data_[l.in].ch, l.cin, l.d, l.wg.data(), l.w, l.b, cp, acc, W);
+      else
+        conv_row<T>(rows, store_data_[l.in].ch, l.cin, l.d, l.w, l.b, cp, acc, W);
+    } else
+#endif
     conv_row<T>(rows, store_data_[l.in].ch, l.cin, l.d, l.w, l.b, cp, acc, W);
     const T zero(0);
     switch (l.epi) {
@@ -828,7 +1068,18 @@ class Pipeline {
 
   void write_image(const ImageView<T>& im, int64_t y, const T* acc, int64_t cp) const {
     if (im.sc == 1 && im.sw == im.C && cp == im.C) {  // dense channels-last row: one copy
-      std::copy(acc, acc + W_ * cp, im.data + y * im.sh);
+      T* dst = im.data + y * im.sh;
+#if defined(__AVX512F__)
+      if constexpr (std::is_same<T, float>::value) {
+        const int64_t n = W_ * cp;
+        if (stream_ && n % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 64 == 0) {
+          for (int64_t i = 0; i < n; i += 16) _mm512_stream_ps(dst + i, _mm512_loadu_ps(acc + i));
+          streamed_ = true;
+          return;
+        }
+      }
+#endif
+      std::copy(acc, acc + W_ * cp, dst);
     } else if (im.sc == 1) {
       T* base = im.data + y * im.sh;
       for (int64_t x = 0; x < W_; ++x) {
@@ -858,6 +1109,8 @@ class Pipeline {
   std::vector<std::vector<std::pair<int, int64_t>>> consumers_;
   std::vector<T> zero_;
   std::vector<T> gather_;  // one pixel-major row of a strided tensor (LoadGradMask)
+  bool stream_ = stream_enabled();
+  mutable bool streamed_ = false;  // write_image used non-temporal stores (fenced at the end of run)
 };
 
 }  // namespace rowpipe
