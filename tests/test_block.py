@@ -328,7 +328,7 @@ def _block_both_paths(monkeypatch, x, p, dilation):
 @pytest.mark.parametrize("dilation", [1, 2, 3])
 @pytest.mark.parametrize("channels,width", [(16, 3), (16, 13), (16, 16), (16, 29), (16, 40), (32, 25), (16, 128)])
 def test_winograd_rounding_close_to_direct(monkeypatch, dilation, channels, width):
-    # whole tiles, partial rows (tails go to the direct kernel) and rows with no whole tile
+    # whole tiles, rows ending inside a tile (its outputs past the row are dropped), rows narrower than a tile
     x = torch.randn(2, channels, 7, width).contiguous(memory_format=torch.channels_last)
     p = _params(channels)
     wino, direct, exact = _block_both_paths(monkeypatch, x, p, dilation)
@@ -336,10 +336,7 @@ def test_winograd_rounding_close_to_direct(monkeypatch, dilation, channels, widt
     err_d = (direct.double() - exact).abs().max().item()
     scale = exact.abs().max().item()
     assert err_w <= 1e-6 * scale + 4 * err_d, (err_w, err_d, scale)
-    if width >= 4 * dilation:  # some whole tile: the two paths must really differ somewhere
-        assert not torch.equal(wino, direct)
-    else:
-        assert torch.equal(wino, direct)
+    assert not torch.equal(wino, direct)  # the two paths really differ (the switch works)
 
 
 @needs_winograd

@@ -60,10 +60,6 @@ inline T madd(T a, T b, T c) {
 }
 
 // ---------------------------------------------------------------- kernels
-inline bool stream_enabled() {  // read once per pipeline
-  const char* e = std::getenv("DERAIN_STREAM_STORES");
-  return !(e && e[0] == '0');
-}
 inline bool prefetch_enabled() {
   static const bool on = [] { const char* e = std::getenv("DERAIN_NO_PREFETCH"); return !(e && e[0] == '1'); }();
   return on;
@@ -345,7 +341,9 @@ inline std::vector<float> winograd_weights(const float* w, int64_t cin, int64_t 
   return out;
 }
 
-inline int64_t winograd_tiles_in_row(int64_t W, int64_t d) { return (W / (4 * d)) * d; }
+// Tiles of a row of W pixels: every pixel is in one (the last segment of 4d pixels may stick out past
+// the row: its extra outputs land in the accumulator row's spare pixels and are never read).
+inline int64_t winograd_tiles_in_row(int64_t W, int64_t d) { return (W + 4 * d - 1) / (4 * d) * d; }
 inline int64_t winograd_tile_base(int64_t k, int64_t d) { return (k / d) * 4 * d + k % d; }
 
 // V of one input row: v[(k * 6 + i) * CIN + ci] for the nt tiles of the row. `row` points at pixel 0
@@ -375,10 +373,11 @@ inline bool winograd_tiles(const float* const v[3], int64_t k0, const float* wg,
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t cb = 0; cb < coutp; cb += 16) {
     __m512 acc[T][6];
+    const __m512 b = _mm512_loadu_ps(bias + cb);
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t)
 #pragma GCC unroll 6
-      for (int i = 0; i < 6; ++i) acc[t][i] = _mm512_setzero_ps();
+      for (int i = 0; i < 6; ++i) acc[t][i] = i == 1 ? b : _mm512_setzero_ps();  // A^T (0, b, 0, 0, 0, 0) = b
     for (int ky = 0; ky < 3; ++ky) {
       const float* vk = v[ky] + k0 * 6 * CIN;
       const float* wk = wg + (ky * (coutp / 16) + cb / 16) * CIN * 6 * 16;
@@ -393,13 +392,12 @@ inline bool winograd_tiles(const float* const v[3], int64_t k0, const float* wg,
         }
       }
     }
-    const __m512 b = _mm512_loadu_ps(bias + cb);
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) {
       float* o = out + winograd_tile_base(k0 + t, D) * coutp + cb;
 #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
-        const __m512 y = _mm512_add_ps(wino_lincomb(WinoF43::AT[j], acc[t]), b);
+        const __m512 y = wino_lincomb(WinoF43::AT[j], acc[t]);
         bad = _mm512_fmadd_ps(y, zero, bad);  // NaN iff some y is NaN or infinite
         _mm512_storeu_ps(o + j * D * coutp, y);
       }
@@ -410,11 +408,14 @@ inline bool winograd_tiles(const float* const v[3], int64_t k0, const float* wg,
 
 template <int D, int CIN, int T>
 inline void winograd_tiles_checked(const float* const rows[3], const float* const v[3], int64_t k0, int64_t ps,
-                                   const float* wg, const float* w, const float* bias, int64_t coutp, float* out) {
+                                   const float* wg, const float* w, const float* bias, int64_t coutp, float* out,
+                                   int64_t W) {
   if (winograd_tiles<D, CIN, T>(v, k0, wg, bias, coutp, out)) return;
   for (int t = 0; t < T; ++t)
-    for (int j = 0; j < 4; ++j)
-      conv_px_avx512<1, 0>(rows, winograd_tile_base(k0 + t, D) + j * D, ps, CIN, D, w, bias, coutp, out);
+    for (int j = 0; j < 4; ++j) {
+      const int64_t x = winograd_tile_base(k0 + t, D) + j * D;
+      if (x < W) conv_px_avx512<1, 0>(rows, x, ps, CIN, D, w, bias, coutp, out);
+    }
 }
 
 template <int D, int CIN>
@@ -422,14 +423,10 @@ inline void conv_row_winograd_d(const float* const rows[3], const float* const v
                                 const float* w, const float* bias, int64_t coutp, float* out, int64_t W) {
   const int64_t nt = winograd_tiles_in_row(W, D);
   int64_t k = 0;
-  for (; k + 4 <= nt; k += 4) winograd_tiles_checked<D, CIN, 4>(rows, v, k, ps, wg, w, bias, coutp, out);
-  if (nt - k == 3) winograd_tiles_checked<D, CIN, 3>(rows, v, k, ps, wg, w, bias, coutp, out);
-  if (nt - k == 2) winograd_tiles_checked<D, CIN, 2>(rows, v, k, ps, wg, w, bias, coutp, out);
-  if (nt - k == 1) winograd_tiles_checked<D, CIN, 1>(rows, v, k, ps, wg, w, bias, coutp, out);
-  int64_t x = nt / D * 4 * D;  // pixels after the last whole segment of 4D: direct
-  for (; x + 8 <= W; x += 8) conv_px_avx512<8, 0>(rows, x, ps, CIN, D, w, bias, coutp, out);
-  for (; x + 4 <= W; x += 4) conv_px_avx512<4, 0>(rows, x, ps, CIN, D, w, bias, coutp, out);
-  for (; x < W; ++x) conv_px_avx512<1, 0>(rows, x, ps, CIN, D, w, bias, coutp, out);
+  for (; k + 4 <= nt; k += 4) winograd_tiles_checked<D, CIN, 4>(rows, v, k, ps, wg, w, bias, coutp, out, W);
+  if (nt - k == 3) winograd_tiles_checked<D, CIN, 3>(rows, v, k, ps, wg, w, bias, coutp, out, W);
+  if (nt - k == 2) winograd_tiles_checked<D, CIN, 2>(rows, v, k, ps, wg, w, bias, coutp, out, W);
+  if (nt - k == 1) winograd_tiles_checked<D, CIN, 1>(rows, v, k, ps, wg, w, bias, coutp, out, W);
 }
 
 // Transformed input rows of one Winograd convolution layer, each computed once and kept while the
@@ -684,7 +681,9 @@ struct Layer {
 template <typename T>
 class Pipeline {
  public:
-  Pipeline(int64_t H, int64_t W, int64_t pad) : H_(H), W_(W), pad_(pad) {}
+  // pad: the largest dilation of the layers. Rows get pad zero pixels on the left and 5 pad on the
+  // right (a Winograd tile at the end of a row reads up to 5d - 1 pixels past it).
+  Pipeline(int64_t H, int64_t W, int64_t pad) : H_(H), W_(W), pad_(pad), rpad_(5 * pad) {}
 
   int add_store(int64_t ch) {
     stores_.push_back({ch});
@@ -713,7 +712,7 @@ class Pipeline {
     plan(r0, r1);
     allocate();
     reset();
-    std::vector<T> acc(W_ * max_coutp_ + 16);
+    std::vector<T> acc((W_ + 4 * pad_) * max_coutp_ + 16);  // Winograd tiles may end past W
     bool busy = true;
     while (busy) {
       busy = false;
@@ -726,9 +725,6 @@ class Pipeline {
         ++l.next;
       }
     }
-#if defined(__AVX512F__)
-    if (streamed_) _mm_sfence();  // non-temporal stores visible before another thread reads the tensor
-#endif
   }
 
  private:
@@ -787,11 +783,11 @@ class Pipeline {
       Store& st = store_data_[s];
       st.ch = stores_[s].ch;
       st.cap = caps_[s];
-      st.rowlen = (W_ + 2 * pad_) * st.ch;
+      st.rowlen = (W_ + pad_ + rpad_) * st.ch;
       st.data.assign(st.cap * st.rowlen, T(0));
       chmax = std::max(chmax, st.ch);
     }
-    zero_.assign((W_ + 2 * pad_) * chmax + 16, T(0));
+    zero_.assign((W_ + pad_ + rpad_) * chmax + 16, T(0));
     gather_.assign(W_ * chmax + 16, T(0));
     zero_chmax_ = chmax;
   }
@@ -1068,18 +1064,7 @@ class Pipeline {
 
   void write_image(const ImageView<T>& im, int64_t y, const T* acc, int64_t cp) const {
     if (im.sc == 1 && im.sw == im.C && cp == im.C) {  // dense channels-last row: one copy
-      T* dst = im.data + y * im.sh;
-#if defined(__AVX512F__)
-      if constexpr (std::is_same<T, float>::value) {
-        const int64_t n = W_ * cp;
-        if (stream_ && n % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 64 == 0) {
-          for (int64_t i = 0; i < n; i += 16) _mm512_stream_ps(dst + i, _mm512_loadu_ps(acc + i));
-          streamed_ = true;
-          return;
-        }
-      }
-#endif
-      std::copy(acc, acc + W_ * cp, dst);
+      std::copy(acc, acc + W_ * cp, im.data + y * im.sh);
     } else if (im.sc == 1) {
       T* base = im.data + y * im.sh;
       for (int64_t x = 0; x < W_; ++x) {
@@ -1098,7 +1083,7 @@ class Pipeline {
   }
 
  private:
-  int64_t H_, W_, pad_;
+  int64_t H_, W_, pad_, rpad_;
   int64_t band_r0_ = 0, band_r1_ = 0;  // final rows of this run (rows written to tensors by halo layers)
   int64_t max_coutp_ = 16;
   int64_t zero_chmax_ = 1;
@@ -1109,8 +1094,6 @@ class Pipeline {
   std::vector<std::vector<std::pair<int, int64_t>>> consumers_;
   std::vector<T> zero_;
   std::vector<T> gather_;  // one pixel-major row of a strided tensor (LoadGradMask)
-  bool stream_ = stream_enabled();
-  mutable bool streamed_ = false;  // write_image used non-temporal stores (fenced at the end of run)
 };
 
 }  // namespace rowpipe
