@@ -190,8 +190,8 @@ def test_opcheck_training_pair():
 
 @pytest.mark.parametrize("channels,dilation", [(16, 3), (17, 1), (3, 2)])
 def test_training_pair_matches_recomputing_backward(channels, dilation):
-    # the function takes the training pair when a gradient is needed; the plain op (which
-    # recomputes la in its backward) must give bit-identical outputs and gradients
+    # the training pair (saves la) and the plain op (recomputes la in its backward, what the
+    # function uses) must give bit-identical outputs and gradients
     x = torch.randn(2, channels, 9, 21, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     p = _params(channels, torch.float64)
     out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)

@@ -6,11 +6,13 @@
 exactly the authors' block (TIP Eq. 14 as released). Any channel count C
 (16 in the network), float32 or float64, any layout; on CPU the C++ kernel
 streams both convolutions, the subtraction, the residual add and both ReLUs
-through a few cached rows per band. When a gradient is needed on CPU the
-training pair runs instead: `self_correcting_block_train` also returns la, and
-`self_correcting_block_backward_la` reads it (no recompute of the first
-convolution; one more saved map). `self_correcting_block` itself saves only x
-and the output, and its backward recomputes la and e from x.
+through a few cached rows per band. `self_correcting_block` saves only x and
+the output; its backward recomputes la and e from x. The training pair
+(`self_correcting_block_train` also returns la, `self_correcting_block_backward_la`
+reads it) saves one more map to skip that recompute; since the convolutions run
+as Winograd F(4,3) the recompute is cheaper than writing and reading la
+(measured), so `self_correcting_block()` uses the plain op and the pair stays
+for callers that want it.
 """
 from __future__ import annotations
 
@@ -74,9 +76,6 @@ def self_correcting_block(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w
     """
     _check_block(x, w1, b1, w3, b3, dilation)
     if _CPP:
-        if x.device.type == "cpu" and torch.is_grad_enabled() and any(
-                t.requires_grad for t in (x, w1, b1, w3, b3)):
-            return torch.ops.derain.self_correcting_block_train(x, w1, b1, w3, b3, dilation)[0]
         return torch.ops.derain.self_correcting_block(x, w1, b1, w3, b3, dilation)
     return reference.self_correcting_block(x, w1, b1, w3, b3, dilation)
 
