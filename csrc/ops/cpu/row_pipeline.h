@@ -410,8 +410,11 @@ inline void wino_transform_input_avx512(const float* in, int64_t ps, int64_t cin
 }
 
 // P[c][co] += sum_t V[t][c] Z[t][co] for 16 input channels x 16 output channels:
-// the 16 accumulators stay in registers over all tiles, each FMA takes its V
-// value as a broadcast memory operand.
+// the 16 accumulators stay in registers over all tiles. Half of the V values
+// come as broadcast memory operands of their FMAs, the other half from one
+// vector load split by in-register shuffles (lane broadcast + in-lane permute):
+// loads alone would bind the loop (about 1.06 loads per FMA); the mix measured
+// about 15% faster than either pure form on Zen 5.
 inline void wino_accumulate_avx512(const float* V, int64_t vs, const float* Z, int64_t zs, int64_t ntiles, float* P,
                                    int64_t coutp) {
   __m512 acc[16];
@@ -420,8 +423,17 @@ inline void wino_accumulate_avx512(const float* V, int64_t vs, const float* Z, i
   for (int64_t t = 0; t < ntiles; ++t) {
     const __m512 z = _mm512_loadu_ps(Z + t * zs);
     const float* v = V + t * vs;
-#pragma GCC unroll 16
-    for (int c = 0; c < 16; ++c) acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(v[c]), z, acc[c]);
+#pragma GCC unroll 8
+    for (int c = 0; c < 8; ++c) acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(v[c]), z, acc[c]);
+    const __m512 vv = _mm512_loadu_ps(v);
+#pragma GCC unroll 2
+    for (int k = 2; k < 4; ++k) {
+      const __m512 lane = _mm512_shuffle_f32x4(vv, vv, 0x55 * k);  // 128-bit lane k everywhere
+      acc[4 * k + 0] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0x00), z, acc[4 * k + 0]);
+      acc[4 * k + 1] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0x55), z, acc[4 * k + 1]);
+      acc[4 * k + 2] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0xAA), z, acc[4 * k + 2]);
+      acc[4 * k + 3] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0xFF), z, acc[4 * k + 3]);
+    }
   }
 #pragma GCC unroll 16
   for (int c = 0; c < 16; ++c) {
@@ -488,15 +500,17 @@ inline void wgrad_row_winograd_avx512(const float* const rows[3], const int64_t 
       if (tail) {  // input pixels qt - d .. qt + 5d - 1, zero from W on
         float* it = Z + zsize + gt_size;
         std::fill(it, it + it_size, 0.f);
-        for (int64_t x = qt - d; x < W; ++x) std::copy(rows[ky] + x * ps, rows[ky] + x * ps + cin, it + (x - qt + d) * cin);
+        for (int64_t x = qt - d; x < W; ++x)
+          for (int64_t c = 0; c < cin; c += 16)
+            _mm512_storeu_ps(it + (x - qt + d) * cin + c, _mm512_loadu_ps(rows[ky] + x * ps + c));
         wino_transform_input_avx512(it + d * cin, cin, cin, d, d, v + ntf * cin, dv);
       }
       vtag[slot] = id;
     }
     V[ky] = v;
   }
-  for (int i = 0; i < 6; ++i)
-    for (int ky = 0; ky < 3; ++ky) {
+  for (int ky = 0; ky < 3; ++ky)
+    for (int i = 0; i < 6; ++i) {
       if (!V[ky]) continue;
       for (int64_t cb = 0; cb < coutp; cb += 16)
         for (int64_t ci = 0; ci < cin; ci += 16)
