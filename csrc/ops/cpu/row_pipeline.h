@@ -345,6 +345,11 @@ inline void wgrad_row_avx512(const float* const rows[3], int64_t ps, int64_t cin
   if (gb) wgrad_bias_row_avx512(g, coutp, gb, W);
 }
 
+// First 64-byte aligned address at or after p (p from a buffer with 16 floats of slack).
+inline float* align_floats64(float* p) {
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~static_cast<uintptr_t>(63));
+}
+
 // ---- Winograd F(4,3) weight gradient along the row (float, AVX-512).
 // A tile of dilation d and base b has the 4 outputs q = b + d k (k = 0..3) and
 // the 6 inputs u_j = in[b + d (j - 1)] (j = 0..5); with V = B^T u (over ci) and
@@ -467,13 +472,15 @@ inline void wgrad_row_winograd_avx512(const float* const rows[3], const int64_t 
   const int64_t nfull = W / (4 * d), qt = nfull * 4 * d, tail = qt < W ? 1 : 0;
   const int64_t ntf = nfull * d, ntiles = ntf + tail * d;  // tiles of the whole groups, all tiles
   const int64_t slots = 2 * d + 1, vrow = 6 * ntiles * cin;
-  if (static_cast<int64_t>(vtag.size()) != slots || static_cast<int64_t>(vcache.size()) != slots * vrow) {
+  // buffers start on a cache line (+16 floats of slack): every vector access is one whole line
+  if (static_cast<int64_t>(vtag.size()) != slots || static_cast<int64_t>(vcache.size()) != slots * vrow + 16) {
     vtag.assign(slots, -1);
-    vcache.assign(slots * vrow, 0.f);
+    vcache.assign(slots * vrow + 16, 0.f);
   }
+  float* vbase = align_floats64(vcache.data());
   const int64_t zsize = 6 * ntiles * coutp, gt_size = 4 * d * coutp, it_size = 6 * d * cin;
-  if (static_cast<int64_t>(zbuf.size()) < zsize + gt_size + it_size) zbuf.resize(zsize + gt_size + it_size);
-  float* Z = zbuf.data();
+  if (static_cast<int64_t>(zbuf.size()) < zsize + gt_size + it_size + 16) zbuf.resize(zsize + gt_size + it_size + 16);
+  float* Z = align_floats64(zbuf.data());
   const int64_t dz = ntiles * coutp, dv = ntiles * cin;
   wino_transform_grad_avx512(g, coutp, d, ntf, Z, dz);
   if (tail) {  // gradient pixels qt .. qt + 4d - 1, zero from W on
@@ -499,7 +506,7 @@ inline void wgrad_row_winograd_avx512(const float* const rows[3], const int64_t 
     const int64_t id = row_ids[ky];
     if (id < 0) continue;  // zero row: no contribution
     const int64_t slot = id % slots;
-    float* v = vcache.data() + slot * vrow;
+    float* v = vbase + slot * vrow;
     if (vtag[slot] != id) {
       wino_transform_input_avx512(rows[ky], ps, cin, d, ntf, v, dv);
       if (tail) {  // input pixels qt - d .. qt + 5d - 1, zero from W on
