@@ -358,8 +358,12 @@ inline float* align_floats64(float* p) {
 // so a row accumulates the 6 point products P[ky][i][ci][co] += V_i[ci] Z_i[co]
 // (6 FMAs per 4 pixels instead of 12) and the caller converts P to taps once
 // (wino_points_to_taps). Tiles of one row come in groups of 4d consecutive pixels
-// (d interleaved tiles); the pixels after the last whole group take the direct
-// kernel. B^T, G, A^T are Lavin's F(4,3) matrices (see the docs).
+// (d interleaved tiles); the pixels after the last whole group go through one
+// more, zero-padded group (wgrad_row_winograd_avx512). B^T, G, A^T are Lavin's
+// F(4,3) matrices (see docs/ops/block.md):
+//   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+//   G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+//   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
 
 // Z[i][t][co] (point i at Z + i * dz) of the gradient row g for the tiles
 // t < ntiles (t = group * d + r, base pixel group * 4d + r).
@@ -589,8 +593,12 @@ inline void wgrad_row_winograd(const T* const rows[3], const int64_t row_ids[3],
 // gw[ky][kx][c] += sum_i G[i][kx] P[ky][i][c] for point sums P ([3][6][n]) and
 // taps gw ([9][n]), in double (G of Winograd F(4,3)).
 inline void wino_points_to_taps(const double* P, int64_t n, double* gw) {
-  static const double G[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                 {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+  static const double G[6][3] = {{1.0 / 4, 0, 0},
+                                 {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                 {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                 {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                 {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                 {0, 0, 1}};
   for (int ky = 0; ky < 3; ++ky)
     for (int kx = 0; kx < 3; ++kx) {
       double* dst = gw + (ky * 3 + kx) * n;
