@@ -108,6 +108,70 @@ def test_float32_forward_and_gradients_wide_rows(channels, dilation):
         torch.testing.assert_close(a.grad, b.grad.float(), rtol=1e-4, atol=1e-4 * b.grad.abs().max().item(), msg=what)
 
 
+def _block_grads_f32(x, p, g, dilation):
+    out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)
+    return torch.ops.derain.self_correcting_block_backward_la(g, x, la, out, p[0], p[2], dilation)
+
+
+def _rel_err(a, b):
+    return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("channels", [16, 32, 17])
+@pytest.mark.parametrize("dilation", [1, 2, 3])
+def test_float32_weight_gradients_winograd_vs_direct(channels, dilation, monkeypatch):
+    # float32 weight gradients run as Winograd F(4,3) tiles of 4d pixels along the row (C % 16 == 0,
+    # AVX-512 builds) plus one zero-padded group for the tail; DERAIN_WGRAD_DIRECT=1 forces the
+    # direct kernel. Widths: tail only (W < 4d), whole groups only, groups + every tail length.
+    avx512 = "avx512f" in dk.backend_info().get("build", {}).get("flags", "").split()  # how the kernels were built
+    for width in (1, 3, 5, 13, 16, 29, 40, 128):
+        x = torch.randn(2, channels, 6, width).contiguous(memory_format=torch.channels_last)
+        p = _params(channels)
+        g = torch.randn(x.shape, dtype=torch.float64)
+        # float64 gradients through the same ReLU masks as the float32 forward (a pre-activation
+        # within round-off of 0 may flip its mask between precisions and move a whole gradient
+        # value); the float64 kernel is checked against the autograd reference above
+        out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)
+        pd = [t.double() for t in p]
+        want = torch.ops.derain.self_correcting_block_backward_la(g, x.double(), la.double(), out.double(), pd[0],
+                                                                  pd[2], dilation)
+        monkeypatch.setenv("DERAIN_WGRAD_DIRECT", "0")
+        wino = _block_grads_f32(x, p, g.float(), dilation)
+        monkeypatch.setenv("DERAIN_WGRAD_DIRECT", "1")
+        direct = _block_grads_f32(x, p, g.float(), dilation)
+        for k, what in ((0, "x"), (1, "w1"), (2, "b1"), (3, "w3"), (4, "b3")):
+            b = want[k]
+            assert _rel_err(wino[k], b) < 1e-5, (what, width, _rel_err(wino[k], b))
+            assert _rel_err(direct[k], b) < 1e-5, (what, width, _rel_err(direct[k], b))
+            assert _rel_err(wino[k], direct[k].double()) < 2e-5, (what, width)
+        torch.testing.assert_close(wino[0], direct[0], rtol=0, atol=0)  # gx never takes the Winograd path
+        if channels % 16 or not avx512:  # the direct kernel both times
+            for a, b in zip(wino, direct):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+        else:  # the switch really changed the weight-gradient kernel (different rounding)
+            assert not torch.equal(wino[1], direct[1]) and not torch.equal(wino[3], direct[3])
+
+
+def test_float32_winograd_weight_gradients_band_seams():
+    # one image in several bands (one per thread): each band sums its own Winograd points
+    x = torch.randn(1, 16, 53, 37).contiguous(memory_format=torch.channels_last)
+    p = _params(16)
+    g = torch.randn(x.shape, dtype=torch.float64)
+    out, la = torch.ops.derain.self_correcting_block_train(x, *p, 3)
+    want = torch.ops.derain.self_correcting_block_backward_la(g, x.double(), la.double(), out.double(), p[0].double(),
+                                                              p[2].double(), 3)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        got = _block_grads_f32(x, p, g.float(), 3)
+        torch.set_num_threads(1)
+        one_band = _block_grads_f32(x, p, g.float(), 3)
+    finally:
+        torch.set_num_threads(old)
+    for a, b, c in zip(got, want, one_band):
+        assert _rel_err(a, b) < 1e-5 and _rel_err(c, b) < 1e-5
+
+
 @pytest.mark.parametrize("grad_layout", ["expanded", "channels-first", "channels-last"])
 def test_gradient_of_sum_any_grad_layout(grad_layout):
     # .sum().backward() hands the op a stride-0 gradient; the kernel has a separate load path for it

@@ -133,13 +133,23 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
   const int64_t nb = bands_per_image(N, H);
   const int64_t ntasks = N * nb;
   const int64_t wsize = 9 * C * Cp;
+  // Weight gradients as Winograd F(4,3) point sums ([3][6][C][Cp] per conv, after the direct
+  // parts) where the kernel supports it (float, AVX-512, C % 16 == 0, d <= 3; DERAIN_WGRAD_DIRECT=1
+  // turns it off); converted to taps once, after the band sums.
+  const bool wino1 = rowpipe::wgrad_winograd_applies<T>(C, 1), wino3 = rowpipe::wgrad_winograd_applies<T>(C, d);
+  const int64_t psize = 18 * C * Cp;
+  const int64_t p1_off = 2 * wsize + 2 * Cp, p3_off = p1_off + (wino1 ? psize : 0);
+  const int64_t part_size = p3_off + (wino3 ? psize : 0);
   std::vector<std::vector<T>> parts(ntasks);
+  std::vector<int64_t> pshift(ntasks, 0);  // Winograd points start on a cache line of each part
   at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / nb, band = task % nb;
       const int64_t r0 = H * band / nb, r1 = H * (band + 1) / nb;
       std::vector<T>& part = parts[task];
-      part.assign(2 * wsize + 2 * Cp, T(0));  // gw1, gw3, gb1, gb3
+      part.assign(part_size + 16, T(0));  // gw1, gw3, gb1, gb3 (taps), then Winograd points of conv1, conv3
+      const auto at = reinterpret_cast<uintptr_t>(part.data() + p1_off);
+      const int64_t shift = pshift[task] = static_cast<int64_t>(((64 - at % 64) % 64) / sizeof(T));
       Pipeline<T> p(H, W, std::max<int64_t>(d, 1));
       const int sx = p.add_store(Cp), sla = p.add_store(Cp), se = p.add_store(Cp);
       const int sq = p.add_store(Cp), sge = p.add_store(Cp), sgp = p.add_store(Cp);
@@ -183,21 +193,28 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
       g3.kind = Kind::WeightGrad;
       g3.in = se, g3.cin = C, g3.d = d, g3.aux = sq, g3.coutp = Cp;
       g3.gw = part.data() + wsize, g3.gb = part.data() + 2 * wsize + Cp;
+      if (wino3) g3.gwp = part.data() + p3_off + shift;
       g3.deps = {{l_c1, d}, {l_gq, 0}};
       p.add_layer(g3);
       Layer<T> g1;
       g1.kind = Kind::WeightGrad;
       g1.in = sx, g1.cin = C, g1.d = 1, g1.aux = sgp, g1.coutp = Cp;
       g1.gw = part.data(), g1.gb = part.data() + 2 * wsize;
+      if (wino1) g1.gwp = part.data() + p1_off + shift;
       g1.deps = {{l_load, 1}, {l_ge, 0}};
       p.add_layer(g1);
       p.run(r0, r1);
     }
   });
   // Sum the band partials in a fixed order (deterministic), then lay out as (C, C, 3, 3).
-  std::vector<double> total(2 * wsize + 2 * Cp, 0.0);
-  for (const auto& part : parts)
-    for (size_t i = 0; i < total.size(); ++i) total[i] += part[i];
+  std::vector<double> total(part_size, 0.0);
+  for (int64_t task = 0; task < ntasks; ++task) {
+    const T* part = parts[task].data();
+    for (int64_t i = 0; i < p1_off; ++i) total[i] += part[i];
+    for (int64_t i = p1_off; i < part_size; ++i) total[i] += part[i + pshift[task]];
+  }
+  if (wino1) rowpipe::wino_points_to_taps(total.data() + p1_off, C * Cp, total.data());
+  if (wino3) rowpipe::wino_points_to_taps(total.data() + p3_off, C * Cp, total.data() + wsize);
   T* g1p = gw1.data_ptr<T>();
   T* g3p = gw3.data_ptr<T>();
   for (int64_t co = 0; co < C; ++co)
