@@ -57,6 +57,7 @@ void block_forward_impl(const at::Tensor& x, const at::Tensor& w1, const at::Ten
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Cp = rowpipe::padded_channels<T>(C);
   const auto w1r = rowpipe::relayout_weight<T>(w1, C, Cp), w3r = rowpipe::relayout_weight<T>(w3, C, Cp);
+  const auto w1g = rowpipe::winograd_weights_for<T>(w1r, C, Cp), w3g = rowpipe::winograd_weights_for<T>(w3r, C, Cp);
   const auto b1r = rowpipe::relayout_bias<T>(b1, Cp), b3r = rowpipe::relayout_bias<T>(b3, Cp);
   const int64_t nb = bands_per_image(N, H);
   at::parallel_for(0, N * nb, 1, [&](int64_t begin, int64_t end) {
@@ -73,6 +74,7 @@ void block_forward_impl(const at::Tensor& x, const at::Tensor& w1, const at::Ten
       Layer<T> c1;
       c1.epi = Epilogue::ReluSplit;
       c1.in = sx, c1.cin = C, c1.d = 1, c1.w = w1r.data(), c1.b = b1r.data(), c1.coutp = Cp;
+      c1.wg_shared = w1g.empty() ? nullptr : w1g.data();
       c1.out = sla, c1.out2 = se, c1.aux = sx;
       if (la_out) c1.image = rowpipe::image_view<T>(*la_out, n);  // saved for the backward
       c1.deps = {{l0, 1}};
@@ -80,6 +82,7 @@ void block_forward_impl(const at::Tensor& x, const at::Tensor& w1, const at::Ten
       Layer<T> c3;
       c3.epi = Epilogue::AddReluImage;
       c3.in = se, c3.cin = C, c3.d = d, c3.w = w3r.data(), c3.b = b3r.data(), c3.coutp = Cp;
+      c3.wg_shared = w3g.empty() ? nullptr : w3g.data();
       c3.aux = sla;
       c3.image = rowpipe::image_view<T>(out, n);
       c3.deps = {{l1, d}};
@@ -128,6 +131,8 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
   const auto w1r = la_saved.defined() ? std::vector<T>() : rowpipe::relayout_weight<T>(w1, C, Cp);
   const auto w1t = rowpipe::relayout_weight<T>(w1, C, Cp, /*transposed=*/true);
   const auto w3t = rowpipe::relayout_weight<T>(w3, C, Cp, /*transposed=*/true);
+  const auto w1rg = rowpipe::winograd_weights_for<T>(w1r, C, Cp);  // empty when la is saved (w1r empty)
+  const auto w1tg = rowpipe::winograd_weights_for<T>(w1t, C, Cp), w3tg = rowpipe::winograd_weights_for<T>(w3t, C, Cp);
   const auto b1r = la_saved.defined() ? std::vector<T>() : rowpipe::relayout_bias<T>(b1, Cp);
   const std::vector<T> zero_bias(Cp, T(0));
   const int64_t nb = bands_per_image(N, H);
@@ -166,6 +171,7 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
       } else {  // la recomputed
         c1.epi = Epilogue::ReluSplit;
         c1.in = sx, c1.cin = C, c1.d = 1, c1.w = w1r.data(), c1.b = b1r.data(), c1.coutp = Cp;
+        c1.wg_shared = w1rg.empty() ? nullptr : w1rg.data();
         c1.deps = {{l_load, 1}};
       }
       c1.out = sla, c1.out2 = se, c1.aux = sx;
@@ -179,12 +185,14 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
       Layer<T> ge;
       ge.epi = Epilogue::BackwardE;
       ge.in = sq, ge.cin = C, ge.d = d, ge.w = w3t.data(), ge.b = zero_bias.data(), ge.coutp = Cp;
+      ge.wg_shared = w3tg.empty() ? nullptr : w3tg.data();
       ge.out = sge, ge.out2 = sgp, ge.aux = sq, ge.aux2 = sla;
       ge.deps = {{l_gq, d}, {l_c1, 0}};
       const int l_ge = p.add_layer(ge);
       Layer<T> gxl;
       gxl.epi = Epilogue::AddImage;
       gxl.in = sgp, gxl.cin = C, gxl.d = 1, gxl.w = w1t.data(), gxl.b = zero_bias.data(), gxl.coutp = Cp;
+      gxl.wg_shared = w1tg.empty() ? nullptr : w1tg.data();
       gxl.aux = sge;
       gxl.image = rowpipe::image_view<T>(gx, n);
       gxl.deps = {{l_ge, 1}};

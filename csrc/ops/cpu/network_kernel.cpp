@@ -45,7 +45,7 @@ void network_impl(const at::Tensor& x, const std::vector<at::Tensor>& params, in
   const int64_t Cp = rowpipe::padded_channels<T>(C);
   const int64_t Op = rowpipe::padded_channels<T>(Cin);
   // Re-laid-out weights, in the order of `params` (see derain_kernels/ops/network.py).
-  std::vector<std::vector<T>> w(kConvs), b(kConvs);
+  std::vector<std::vector<T>> w(kConvs), b(kConvs), wg(kConvs);  // wg: Winograd weights, once per call
   auto is_merge = [](int i) { return i == 5 || i == 10 || i == 11 || i == 16 || i == 17; };
   for (int i = 0; i < kConvs; ++i) {
     const at::Tensor& wi = params[2 * i];
@@ -56,6 +56,7 @@ void network_impl(const at::Tensor& x, const std::vector<at::Tensor>& params, in
       w[i] = rowpipe::relayout_weight<T>(wi, wi.size(1), coutp);
     }
     b[i] = rowpipe::relayout_bias<T>(params[2 * i + 1], coutp);
+    wg[i] = rowpipe::winograd_weights_for<T>(w[i], is_merge(i) ? 2 * Cp : wi.size(1), coutp);
   }
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   const int64_t nb = N >= threads ? 1 : std::max<int64_t>(1, std::min<int64_t>((threads + N - 1) / N, H / 32));
@@ -71,6 +72,7 @@ void network_impl(const at::Tensor& x, const std::vector<at::Tensor>& params, in
         l.epi = epi;
         l.in = in, l.in_choff = in_choff, l.cin = cin, l.d = dil;
         l.w = w[conv].data(), l.b = b[conv].data(), l.coutp = coutp;
+        l.wg_shared = wg[conv].empty() ? nullptr : wg[conv].data();
         l.deps = std::move(deps);
         ++conv;
         return l;

@@ -423,7 +423,11 @@ inline void conv_row_winograd_d(const float* const rows[3], const float* const v
                                 const float* w, const float* bias, int64_t coutp, float* out, int64_t W) {
   const int64_t nt = winograd_tiles_in_row(W, D);
   int64_t k = 0;
-  for (; k + 4 <= nt; k += 4) winograd_tiles_checked<D, CIN, 4>(rows, v, k, ps, wg, w, bias, coutp, out, W);
+  for (; k + 4 <= nt && nt - k != 5; k += 4) winograd_tiles_checked<D, CIN, 4>(rows, v, k, ps, wg, w, bias, coutp, out, W);
+  if (nt - k == 5) {  // 3 + 2 tiles rather than 4 + 1 (a lone tile reloads its weights for 6 FMAs)
+    winograd_tiles_checked<D, CIN, 3>(rows, v, k, ps, wg, w, bias, coutp, out, W);
+    k += 3;
+  }
   if (nt - k == 3) winograd_tiles_checked<D, CIN, 3>(rows, v, k, ps, wg, w, bias, coutp, out, W);
   if (nt - k == 2) winograd_tiles_checked<D, CIN, 2>(rows, v, k, ps, wg, w, bias, coutp, out, W);
   if (nt - k == 1) winograd_tiles_checked<D, CIN, 1>(rows, v, k, ps, wg, w, bias, coutp, out, W);
@@ -848,6 +852,20 @@ std::vector<T> relayout_weight(const at::Tensor& w, int64_t cin_p, int64_t coutp
   return out;
 }
 
+// Winograd weights of direct weights w ([9][cin][coutp], relayout_weight), computed once per op and
+// shared by the pipelines of all tasks through Layer::wg_shared; empty where no Winograd kernel
+// exists (double, other channel counts, non-AVX-512 builds, DERAIN_CONV_WINOGRAD=0). They do not
+// depend on the dilation (add_layer still checks it).
+template <typename T>
+std::vector<T> winograd_weights_for(const std::vector<T>& w, int64_t cin, int64_t coutp) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same<T, float>::value) {
+    if (!w.empty() && winograd_conv_supported(cin, 1)) return winograd_weights(w.data(), cin, coutp);
+  }
+#endif
+  return {};
+}
+
 template <typename T>
 std::vector<T> relayout_bias(const at::Tensor& b, int64_t coutp) {
   std::vector<T> out(coutp, T(0));
@@ -919,7 +937,9 @@ struct Layer {
   std::vector<T> wino_v;  // WeightGrad with gwp: transformed input rows (wgrad_row_winograd)
   std::vector<int64_t> wino_tag;
   std::vector<std::pair<int, int64_t>> deps;  // (producer layer, rows of reach)
-  std::vector<T> wg;  // Conv: Winograd-transformed weights (filled by add_layer where supported)
+  const T* wg_shared = nullptr;  // Conv: Winograd weights prepared once per op (winograd_weights_for)
+  std::vector<T> wg;             // Conv: own Winograd weights (add_layer, when none are shared)
+  const T* wgp = nullptr;        // Conv: the Winograd weights in use (null: direct kernels)
 #if defined(__AVX512F__)
   WinoRowCache wino;  // Conv with wg: transformed input rows
 #endif
@@ -945,7 +965,8 @@ class Pipeline {
 #if defined(__AVX512F__)
     if constexpr (std::is_same<T, float>::value) {
       if (l.kind == Kind::Conv && winograd_conv_supported(l.cin, l.d) && winograd_tiles_in_row(W_, l.d) > 0) {
-        l.wg = winograd_weights(l.w, l.cin, l.coutp);
+        if (!l.wg_shared) l.wg = winograd_weights(l.w, l.cin, l.coutp);
+        l.wgp = l.wg_shared ? l.wg_shared : l.wg.data();  // a moved vector keeps its buffer
         l.wino.init(W_, l.d, l.cin);
       }
     }
@@ -1197,8 +1218,8 @@ class Pipeline {
     const int64_t cp = l.coutp;
 #if defined(__AVX512F__)
     if constexpr (std::is_same<T, float>::value) {
-      if (!l.wg.empty())
-        conv_row_winograd(rows, y, l.wino, store_data_[l.in].ch, l.cin, l.d, l.wg.data(), l.w, l.b, cp, acc, W);
+      if (l.wgp)
+        conv_row_winograd(rows, y, l.wino, store_data_[l.in].ch, l.cin, l.d, l.wgp, l.w, l.b, cp, acc, W);
       else
         conv_row<T>(rows, store_data_[l.in].ch, l.cin, l.d, l.w, l.b, cp, acc, W);
     } else
