@@ -441,3 +441,16 @@ def test_winograd_backward_close_to_direct(monkeypatch):
         err_d = (b.double() - e).abs().max().item()
         assert err_w <= 1e-6 * e.abs().max().item() + 4 * err_d, (err_w, err_d)
     assert not torch.equal(grads["1"][0], grads["0"][0])
+
+
+@needs_winograd
+def test_winograd_off_past_the_cache_budget(monkeypatch):
+    # very wide rows: the transformed rows would not stay in cache, so the direct kernels run
+    # (bit-identical to DERAIN_CONV_WINOGRAD=0); a narrow row of the same data takes the Winograd path
+    p = _params(16)
+    wide = torch.randn(1, 16, 3, 9000).contiguous(memory_format=torch.channels_last)
+    wino, direct, exact = _block_both_paths(monkeypatch, wide, p, 3)
+    assert torch.equal(wino, direct)
+    narrow = wide[..., :64].contiguous(memory_format=torch.channels_last)
+    wino, direct, exact = _block_both_paths(monkeypatch, narrow, p, 3)
+    assert not torch.equal(wino, direct)

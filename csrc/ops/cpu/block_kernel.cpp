@@ -57,6 +57,7 @@ void block_forward_impl(const at::Tensor& x, const at::Tensor& w1, const at::Ten
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Cp = rowpipe::padded_channels<T>(C);
   const auto w1r = rowpipe::relayout_weight<T>(w1, C, Cp), w3r = rowpipe::relayout_weight<T>(w3, C, Cp);
+  const bool wino = rowpipe::winograd_fits(rowpipe::winograd_cache_bytes(W, 1, C) + rowpipe::winograd_cache_bytes(W, d, C));
   const auto w1g = rowpipe::winograd_weights_for<T>(w1r, C, Cp), w3g = rowpipe::winograd_weights_for<T>(w3r, C, Cp);
   const auto b1r = rowpipe::relayout_bias<T>(b1, Cp), b3r = rowpipe::relayout_bias<T>(b3, Cp);
   const int64_t nb = bands_per_image(N, H);
@@ -65,6 +66,7 @@ void block_forward_impl(const at::Tensor& x, const at::Tensor& w1, const at::Ten
       const int64_t n = task / nb, band = task % nb;
       const int64_t r0 = H * band / nb, r1 = H * (band + 1) / nb;
       Pipeline<T> p(H, W, std::max<int64_t>(d, 1));
+      p.allow_winograd(wino);
       const int sx = p.add_store(Cp), sla = p.add_store(Cp), se = p.add_store(Cp);
       Layer<T> load;
       load.kind = Kind::LoadImage;
@@ -141,7 +143,11 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
   // Weight gradients as Winograd F(4,3) point sums ([3][6][C][Cp] per conv, after the direct
   // parts) where the kernel supports it (float, AVX-512, C % 16 == 0, d <= 3; DERAIN_WGRAD_DIRECT=1
   // turns it off); converted to taps once, after the band sums.
-  const bool wino1 = rowpipe::wgrad_winograd_applies<T>(C, 1), wino3 = rowpipe::wgrad_winograd_applies<T>(C, d);
+  // all five Winograd layers of the backward (three convolutions, two weight gradients) share one cache
+  // budget: past it (very wide rows) everything runs direct
+  const bool wino = rowpipe::winograd_fits(3 * rowpipe::winograd_cache_bytes(W, 1, C) + 2 * rowpipe::winograd_cache_bytes(W, d, C));
+  const bool wino1 = wino && rowpipe::wgrad_winograd_applies<T>(C, 1);
+  const bool wino3 = wino && rowpipe::wgrad_winograd_applies<T>(C, d);
   const int64_t psize = 18 * C * Cp;
   const int64_t p1_off = 2 * wsize + 2 * Cp, p3_off = p1_off + (wino1 ? psize : 0);
   const int64_t part_size = p3_off + (wino3 ? psize : 0);
@@ -156,6 +162,7 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
       const auto at = reinterpret_cast<uintptr_t>(part.data() + p1_off);
       const int64_t shift = pshift[task] = static_cast<int64_t>(((64 - at % 64) % 64) / sizeof(T));
       Pipeline<T> p(H, W, std::max<int64_t>(d, 1));
+      p.allow_winograd(wino);
       const int sx = p.add_store(Cp), sla = p.add_store(Cp), se = p.add_store(Cp);
       const int sq = p.add_store(Cp), sge = p.add_store(Cp), sgp = p.add_store(Cp);
       Layer<T> load;

@@ -58,6 +58,10 @@ void network_impl(const at::Tensor& x, const std::vector<at::Tensor>& params, in
     b[i] = rowpipe::relayout_bias<T>(params[2 * i + 1], coutp);
     wg[i] = rowpipe::winograd_weights_for<T>(w[i], is_merge(i) ? 2 * Cp : wi.size(1), coutp);
   }
+  // transformed-row caches of the Winograd layers: 6 blocks (d = 1 and d), 5 merges (cin 2 Cp) and
+  // outc; past the budget every convolution runs direct
+  const bool wino = rowpipe::winograd_fits(6 * (rowpipe::winograd_cache_bytes(W, 1, C) + rowpipe::winograd_cache_bytes(W, d, C)) +
+                                           5 * rowpipe::winograd_cache_bytes(W, 1, 2 * Cp) + rowpipe::winograd_cache_bytes(W, 1, C));
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   const int64_t nb = N >= threads ? 1 : std::max<int64_t>(1, std::min<int64_t>((threads + N - 1) / N, H / 32));
   at::parallel_for(0, N * nb, 1, [&](int64_t begin, int64_t end) {
@@ -65,6 +69,7 @@ void network_impl(const at::Tensor& x, const std::vector<at::Tensor>& params, in
       const int64_t n = task / nb, band = task % nb;
       const int64_t r0 = H * band / nb, r1 = H * (band + 1) / nb;
       Pipeline<T> p(H, W, std::max<int64_t>(d, 1));
+      p.allow_winograd(wino);
       int conv = 0;  // index into w, b
       auto add_conv = [&](Epilogue epi, int in, int64_t in_choff, int64_t cin, int64_t dil, int64_t coutp,
                           std::vector<std::pair<int, int64_t>> deps) {

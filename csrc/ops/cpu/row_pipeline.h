@@ -908,6 +908,21 @@ inline void wino_points_to_taps(const double* P, int64_t n, double* gw) {
     }
 }
 
+// Bytes of transformed input rows one Winograd layer keeps (convolution or weight gradient: 2d + 1
+// rows of ceil(W / 4d) * d tiles x 6 points x cin floats).
+inline int64_t winograd_cache_bytes(int64_t W, int64_t d, int64_t cin) {
+  return (2 * d + 1) * ((W + 4 * d - 1) / (4 * d) * d) * 6 * cin * static_cast<int64_t>(sizeof(float));
+}
+
+// Whether the Winograd layers of one pipeline may be used: their transformed rows must stay in the
+// caches between the three output rows that read each of them. Measured on the project machine (two
+// threads, two pipelines at once): the fused network (~15 Winograd layers) is faster with Winograd at
+// W = 512 (4.6 MB of transformed rows) and 1.3x slower at W = 768 (6.9 MB); the block's backward is
+// faster at W = 2048 (4.5 MB) and 1.3x slower at W = 4096 (9 MB). Beyond the budget the direct
+// kernels run (same results up to float32 round-off).
+constexpr int64_t kWinogradCacheBudget = int64_t(5) << 20;
+inline bool winograd_fits(int64_t cache_bytes) { return cache_bytes <= kWinogradCacheBudget; }
+
 // Weights of a conv (cout, cin, 3, 3) laid out as [tap][cin][coutp] (zero
 // padded in both channel counts up to cin_p, coutp). `transposed` gives the
 // weights of the adjoint (input-gradient) convolution: taps flipped, roles of
@@ -1043,7 +1058,8 @@ class Pipeline {
                 "derain: internal error: output channels of a layer must be padded to 16");
 #if defined(__AVX512F__)
     if constexpr (std::is_same<T, float>::value) {
-      if (l.kind == Kind::Conv && winograd_conv_supported(l.cin, l.d) && winograd_tiles_in_row(W_, l.d) > 0) {
+      if (l.kind == Kind::Conv && winograd_ok_ && winograd_conv_supported(l.cin, l.d) &&
+          winograd_tiles_in_row(W_, l.d) > 0) {
         if (!l.wg_shared) l.wg = winograd_weights(l.w, l.cin, l.coutp);
         l.wgp = l.wg_shared ? l.wg_shared : l.wg.data();  // a moved vector keeps its buffer
         l.wino.init(W_, l.d, l.cin);
@@ -1054,6 +1070,8 @@ class Pipeline {
     return static_cast<int>(layers_.size()) - 1;
   }
   Layer<T>& layer(int i) { return layers_[i]; }
+  // false: convolutions use the direct kernels (set before adding layers; see winograd_fits)
+  void allow_winograd(bool ok) { winograd_ok_ = ok; }
 
   // Computes final rows [r0, r1) (and whatever halo the layers need).
   void run(int64_t r0, int64_t r1) {
@@ -1443,6 +1461,7 @@ class Pipeline {
 
  private:
   int64_t H_, W_, pad_, rpad_;
+  bool winograd_ok_ = true;
   int64_t band_r0_ = 0, band_r1_ = 0;  // final rows of this run (rows written to tensors by halo layers)
   int64_t max_coutp_ = 16;
   int64_t zero_chmax_ = 1;
