@@ -59,6 +59,24 @@ inline T madd(T a, T b, T c) {
 #endif
 }
 
+// Winograd F(4,3) with interpolation points 0, 1, -1, 2, -1/2 (and infinity): 4 outputs of a
+// 3-tap correlation from 6 inputs, y = A^T [(G w) . (B^T u)]. Used by the convolutions
+// (winograd_tiles) and, transposed, by the weight gradients (gw = G^T [(B^T u) . (A g)]). Float32
+// rounding about 1.5x direct summation (2x with the textbook points 0, +-1, +-2).
+struct WinoF43 {
+  static constexpr float BT[6][6] = {{1, 1.5f, -2, -1.5f, 1, 0},   {0, -1, -2.5f, -0.5f, 1, 0},
+                                     {0, 1, 0.5f, -2.5f, 1, 0},    {0, -0.5f, -1, 0.5f, 1, 0},
+                                     {0, 2, -1, -2, 1, 0},         {0, 1, 1.5f, -2, -1.5f, 1}};
+  static constexpr double G[6][3] = {{1, 0, 0},
+                                     {-1.0 / 3, -1.0 / 3, -1.0 / 3},
+                                     {1.0 / 3, -1.0 / 3, 1.0 / 3},
+                                     {1.0 / 15, 2.0 / 15, 4.0 / 15},
+                                     {-16.0 / 15, 8.0 / 15, -4.0 / 15},
+                                     {0, 0, 1}};
+  static constexpr float AT[4][6] = {
+      {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -0.5f, 0}, {0, 1, 1, 4, 0.25f, 0}, {0, 1, -1, 8, -0.125f, 1}};
+};
+
 // ---------------------------------------------------------------- kernels
 inline bool prefetch_enabled() {
   static const bool on = [] { const char* e = std::getenv("DERAIN_NO_PREFETCH"); return !(e && e[0] == '1'); }();
@@ -290,19 +308,6 @@ inline bool winograd_conv_supported(int64_t cin, int64_t d) {
   return conv_winograd_enabled() && (cin == 16 || cin == 32) && d >= 1 && d <= 3;
 }
 
-struct WinoF43 {
-  static constexpr float BT[6][6] = {{1, 1.5f, -2, -1.5f, 1, 0},   {0, -1, -2.5f, -0.5f, 1, 0},
-                                     {0, 1, 0.5f, -2.5f, 1, 0},    {0, -0.5f, -1, 0.5f, 1, 0},
-                                     {0, 2, -1, -2, 1, 0},         {0, 1, 1.5f, -2, -1.5f, 1}};
-  static constexpr double G[6][3] = {{1, 0, 0},
-                                     {-1.0 / 3, -1.0 / 3, -1.0 / 3},
-                                     {1.0 / 3, -1.0 / 3, 1.0 / 3},
-                                     {1.0 / 15, 2.0 / 15, 4.0 / 15},
-                                     {-16.0 / 15, 8.0 / 15, -4.0 / 15},
-                                     {0, 0, 1}};
-  static constexpr float AT[4][6] = {
-      {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -0.5f, 0}, {0, 1, 1, 4, 0.25f, 0}, {0, 1, -1, 8, -0.125f, 1}};
-};
 
 // sum_j c[j] * u[j] with the coefficients known at compile time (zeros skipped, +-1 as add/sub).
 template <int N>
@@ -656,17 +661,15 @@ inline float* align_floats64(float* p) {
 // (6 FMAs per 4 pixels instead of 12) and the caller converts P to taps once
 // (wino_points_to_taps). Tiles of one row come in groups of 4d consecutive pixels
 // (d interleaved tiles); the pixels after the last whole group go through one
-// more, zero-padded group (wgrad_row_winograd_avx512). B^T, G, A^T are Lavin's
-// F(4,3) matrices (see docs/ops/block.md):
-//   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
-//   G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
-//   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+// more, zero-padded group (wgrad_row_winograd_avx512). B^T, G, A^T: WinoF43 (the
+// points of the convolutions).
 
 // Z[i][t][co] (point i at Z + i * dz) of the gradient row g for the tiles
 // t < ntiles (t = group * d + r, base pixel group * 4d + r).
 inline void wino_transform_grad_avx512(const float* g, int64_t coutp, int64_t d, int64_t ntiles, float* Z,
                                        int64_t dz) {
   const __m512 two = _mm512_set1_ps(2.f), four = _mm512_set1_ps(4.f);
+  const __m512 half = _mm512_set1_ps(0.5f), quarter = _mm512_set1_ps(0.25f);
   for (int64_t t = 0, grp = 0; t < ntiles; grp += 4 * d)
    for (int64_t r = 0; r < d; ++r, ++t) {
     const int64_t base = grp + r;
@@ -677,12 +680,14 @@ inline void wino_transform_grad_avx512(const float* g, int64_t coutp, int64_t d,
       const __m512 s02 = _mm512_add_ps(g0, g2), s13 = _mm512_add_ps(g1, g3);
       const __m512 q02 = _mm512_fmadd_ps(four, g2, g0);                        // g0 + 4 g2
       const __m512 q13 = _mm512_mul_ps(two, _mm512_fmadd_ps(four, g3, g1));    // 2 g1 + 8 g3
+      const __m512 h02 = _mm512_fmadd_ps(quarter, g2, g0);                     // g0 + g2 / 4
+      const __m512 h13 = _mm512_mul_ps(half, _mm512_fmadd_ps(quarter, g3, g1)); // g1 / 2 + g3 / 8
       float* z = Z + t * coutp + cb;
       _mm512_storeu_ps(z, g0);
       _mm512_storeu_ps(z + dz, _mm512_add_ps(s02, s13));
       _mm512_storeu_ps(z + 2 * dz, _mm512_sub_ps(s02, s13));
       _mm512_storeu_ps(z + 3 * dz, _mm512_add_ps(q02, q13));
-      _mm512_storeu_ps(z + 4 * dz, _mm512_sub_ps(q02, q13));
+      _mm512_storeu_ps(z + 4 * dz, _mm512_sub_ps(h02, h13));
       _mm512_storeu_ps(z + 5 * dz, g3);
     }
   }
@@ -692,7 +697,6 @@ inline void wino_transform_grad_avx512(const float* g, int64_t coutp, int64_t d,
 // multiple of 16; reads pixels -d .. 4d past each tile base).
 inline void wino_transform_input_avx512(const float* in, int64_t ps, int64_t cin, int64_t d, int64_t ntiles,
                                         float* V, int64_t dv) {
-  const __m512 two = _mm512_set1_ps(2.f), four = _mm512_set1_ps(4.f), five = _mm512_set1_ps(5.f);
   for (int64_t t = 0, grp = 0; t < ntiles; grp += 4 * d)
    for (int64_t r = 0; r < d; ++r, ++t) {
     const int64_t base = grp + r;
@@ -701,16 +705,10 @@ inline void wino_transform_input_avx512(const float* in, int64_t ps, int64_t cin
       const __m512 u0 = _mm512_loadu_ps(up), u1 = _mm512_loadu_ps(up + d * ps);
       const __m512 u2 = _mm512_loadu_ps(up + 2 * d * ps), u3 = _mm512_loadu_ps(up + 3 * d * ps);
       const __m512 u4 = _mm512_loadu_ps(up + 4 * d * ps), u5 = _mm512_loadu_ps(up + 5 * d * ps);
-      const __m512 s12 = _mm512_add_ps(u1, u2), s34 = _mm512_add_ps(u3, u4);
-      const __m512 d12 = _mm512_sub_ps(u1, u2), d43 = _mm512_sub_ps(u4, u3);
-      const __m512 d31 = _mm512_sub_ps(u3, u1), d42 = _mm512_sub_ps(u4, u2);
+      const __m512 u[6] = {u0, u1, u2, u3, u4, u5};
       float* v = V + t * cin + c;
-      _mm512_storeu_ps(v, _mm512_fnmadd_ps(five, u2, _mm512_fmadd_ps(four, u0, u4)));   // 4u0 - 5u2 + u4
-      _mm512_storeu_ps(v + dv, _mm512_fnmadd_ps(four, s12, s34));                       // -4(u1+u2) + u3+u4
-      _mm512_storeu_ps(v + 2 * dv, _mm512_fmadd_ps(four, d12, d43));                    // 4(u1-u2) + u4-u3
-      _mm512_storeu_ps(v + 3 * dv, _mm512_fmadd_ps(two, d31, d42));                     // 2(u3-u1) + u4-u2
-      _mm512_storeu_ps(v + 4 * dv, _mm512_fnmadd_ps(two, d31, d42));                    // 2(u1-u3) + u4-u2
-      _mm512_storeu_ps(v + 5 * dv, _mm512_fnmadd_ps(five, u3, _mm512_fmadd_ps(four, u1, u5)));  // 4u1 - 5u3 + u5
+#pragma GCC unroll 6
+      for (int i = 0; i < 6; ++i) _mm512_storeu_ps(v + i * dv, wino_lincomb(WinoF43::BT[i], u));
     }
   }
 }
@@ -890,12 +888,7 @@ inline void wgrad_row_winograd(const T* const rows[3], const int64_t row_ids[3],
 // gw[ky][kx][c] += sum_i G[i][kx] P[ky][i][c] for point sums P ([3][6][n]) and
 // taps gw ([9][n]), in double (G of Winograd F(4,3)).
 inline void wino_points_to_taps(const double* P, int64_t n, double* gw) {
-  static const double G[6][3] = {{1.0 / 4, 0, 0},
-                                 {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                 {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                 {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                 {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                 {0, 0, 1}};
+  const auto& G = WinoF43::G;
   for (int ky = 0; ky < 3; ++ky)
     for (int kx = 0; kx < 3; ++kx) {
       double* dst = gw + (ky * 3 + kx) * n;
