@@ -351,22 +351,35 @@ inline std::vector<float> winograd_weights(const float* w, int64_t cin, int64_t 
 inline int64_t winograd_tiles_in_row(int64_t W, int64_t d) { return (W + 4 * d - 1) / (4 * d) * d; }
 inline int64_t winograd_tile_base(int64_t k, int64_t d) { return (k / d) * 4 * d + k % d; }
 
-// V of one input row: v[(k * 6 + i) * CIN + ci] for the nt tiles of the row. `row` points at pixel 0
-// (channel offset applied) with pixel stride ps and at least D zero pixels on both sides.
-template <int D, int CIN>
-inline void winograd_input_row(const float* row, int64_t ps, int64_t nt, float* v) {
+// V = B^T u of one input row for its nt tiles: point i of tile k at v + k * tstride + i * pstride
+// (+ the input channel; cin a multiple of 16). `row` points at pixel 0 (channel offset applied), pixel
+// stride ps, with d zero pixels on the left and 5d on the right (a tile reads pixels b - d .. b + 4d).
+inline void winograd_input_row(const float* row, int64_t ps, int64_t cin, int64_t d, int64_t nt, float* v,
+                               int64_t tstride, int64_t pstride) {
   for (int64_t k = 0; k < nt; ++k) {
-    const float* u = row + (winograd_tile_base(k, D) - D) * ps;
-    float* vk = v + k * 6 * CIN;
-#pragma GCC unroll 2
-    for (int ci = 0; ci < CIN; ci += 16) {
+    const float* u = row + (winograd_tile_base(k, d) - d) * ps;
+    float* vk = v + k * tstride;
+    for (int64_t ci = 0; ci < cin; ci += 16) {
       __m512 uu[6];
 #pragma GCC unroll 6
-      for (int j = 0; j < 6; ++j) uu[j] = _mm512_loadu_ps(u + j * D * ps + ci);
+      for (int j = 0; j < 6; ++j) uu[j] = _mm512_loadu_ps(u + j * d * ps + ci);
 #pragma GCC unroll 6
-      for (int i = 0; i < 6; ++i) _mm512_storeu_ps(vk + i * CIN + ci, wino_lincomb(WinoF43::BT[i], uu));
+      for (int i = 0; i < 6; ++i) _mm512_storeu_ps(vk + i * pstride + ci, wino_lincomb(WinoF43::BT[i], uu));
     }
   }
+}
+
+// Output transform of one tile: the 4 outputs A^T m (16 output channels) stored `step` floats apart.
+// Returns bad + 0 * outputs: NaN iff some output is NaN or infinite.
+inline __m512 winograd_store_tile(const __m512* m, float* o, int64_t step, __m512 bad) {
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; ++j) {
+    const __m512 y = wino_lincomb(WinoF43::AT[j], m);
+    bad = _mm512_fmadd_ps(y, zero, bad);
+    _mm512_storeu_ps(o + j * step, y);
+  }
+  return bad;
 }
 
 // Output pixels of T consecutive tiles starting at tile k0, all output channels (the last 1-3 tiles
@@ -376,7 +389,6 @@ template <int D, int CIN, int T>
 inline bool winograd_tiles(const float* const v[3], int64_t k0, const float* wg, const float* bias, int64_t coutp,
                            float* out) {
   __m512 bad = _mm512_setzero_ps();
-  const __m512 zero = _mm512_setzero_ps();
   for (int64_t cb = 0; cb < coutp; cb += 16) {
     __m512 acc[T][6];
     const __m512 b = _mm512_loadu_ps(bias + cb);
@@ -400,13 +412,7 @@ inline bool winograd_tiles(const float* const v[3], int64_t k0, const float* wg,
     }
 #pragma GCC unroll 4
     for (int t = 0; t < T; ++t) {
-      float* o = out + winograd_tile_base(k0 + t, D) * coutp + cb;
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        const __m512 y = wino_lincomb(WinoF43::AT[j], acc[t]);
-        bad = _mm512_fmadd_ps(y, zero, bad);  // NaN iff some y is NaN or infinite
-        _mm512_storeu_ps(o + j * D * coutp, y);
-      }
+      bad = winograd_store_tile(acc[t], out + winograd_tile_base(k0 + t, D) * coutp + cb, D * coutp, bad);
     }
   }
   return _mm512_cmp_ps_mask(bad, bad, _CMP_UNORD_Q) == 0;
@@ -416,6 +422,10 @@ inline bool winograd_tiles(const float* const v[3], int64_t k0, const float* wg,
 // memory, tiles 2, 3 split one vector load of 16 input channels in registers (vshuff32x4 picks
 // the 128-bit lane, vpermilps the element): 0.75 loads and 0.6 shuffles per FMA instead of 1.25
 // loads (the loop winograd_tiles runs is bound by loads).
+// (GCC 12 warns about the undefined pass-through operand inside the shuffle intrinsics: a false
+// positive, as for wino_accumulate_avx512.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 template <int D, int CIN>
 inline bool winograd_tiles4_mix(const float* const v[3], int64_t k0, const float* wg, const float* bias,
                                 int64_t coutp, float* out) {
@@ -475,17 +485,12 @@ inline bool winograd_tiles4_mix(const float* const v[3], int64_t k0, const float
       __m512 m[6];
 #pragma GCC unroll 6
       for (int i = 0; i < 6; ++i) m[i] = _mm512_load_ps(mbuf[t][i]);
-      float* o = out + winograd_tile_base(k0 + t, D) * coutp + cb;
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) {
-        const __m512 y = wino_lincomb(WinoF43::AT[j], m);
-        bad = _mm512_fmadd_ps(y, zero, bad);  // NaN iff some y is NaN or infinite
-        _mm512_storeu_ps(o + j * D * coutp, y);
-      }
+      bad = winograd_store_tile(m, out + winograd_tile_base(k0 + t, D) * coutp + cb, D * coutp, bad);
     }
   }
   return _mm512_cmp_ps_mask(bad, bad, _CMP_UNORD_Q) == 0;
 }
+#pragma GCC diagnostic pop
 
 template <int D, int CIN, int T>
 inline void winograd_tiles_checked(const float* const rows[3], const float* const v[3], int64_t k0, int64_t ps,
@@ -517,34 +522,32 @@ inline void conv_row_winograd_d(const float* const rows[3], const float* const v
   if (nt - k == 1) winograd_tiles_checked<D, CIN, 1>(rows, v, k, ps, wg, w, bias, coutp, out, W);
 }
 
-// Transformed input rows of one Winograd convolution layer, each computed once and kept while the
-// output rows y - D, y, y + D that read it are computed (2D + 1 slots, tagged with the row).
+// Transformed input rows of one Winograd layer (convolution or weight gradient), each computed once
+// and kept while the output rows y - d, y, y + d that read it are computed (2d + 1 slots, tagged with
+// the row). Layout of a row: tile-major [k][i][ci] for the convolutions (winograd_tiles), point-major
+// [i][k][ci] for the weight gradients (wino_accumulate_avx512). Rows start on a cache line.
 struct WinoRowCache {
-  int64_t slots = 0, rowlen = 0, nt = 0;
+  int64_t slots = 0, rowlen = 0, nt = 0, tstride = 0, pstride = 0;
   std::vector<int64_t> tag;
   std::vector<float> data;
-  void init(int64_t W, int64_t d, int64_t cin) {
+  float* base = nullptr;
+  void init(int64_t W, int64_t d, int64_t cin, bool point_major) {
     nt = winograd_tiles_in_row(W, d);
     slots = 2 * d + 1;
-    rowlen = nt * 6 * cin;
+    rowlen = (nt * 6 * cin + 15) / 16 * 16;
+    tstride = point_major ? cin : 6 * cin;
+    pstride = point_major ? nt * cin : cin;
     tag.assign(slots, INT64_MIN);
     data.assign(slots * rowlen + 16, 0.f);
+    base = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(data.data()) + 63) & ~static_cast<uintptr_t>(63));
   }
   // V of input row y (row: its pixel 0).
   const float* get(int64_t y, const float* row, int64_t ps, int64_t d, int64_t cin) {
     const int64_t s = ((y % slots) + slots) % slots;
-    float* v = data.data() + s * rowlen;
+    float* v = base + s * rowlen;
     if (tag[s] != y) {
       tag[s] = y;
-      if (cin == 16) {
-        if (d == 1) winograd_input_row<1, 16>(row, ps, nt, v);
-        else if (d == 2) winograd_input_row<2, 16>(row, ps, nt, v);
-        else winograd_input_row<3, 16>(row, ps, nt, v);
-      } else {
-        if (d == 1) winograd_input_row<1, 32>(row, ps, nt, v);
-        else if (d == 2) winograd_input_row<2, 32>(row, ps, nt, v);
-        else winograd_input_row<3, 32>(row, ps, nt, v);
-      }
+      winograd_input_row(row, ps, cin, d, nt, v, tstride, pstride);
     }
     return v;
   }
@@ -693,26 +696,6 @@ inline void wino_transform_grad_avx512(const float* g, int64_t coutp, int64_t d,
   }
 }
 
-// V[i][t][ci] (point i at V + i * dv) of an input row (pixel stride ps, cin a
-// multiple of 16; reads pixels -d .. 4d past each tile base).
-inline void wino_transform_input_avx512(const float* in, int64_t ps, int64_t cin, int64_t d, int64_t ntiles,
-                                        float* V, int64_t dv) {
-  for (int64_t t = 0, grp = 0; t < ntiles; grp += 4 * d)
-   for (int64_t r = 0; r < d; ++r, ++t) {
-    const int64_t base = grp + r;
-    for (int64_t c = 0; c < cin; c += 16) {
-      const float* up = in + (base - d) * ps + c;
-      const __m512 u0 = _mm512_loadu_ps(up), u1 = _mm512_loadu_ps(up + d * ps);
-      const __m512 u2 = _mm512_loadu_ps(up + 2 * d * ps), u3 = _mm512_loadu_ps(up + 3 * d * ps);
-      const __m512 u4 = _mm512_loadu_ps(up + 4 * d * ps), u5 = _mm512_loadu_ps(up + 5 * d * ps);
-      const __m512 u[6] = {u0, u1, u2, u3, u4, u5};
-      float* v = V + t * cin + c;
-#pragma GCC unroll 6
-      for (int i = 0; i < 6; ++i) _mm512_storeu_ps(v + i * dv, wino_lincomb(WinoF43::BT[i], u));
-    }
-  }
-}
-
 // P[c][co] += sum_t V[t][c] Z[t][co] for 16 input channels x 16 output channels:
 // the 16 accumulators stay in registers over all tiles. Half of the V values
 // come as broadcast memory operands of their FMAs, the other half from one
@@ -765,29 +748,15 @@ inline void wino_accumulate_avx512(const float* V, int64_t vs, const float* Z, i
 // 2d + 1). zbuf: the transformed gradient row and the tail copies. Buffers are
 // grown here.
 inline void wgrad_row_winograd_avx512(const float* const rows[3], const int64_t row_ids[3], int64_t ps, int64_t cin,
-                                      int64_t d, const float* g, int64_t coutp, float* gwp, float* gb, int64_t W,
-                                      std::vector<float>& zbuf, std::vector<float>& vcache,
-                                      std::vector<int64_t>& vtag) {
-  const int64_t nfull = W / (4 * d), qt = nfull * 4 * d, tail = qt < W ? 1 : 0;
-  const int64_t ntf = nfull * d, ntiles = ntf + tail * d;  // tiles of the whole groups, all tiles
-  const int64_t slots = 2 * d + 1, vrow = 6 * ntiles * cin;
-  // buffers start on a cache line (+16 floats of slack): every vector access is one whole line
-  if (static_cast<int64_t>(vtag.size()) != slots || static_cast<int64_t>(vcache.size()) != slots * vrow + 16) {
-    vtag.assign(slots, -1);
-    vcache.assign(slots * vrow + 16, 0.f);
-  }
-  float* vbase = align_floats64(vcache.data());
-  const int64_t zsize = 6 * ntiles * coutp, gt_size = 4 * d * coutp, it_size = 6 * d * cin;
-  if (static_cast<int64_t>(zbuf.size()) < zsize + gt_size + it_size + 16) zbuf.resize(zsize + gt_size + it_size + 16);
+                                      int64_t d, const float* g, int64_t coutp, float* gwp, float* gb,
+                                      std::vector<float>& zbuf, WinoRowCache& vcache) {
+  // tiles cover the row, the last ones past W: the ring rows of g and of the input have 5d zero pixels
+  // on the right, so those outputs have zero gradient and those inputs are zeros
+  const int64_t ntiles = vcache.nt;
+  const int64_t zsize = 6 * ntiles * coutp, dz = ntiles * coutp;
+  if (static_cast<int64_t>(zbuf.size()) < zsize + 16) zbuf.resize(zsize + 16);
   float* Z = align_floats64(zbuf.data());
-  const int64_t dz = ntiles * coutp, dv = ntiles * cin;
-  wino_transform_grad_avx512(g, coutp, d, ntf, Z, dz);
-  if (tail) {  // gradient pixels qt .. qt + 4d - 1, zero from W on
-    float* gt = Z + zsize;
-    std::fill(gt, gt + gt_size, 0.f);
-    std::copy(g + qt * coutp, g + W * coutp, gt);
-    wino_transform_grad_avx512(gt, coutp, d, d, Z + ntf * coutp, dz);
-  }
+  wino_transform_grad_avx512(g, coutp, d, ntiles, Z, dz);
   if (gb) {  // gb += sum over tiles of Z_1 (4 partial sums: short dependency chains)
     for (int64_t cb = 0; cb < coutp; cb += 16) {
       const float* z1 = Z + dz + cb;
@@ -800,34 +769,16 @@ inline void wgrad_row_winograd_avx512(const float* const rows[3], const int64_t 
       _mm512_storeu_ps(gb + cb, _mm512_add_ps(_mm512_loadu_ps(gb + cb), sum));
     }
   }
-  const float* V[3] = {nullptr, nullptr, nullptr};
+  const int64_t dv = vcache.pstride;
   for (int ky = 0; ky < 3; ++ky) {
-    const int64_t id = row_ids[ky];
-    if (id < 0) continue;  // zero row: no contribution
-    const int64_t slot = id % slots;
-    float* v = vbase + slot * vrow;
-    if (vtag[slot] != id) {
-      wino_transform_input_avx512(rows[ky], ps, cin, d, ntf, v, dv);
-      if (tail) {  // input pixels qt - d .. qt + 5d - 1, zero from W on
-        float* it = Z + zsize + gt_size;
-        std::fill(it, it + it_size, 0.f);
-        for (int64_t x = qt - d; x < W; ++x)
-          for (int64_t c = 0; c < cin; c += 16)
-            _mm512_storeu_ps(it + (x - qt + d) * cin + c, _mm512_loadu_ps(rows[ky] + x * ps + c));
-        wino_transform_input_avx512(it + d * cin, cin, cin, d, d, v + ntf * cin, dv);
-      }
-      vtag[slot] = id;
-    }
-    V[ky] = v;
-  }
-  for (int ky = 0; ky < 3; ++ky)
-    for (int i = 0; i < 6; ++i) {
-      if (!V[ky]) continue;
+    if (row_ids[ky] < 0) continue;  // zero row: no contribution
+    const float* v = vcache.get(row_ids[ky], rows[ky], ps, d, cin);
+    for (int i = 0; i < 6; ++i)
       for (int64_t cb = 0; cb < coutp; cb += 16)
         for (int64_t ci = 0; ci < cin; ci += 16)
-          wino_accumulate_avx512(V[ky] + i * dv + ci, cin, Z + i * dz + cb, coutp, ntiles,
+          wino_accumulate_avx512(v + i * dv + ci, cin, Z + i * dz + cb, coutp, ntiles,
                                  gwp + ((ky * 6 + i) * cin + ci) * coutp + cb, coutp);
-    }
+  }
 }
 #endif
 
@@ -866,23 +817,6 @@ inline bool wgrad_winograd_applies(int64_t cin, int64_t d) {
 #endif
   (void)cin, (void)d;
   return false;
-}
-
-// wgrad_row with Winograd point accumulators gwp ([3][6][cin][coutp], converted
-// to taps by wino_points_to_taps) for every pixel of the row; gw is untouched.
-// Where wgrad_winograd_applies is false the direct kernel accumulates into gw.
-template <typename T>
-inline void wgrad_row_winograd(const T* const rows[3], const int64_t row_ids[3], int64_t ps, int64_t cin, int64_t d,
-                               const T* g, int64_t coutp, T* gw, T* gwp, T* gb, int64_t W, std::vector<T>& zbuf,
-                               std::vector<T>& vcache, std::vector<int64_t>& vtag) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same<T, float>::value) {
-    if (cin % 16 == 0 && d >= 1 && d <= 3)
-      return wgrad_row_winograd_avx512(rows, row_ids, ps, cin, d, g, coutp, gwp, gb, W, zbuf, vcache, vtag);
-  }
-#endif
-  (void)row_ids, (void)gwp, (void)zbuf, (void)vcache, (void)vtag;
-  wgrad_row<T>(rows, ps, cin, d, g, coutp, gw, gb, W);
 }
 
 // gw[ky][kx][c] += sum_i G[i][kx] P[ky][i][c] for point sums P ([3][6][n]) and
@@ -1021,14 +955,12 @@ struct Layer {
   T* gw = nullptr;  // WeightGrad accumulators [9][cin][coutp] and [coutp], in T
   T* gb = nullptr;
   T* gwp = nullptr;  // WeightGrad: Winograd point accumulators [3][6][cin][coutp] (nullptr: direct kernel only)
-  std::vector<T> wino_v;  // WeightGrad with gwp: transformed input rows (wgrad_row_winograd)
-  std::vector<int64_t> wino_tag;
   std::vector<std::pair<int, int64_t>> deps;  // (producer layer, rows of reach)
   const T* wg_shared = nullptr;  // Conv: Winograd weights prepared once per op (winograd_weights_for)
   std::vector<T> wg;             // Conv: own Winograd weights (add_layer, when none are shared)
   const T* wgp = nullptr;        // Conv: the Winograd weights in use (null: direct kernels)
 #if defined(__AVX512F__)
-  WinoRowCache wino;  // Conv with wg: transformed input rows
+  WinoRowCache wino;  // Conv with wgp / WeightGrad with gwp: transformed input rows
 #endif
   // filled by the pipeline
   int64_t lo = 0, hi = 0, next = 0, lag = 0;
@@ -1055,8 +987,9 @@ class Pipeline {
           winograd_tiles_in_row(W_, l.d) > 0) {
         if (!l.wg_shared) l.wg = winograd_weights(l.w, l.cin, l.coutp);
         l.wgp = l.wg_shared ? l.wg_shared : l.wg.data();  // a moved vector keeps its buffer
-        l.wino.init(W_, l.d, l.cin);
+        l.wino.init(W_, l.d, l.cin, /*point_major=*/false);
       }
+      if (l.kind == Kind::WeightGrad && l.gwp) l.wino.init(W_, l.d, l.cin, /*point_major=*/true);
     }
 #endif
     layers_.push_back(std::move(l));
@@ -1288,17 +1221,21 @@ class Pipeline {
       }
       case Kind::WeightGrad: {
         const T* rows[3] = {row(l.in, y - l.d, l.in_choff), row(l.in, y, l.in_choff), row(l.in, y + l.d, l.in_choff)};
-        if (l.gwp) {
-          int64_t ids[3];
-          for (int k = 0; k < 3; ++k) {
-            const int64_t r = y + (k - 1) * l.d;
-            ids[k] = r >= 0 && r < H_ ? r : -1;
+#if defined(__AVX512F__)
+        if constexpr (std::is_same<T, float>::value) {
+          if (l.gwp) {  // Winograd point sums ([3][6][cin][coutp], turned into taps by wino_points_to_taps)
+            int64_t ids[3];
+            for (int k = 0; k < 3; ++k) {
+              const int64_t r = y + (k - 1) * l.d;
+              ids[k] = r >= 0 && r < H_ ? r : -1;
+            }
+            wgrad_row_winograd_avx512(rows, ids, store_data_[l.in].ch, l.cin, l.d, row(l.aux, y, l.aux_choff),
+                                      l.coutp, l.gwp, l.gb, wino_scratch_, l.wino);
+            return;
           }
-          wgrad_row_winograd<T>(rows, ids, store_data_[l.in].ch, l.cin, l.d, row(l.aux, y, l.aux_choff), l.coutp,
-                                l.gw, l.gwp, l.gb, W, wino_scratch_, l.wino_v, l.wino_tag);
-        } else {
-          wgrad_row<T>(rows, store_data_[l.in].ch, l.cin, l.d, row(l.aux, y, l.aux_choff), l.coutp, l.gw, l.gb, W);
         }
+#endif
+        wgrad_row<T>(rows, store_data_[l.in].ch, l.cin, l.d, row(l.aux, y, l.aux_choff), l.coutp, l.gw, l.gb, W);
         return;
       }
       case Kind::Conv:
@@ -1465,7 +1402,7 @@ class Pipeline {
   std::vector<std::vector<std::pair<int, int64_t>>> consumers_;
   std::vector<T> zero_;
   std::vector<T> gather_;  // one pixel-major row of a strided tensor (LoadGradMask)
-  std::vector<T> wino_scratch_;  // transformed rows of the Winograd weight gradient
+  std::vector<T> wino_scratch_;  // transformed gradient row Z of the Winograd weight gradient
 };
 
 }  // namespace rowpipe
