@@ -663,9 +663,9 @@ inline float* align_floats64(float* p) {
 // so a row accumulates the 6 point products P[ky][i][ci][co] += V_i[ci] Z_i[co]
 // (6 FMAs per 4 pixels instead of 12) and the caller converts P to taps once
 // (wino_points_to_taps). Tiles of one row come in groups of 4d consecutive pixels
-// (d interleaved tiles); the pixels after the last whole group go through one
-// more, zero-padded group (wgrad_row_winograd_avx512). B^T, G, A^T: WinoF43 (the
-// points of the convolutions).
+// (d interleaved tiles); the last group may stick out past the row, where the ring
+// rows' 5d zero pixels make its extra products zero (wgrad_row_winograd_avx512).
+// B^T, G, A^T: WinoF43 (the points of the convolutions).
 
 // Z[i][t][co] (point i at Z + i * dz) of the gradient row g for the tiles
 // t < ntiles (t = group * d + r, base pixel group * 4d + r).
