@@ -454,3 +454,76 @@ def test_winograd_off_past_the_cache_budget(monkeypatch):
     narrow = wide[..., :64].contiguous(memory_format=torch.channels_last)
     wino, direct, exact = _block_both_paths(monkeypatch, narrow, p, 3)
     assert not torch.equal(wino, direct)
+
+
+# ---- row pairs (F(2,3) along y on top of the rows' F(4,3); DERAIN_CONV_PAIRS=0 computes rows alone)
+
+def _block_pairs_and_single(monkeypatch, x, p, dilation, backward=False):
+    """(row pairs, single rows, float64 reference) of one block call (outputs, or gradients of a weighted sum)."""
+    g = torch.linspace(-1, 1, x.shape[-1])
+
+    def run(dtype, f, xs, ps):
+        if not backward:
+            return [f(xs, *ps, dilation)]
+        xs = xs.clone().requires_grad_()
+        ps = [t.clone().requires_grad_() for t in ps]
+        (f(xs, *ps, dilation) * g.to(dtype)).sum().backward()
+        return [xs.grad] + [t.grad for t in ps]
+
+    monkeypatch.setenv("DERAIN_CONV_PAIRS", "1")
+    pairs = run(torch.float32, torch.ops.derain.self_correcting_block, x, p)
+    monkeypatch.setenv("DERAIN_CONV_PAIRS", "0")
+    single = run(torch.float32, torch.ops.derain.self_correcting_block, x, p)
+    monkeypatch.delenv("DERAIN_CONV_PAIRS")
+    exact = run(torch.float64, ref.self_correcting_block, x.double(), [t.double() for t in p])
+    return pairs, single, exact
+
+
+@needs_winograd
+@pytest.mark.parametrize("dilation", [1, 2, 3])
+@pytest.mark.parametrize("height", [1, 2, 3, 5, 6, 7, 12, 31])
+def test_row_pairs_close_to_single_rows(monkeypatch, dilation, height):
+    # heights shorter than a pair, odd heights (the last head has no partner), several pair blocks
+    x = torch.randn(2, 16, height, 29).contiguous(memory_format=torch.channels_last)
+    p = _params(16)
+    (pairs,), (single,), (exact,) = _block_pairs_and_single(monkeypatch, x, p, dilation)
+    err_p = (pairs.double() - exact).abs().max().item()
+    err_s = (single.double() - exact).abs().max().item()
+    assert err_p <= 1e-6 * exact.abs().max().item() + 2 * err_s, (err_p, err_s)
+    if height > 1:  # the first convolution (d = 1) pairs rows 0 and 1: the pair path ran (other rounding)
+        assert not torch.equal(pairs, single)
+    else:  # a one-row image has no pairs: both switches run the same kernels
+        assert torch.equal(pairs, single)
+
+
+@needs_winograd
+@pytest.mark.parametrize("dilation", [1, 3])
+def test_row_pairs_backward_close_to_single_rows(monkeypatch, dilation):
+    # the backward's recompute of la and its two adjoint convolutions run as row pairs too
+    x = torch.randn(2, 16, 11, 37).contiguous(memory_format=torch.channels_last)
+    p = _params(16)
+    pairs, single, exact = _block_pairs_and_single(monkeypatch, x, p, dilation, backward=True)
+    for a, b, e in zip(pairs, single, exact):
+        err_p = (a.double() - e).abs().max().item()
+        err_s = (b.double() - e).abs().max().item()
+        assert err_p <= 1e-6 * e.abs().max().item() + 2 * err_s, (err_p, err_s)
+    assert not torch.equal(pairs[0], single[0])
+
+
+@needs_winograd
+def test_row_pairs_band_seams_float32():
+    # one image in several bands: rows near a band's ends are computed alone, the others in the same
+    # pairs as with one band; both stay within float32 round-off of the float64 reference
+    x = torch.randn(1, 16, 61, 35).contiguous(memory_format=torch.channels_last)
+    p = _params(16)
+    exact = ref.self_correcting_block(x.double(), *[t.double() for t in p], 3)
+    old = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 4):
+            torch.set_num_threads(threads)
+            outs.append(dk.self_correcting_block(x, *p))
+    finally:
+        torch.set_num_threads(old)
+    for out in outs:
+        torch.testing.assert_close(out.double(), exact, **_tol(torch.float32))

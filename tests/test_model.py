@@ -261,7 +261,8 @@ def test_tiled_equals_untiled_odd_size():
     for tile in (24, 50):
         tiled = Derainer(model, tile=tile)
         assert len(tiled.tiles(101, 77)) > 1
-        # float32 rounding only: Winograd tiles along a row start at different columns in a tile
+        # float32 rounding only: Winograd tiles along a row start at different columns in a tile, and
+        # rows near a tile's edges are computed alone instead of in row pairs
         torch.testing.assert_close(tiled(x), whole, atol=1e-4, rtol=0)
     # a halo short of the receptive radius is visibly wrong: the test can fail
     short = Derainer(model, tile=24)
@@ -276,7 +277,8 @@ def test_auto_tiling_above_size_limit_and_batches():
     assert len(d.tiles(45, 39)) == 6           # above: 20-pixel tiles
     assert Derainer(model).tile_size(1024, 1024) is None and Derainer(model).tile_size(1025, 1024) == 512
     x = torch.rand(2, 3, 45, 39)
-    torch.testing.assert_close(d(x), Derainer(model, tile=0)(x), atol=1e-5, rtol=0)
+    # float32 rounding only (as test_tiled_equals_untiled_odd_size)
+    torch.testing.assert_close(d(x), Derainer(model, tile=0)(x), atol=1e-4, rtol=0)
 
 
 def test_derainer_rejects_bad_input():

@@ -22,6 +22,9 @@
 // targets AVX-512, otherwise portable blocked loops (4 pixels x 16 channels)
 // the compiler vectorises for its target (AVX2, SSE, NEON). Output channel
 // counts are padded to a multiple of 16 with zero weights (`padded_channels`).
+// float32 convolutions with 16 or 32 input channels run as Winograd F(4,3)
+// along the rows on AVX-512 builds, and those with 16 output channels compute
+// two rows y, y + d at once with F(2,3) along y (row pairs).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -303,6 +306,14 @@ inline bool conv_winograd_enabled() {  // read per pipeline layer (cheap), so te
   return !(e && e[0] == '0');
 }
 
+// Row pairs (F(2,3) along y on top of F(4,3) along x, conv_rows_pair_winograd) for the Winograd
+// convolutions with 16 output channels; DERAIN_CONV_PAIRS=0 computes one row at a time (read per
+// layer, so tests can switch it).
+inline bool conv_pairs_enabled() {
+  const char* e = std::getenv("DERAIN_CONV_PAIRS");
+  return !(e && e[0] == '0');
+}
+
 // Whether the Winograd kernels handle a convolution (else the direct kernels do).
 inline bool winograd_conv_supported(int64_t cin, int64_t d) {
   return conv_winograd_enabled() && (cin == 16 || cin == 32) && d >= 1 && d <= 3;
@@ -331,10 +342,19 @@ inline __m512 wino_lincomb(const float (&c)[N], const __m512* u) {
   return s;
 }
 
+inline std::vector<float> winograd_pair_weights(const float* w, int64_t cin);
+
 // Transformed weights [ky][cb][ci][i][16] (i = 0..5, cb = block of 16 output channels) from
 // w [ky*3+kx][cin][coutp]: Wg_i = sum_kx G[i][kx] w_kx. The six vectors of one (ky, cb, ci) are adjacent.
+// With 16 output channels the weights of row pairs (winograd_pair_weights) follow, at
+// winograd_pair_offset(cin, coutp).
+inline int64_t winograd_pair_offset(int64_t cin, int64_t coutp) { return 3 * 6 * cin * coutp; }
 inline std::vector<float> winograd_weights(const float* w, int64_t cin, int64_t coutp) {
   std::vector<float> out(3 * 6 * cin * coutp);
+  if (coutp == 16) {
+    const std::vector<float> pair = winograd_pair_weights(w, cin);
+    out.insert(out.end(), pair.begin(), pair.end());
+  }
   for (int ky = 0; ky < 3; ++ky)
     for (int i = 0; i < 6; ++i)
       for (int64_t ci = 0; ci < cin; ++ci)
@@ -523,17 +543,18 @@ inline void conv_row_winograd_d(const float* const rows[3], const float* const v
 }
 
 // Transformed input rows of one Winograd layer (convolution or weight gradient), each computed once
-// and kept while the output rows y - d, y, y + d that read it are computed (2d + 1 slots, tagged with
-// the row). Layout of a row: tile-major [k][i][ci] for the convolutions (winograd_tiles), point-major
-// [i][k][ci] for the weight gradients (wino_accumulate_avx512). Rows start on a cache line.
+// and kept while the output rows y - d, y, y + d that read it are computed (2d + 1 slots, 3d + 1 for
+// row pairs; tagged with the row). Layout of a row: tile-major [k][i][ci] for the convolutions
+// (winograd_tiles), point-major [i][k][ci] for the weight gradients (wino_accumulate_avx512). Rows
+// start on a cache line.
 struct WinoRowCache {
   int64_t slots = 0, rowlen = 0, nt = 0, tstride = 0, pstride = 0;
   std::vector<int64_t> tag;
   std::vector<float> data;
   float* base = nullptr;
-  void init(int64_t W, int64_t d, int64_t cin, bool point_major) {
+  void init(int64_t W, int64_t d, int64_t cin, bool point_major, int64_t nslots = 0) {
     nt = winograd_tiles_in_row(W, d);
-    slots = 2 * d + 1;
+    slots = nslots > 0 ? nslots : 2 * d + 1;
     rowlen = (nt * 6 * cin + 15) / 16 * 16;
     tstride = point_major ? cin : 6 * cin;
     pstride = point_major ? nt * cin : cin;
@@ -568,6 +589,176 @@ inline void conv_row_winograd(const float* const rows[3], int64_t y, WinoRowCach
   if (d == 1) return conv_row_winograd_d<1, 32>(rows, v, ps, wg, w, bias, coutp, out, W);
   if (d == 2) return conv_row_winograd_d<2, 32>(rows, v, ps, wg, w, bias, coutp, out, W);
   conv_row_winograd_d<3, 32>(rows, v, ps, wg, w, bias, coutp, out, W);
+}
+
+// ---------------------------------------------------------------- row pairs: F(4,3) x F(2,3)
+// Two output rows y and y + d of a Winograd layer at once: along y, F(2,3) (points 0, 1, -1 and
+// infinity) combines the four transformed input rows y - d, y, y + d, y + 2d into V'_0 = v0 - v2,
+// V'_1 = v1 + v2, V'_2 = v2 - v1, V'_3 = v1 - v3; with the weights transformed along ky as well
+// (W'_0 = W_0, W'_{1,2} = (W_0 +- W_1 + W_2) / 2, W'_3 = W_2) the point products M'_j = sum_ci V'_j W'_j
+// give row y = A^T (M'_0 + M'_1 + M'_2) and row y + d = A^T (M'_1 - M'_2 - M'_3): 4 x 6 products per
+// tile and input channel for two rows instead of 2 x 3 x 6 (1.5x fewer multiplies). The y-transform
+// multiplies by 1/2 only (exact in binary), so the rounding is that of the row kernel plus a few
+// additions. 16 output channels (every layer of the block and the network; others use row kernels).
+
+// Transformed weights [i][ci][j][16] (the four y-points of one (i, ci) adjacent) of direct weights w
+// ([ky*3+kx][cin][16]), computed in double from the direct weights.
+inline std::vector<float> winograd_pair_weights(const float* w, int64_t cin) {
+  static constexpr double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  std::vector<float> out(4 * 6 * cin * 16);
+  for (int j = 0; j < 4; ++j)
+    for (int i = 0; i < 6; ++i)
+      for (int64_t ci = 0; ci < cin; ++ci)
+        for (int co = 0; co < 16; ++co) {
+          double s = 0;
+          for (int ky = 0; ky < 3; ++ky)
+            for (int kx = 0; kx < 3; ++kx) s += G2[j][ky] * WinoF43::G[i][kx] * w[((ky * 3 + kx) * cin + ci) * 16 + co];
+          out[((i * cin + ci) * 4 + j) * 16 + co] = static_cast<float>(s);
+        }
+  return out;
+}
+
+// Buffers of one group of up to 4 tiles: V' ([j][t][i][ci]) and the two rows' point sums ([t][row][i][16]).
+template <int CIN>
+struct PairGroupBuf {
+  static constexpr int TS = 6 * CIN;
+  alignas(64) float vp[4][4 * TS];
+  alignas(64) float sums[4][2][6][16];
+};
+
+// V'_j of point i of tile t (tile k of the row) into b.vp.
+template <int CIN>
+inline void pair_inputs_point(const float* const v[4], int64_t k, int t, int i, PairGroupBuf<CIN>& b) {
+  constexpr int TS = 6 * CIN;
+#pragma GCC unroll 2
+  for (int c = 0; c < CIN; c += 16) {
+    const int64_t at = k * TS + i * CIN + c;
+    const __m512 u0 = _mm512_loadu_ps(v[0] + at), u1 = _mm512_loadu_ps(v[1] + at);
+    const __m512 u2 = _mm512_loadu_ps(v[2] + at), u3 = _mm512_loadu_ps(v[3] + at);
+    const int o = t * TS + i * CIN + c;
+    _mm512_store_ps(b.vp[0] + o, _mm512_sub_ps(u0, u2));
+    _mm512_store_ps(b.vp[1] + o, _mm512_add_ps(u1, u2));
+    _mm512_store_ps(b.vp[2] + o, _mm512_sub_ps(u2, u1));
+    _mm512_store_ps(b.vp[3] + o, _mm512_sub_ps(u1, u3));
+  }
+}
+
+// Point i of T tiles: the 4T products sum_ci V'_j W'_j, then the two rows' sums into b.sums.
+template <int CIN, int T>
+inline void pair_point(const float* wg2, __m512 bias, int i, PairGroupBuf<CIN>& b) {
+  constexpr int TS = 6 * CIN;
+  __m512 acc[T][4];
+  const __m512 a1 = i == 1 ? bias : _mm512_setzero_ps();  // A^T (0, b, 0, 0, 0, 0) = b, both rows via j = 1
+#pragma GCC unroll 4
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) acc[t][j] = j == 1 ? a1 : _mm512_setzero_ps();
+  const float* wk = wg2 + i * CIN * 64;
+  const float* vi = &b.vp[0][0] + i * CIN;
+#pragma GCC unroll 16
+  for (int ci = 0; ci < CIN; ++ci) {
+    __m512 w[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      w[j] = _mm512_loadu_ps(wk + (ci * 4 + j) * 16);
+      asm("" : "+v"(w[j]));  // keep w in a register (see winograd_tiles)
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t)
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j)
+        acc[t][j] = _mm512_fmadd_ps(_mm512_set1_ps(vi[j * 4 * TS + t * TS + ci]), w[j], acc[t][j]);
+  }
+#pragma GCC unroll 4
+  for (int t = 0; t < T; ++t) {
+    _mm512_store_ps(b.sums[t][0][i], _mm512_add_ps(acc[t][0], _mm512_add_ps(acc[t][1], acc[t][2])));
+    _mm512_store_ps(b.sums[t][1][i], _mm512_sub_ps(_mm512_sub_ps(acc[t][1], acc[t][2]), acc[t][3]));
+  }
+}
+
+// Output transform of tile t (tile k of the row) of a finished group into both rows; tiles with a
+// non-finite output are recomputed by the direct kernel (rows[r]: input row y + (r - 1) d).
+template <int D, int CIN>
+inline void pair_store_tile(const PairGroupBuf<CIN>& b, int t, int64_t k, const float* const rows[4], int64_t ps,
+                            const float* w, const float* bias, float* out0, float* out1, int64_t W) {
+  __m512 s[6], r[6];
+#pragma GCC unroll 6
+  for (int i = 0; i < 6; ++i) s[i] = _mm512_load_ps(b.sums[t][0][i]), r[i] = _mm512_load_ps(b.sums[t][1][i]);
+  const int64_t base = winograd_tile_base(k, D);
+  __m512 bad = winograd_store_tile(s, out0 + base * 16, D * 16, _mm512_setzero_ps());
+  bad = winograd_store_tile(r, out1 + base * 16, D * 16, bad);
+  if (_mm512_cmp_ps_mask(bad, bad, _CMP_UNORD_Q) == 0) return;
+  for (int j = 0; j < 4; ++j) {
+    const int64_t x = base + j * D;
+    if (x >= W) continue;
+    conv_px_avx512<1, 0>(rows, x, ps, CIN, D, w, bias, 16, out0);
+    conv_px_avx512<1, 0>(rows + 1, x, ps, CIN, D, w, bias, 16, out1);
+  }
+}
+
+// Rows y (out0) and y + d (out1), 16 output channels, in groups of 4 tiles (tails as
+// conv_row_winograd_d). Before the six point passes of a group, the previous group's tiles are
+// stored and the next group's V' built: V' is written one group ahead of its broadcast reads (a
+// wide store read back at once as narrow loads stalls on store forwarding). Measured on a Zen 4
+// core (L1-resident rows, W = 128, d = 1): 5.7 us per row pair against 6.2-6.5 us for two rows of
+// conv_row_winograd_d; doing the transforms inside the passes instead was slower (6.4-6.9 us).
+template <int D, int CIN>
+inline void conv_rows_pair_winograd_d(const float* const rows[4], const float* const v[4], int64_t ps,
+                                      const float* wg2, const float* w, const float* bias, float* out0, float* out1,
+                                      int64_t W) {
+  const int64_t nt = winograd_tiles_in_row(W, D);
+  const int64_t n4 = (nt % 4 == 1 && nt >= 5) ? (nt - 5) / 4 : nt / 4;
+  int tails[2] = {0, 0}, ntail = 0;
+  if (nt % 4 == 1 && nt >= 5) tails[0] = 3, tails[1] = 2, ntail = 2;
+  else if (nt % 4 != 0) tails[0] = static_cast<int>(nt % 4), ntail = 1;
+  const int64_t ng = n4 + ntail;
+  auto group_tiles = [&](int64_t g) { return g < n4 ? 4 : tails[g - n4]; };
+  auto group_k0 = [&](int64_t g) { return g <= n4 ? 4 * g : 4 * n4 + tails[0]; };
+  PairGroupBuf<CIN> buf[2];
+  const __m512 bv = _mm512_loadu_ps(bias);
+  if (ng > 0)
+    for (int t = 0; t < group_tiles(0); ++t)
+      for (int i = 0; i < 6; ++i) pair_inputs_point<CIN>(v, t, t, i, buf[0]);
+  for (int64_t g = 0; g < ng; ++g) {
+    PairGroupBuf<CIN>& cur = buf[g & 1];
+    PairGroupBuf<CIN>& other = buf[(g + 1) & 1];  // sums of the previous group; V' of the next one
+    const int T = group_tiles(g);
+    const int Tn = g + 1 < ng ? group_tiles(g + 1) : 0, Tp = g > 0 ? group_tiles(g - 1) : 0;
+    const int64_t kn = g + 1 < ng ? group_k0(g + 1) : 0, kp = g > 0 ? group_k0(g - 1) : 0;
+    for (int t = 0; t < Tp; ++t) pair_store_tile<D, CIN>(other, t, kp + t, rows, ps, w, bias, out0, out1, W);
+    for (int i = 0; i < 6; ++i)
+      for (int t = 0; t < Tn; ++t) pair_inputs_point<CIN>(v, kn + t, t, i, other);
+    for (int i = 0; i < 6; ++i) {
+      switch (T) {
+        case 4: pair_point<CIN, 4>(wg2, bv, i, cur); break;
+        case 3: pair_point<CIN, 3>(wg2, bv, i, cur); break;
+        case 2: pair_point<CIN, 2>(wg2, bv, i, cur); break;
+        default: pair_point<CIN, 1>(wg2, bv, i, cur);
+      }
+    }
+  }
+  if (ng > 0) {
+    const int64_t g = ng - 1;
+    for (int t = 0; t < group_tiles(g); ++t)
+      pair_store_tile<D, CIN>(buf[g & 1], t, group_k0(g) + t, rows, ps, w, bias, out0, out1, W);
+  }
+}
+
+// Output rows y (out0) and y + d (out1) of a Winograd layer with 16 output channels; rows[r] is input
+// row y + (r - 1) d.
+inline void conv_rows_pair_winograd(const float* const rows[4], int64_t y, WinoRowCache& cache, int64_t ps,
+                                    int64_t cin, int64_t d, const float* wg2, const float* w, const float* bias,
+                                    float* out0, float* out1, int64_t W) {
+  const float* v[4];
+  for (int r = 0; r < 4; ++r) v[r] = cache.get(y + (r - 1) * d, rows[r], ps, d, cin);
+  if (cin == 16) {
+    if (d == 1) return conv_rows_pair_winograd_d<1, 16>(rows, v, ps, wg2, w, bias, out0, out1, W);
+    if (d == 2) return conv_rows_pair_winograd_d<2, 16>(rows, v, ps, wg2, w, bias, out0, out1, W);
+    return conv_rows_pair_winograd_d<3, 16>(rows, v, ps, wg2, w, bias, out0, out1, W);
+  }
+  if (d == 1) return conv_rows_pair_winograd_d<1, 32>(rows, v, ps, wg2, w, bias, out0, out1, W);
+  if (d == 2) return conv_rows_pair_winograd_d<2, 32>(rows, v, ps, wg2, w, bias, out0, out1, W);
+  conv_rows_pair_winograd_d<3, 32>(rows, v, ps, wg2, w, bias, out0, out1, W);
 }
 
 template <int CI>
@@ -836,7 +1027,8 @@ inline void wino_points_to_taps(const double* P, int64_t n, double* gw) {
 }
 
 // Bytes of transformed input rows one Winograd layer keeps (convolution or weight gradient: 2d + 1
-// rows of ceil(W / 4d) * d tiles x 6 points x cin floats).
+// rows of ceil(W / 4d) * d tiles x 6 points x cin floats). Convolutions computing row pairs keep
+// 3d + 1 rows (d more); the budget below was measured with 2d + 1 rows and is kept as it was.
 inline int64_t winograd_cache_bytes(int64_t W, int64_t d, int64_t cin) {
   return (2 * d + 1) * ((W + 4 * d - 1) / (4 * d) * d) * 6 * cin * static_cast<int64_t>(sizeof(float));
 }
@@ -959,6 +1151,13 @@ struct Layer {
   const T* wg_shared = nullptr;  // Conv: Winograd weights prepared once per op (winograd_weights_for)
   std::vector<T> wg;             // Conv: own Winograd weights (add_layer, when none are shared)
   const T* wgp = nullptr;        // Conv: the Winograd weights in use (null: direct kernels)
+  // Conv with Winograd and 16 output channels: output rows computed in pairs (y, y + d) with F(2,3)
+  // along y (pair_head); the second row waits in `stash` until the schedule reaches it
+  bool pair = false;
+  const T* wg2p = nullptr;  // pair weights (winograd_pair_weights, after the row weights)
+  std::vector<T> stash;
+  std::vector<int64_t> stash_tag;
+  int64_t stash_len = 0;
 #if defined(__AVX512F__)
   WinoRowCache wino;  // Conv with wgp / WeightGrad with gwp: transformed input rows
 #endif
@@ -987,7 +1186,16 @@ class Pipeline {
           winograd_tiles_in_row(W_, l.d) > 0) {
         if (!l.wg_shared) l.wg = winograd_weights(l.w, l.cin, l.coutp);
         l.wgp = l.wg_shared ? l.wg_shared : l.wg.data();  // a moved vector keeps its buffer
-        l.wino.init(W_, l.d, l.cin, /*point_major=*/false);
+        l.pair = conv_pairs_enabled() && l.coutp == 16;
+        // a row pair reads transformed rows y - d, y, y + d, y + 2d at once: 3d + 1 slots (which also
+        // keep every row until its last reader: each row is transformed once), 2d + 1 for single rows
+        l.wino.init(W_, l.d, l.cin, /*point_major=*/false, l.pair ? 3 * l.d + 1 : 0);
+        if (l.pair) {
+          l.wg2p = l.wgp + winograd_pair_offset(l.cin, l.coutp);
+          l.stash_len = (W_ + 4 * pad_) * l.coutp + 16;
+          l.stash.assign(l.d * l.stash_len, 0.f);
+          l.stash_tag.assign(l.d, INT64_MIN);
+        }
       }
       if (l.kind == Kind::WeightGrad && l.gwp) l.wino.init(W_, l.d, l.cin, /*point_major=*/true);
     }
@@ -1099,11 +1307,21 @@ class Pipeline {
     for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 2);
   }
 
+  // Row pairs by image row, not by band (so that a row rounds the same way in every band and tile it
+  // falls in, except within d rows of a layer's range ends): rows y with y mod 2d < d are heads (they
+  // compute rows y and y + d) when y + d is in the layer's range, the rows d below them their tails;
+  // a row whose partner is out of range is computed alone.
+  static bool pair_head(const Layer<T>& l, int64_t y) { return l.pair && y % (2 * l.d) < l.d && y + l.d < l.hi; }
+  static bool pair_tail(const Layer<T>& l, int64_t y) { return l.pair && y % (2 * l.d) >= l.d && y - l.d >= l.lo; }
+
   bool ready(const Layer<T>& l) const {
     const int64_t y = l.next;
+    // a head reads its input d rows further (rows y - d .. y + 2d)
+    const int64_t extra = pair_head(l, y) ? l.d : 0;
     for (auto& dep : l.deps) {
       const Layer<T>& p = layers_[dep.first];
-      if (p.next < std::min(y + dep.second + 1, p.hi)) return false;
+      const int64_t reach = dep.second + (dep.second == l.d ? extra : 0);
+      if (p.next < std::min(y + reach + 1, p.hi)) return false;
     }
     return true;
   }
@@ -1241,14 +1459,26 @@ class Pipeline {
       case Kind::Conv:
         break;
     }
-    const T* rows[3] = {row(l.in, y - l.d, l.in_choff), row(l.in, y, l.in_choff), row(l.in, y + l.d, l.in_choff)};
     const int64_t cp = l.coutp;
+    const T* rows[3] = {row(l.in, y - l.d, l.in_choff), row(l.in, y, l.in_choff), row(l.in, y + l.d, l.in_choff)};
 #if defined(__AVX512F__)
     if constexpr (std::is_same<T, float>::value) {
-      if (l.wgp)
+      if (pair_tail(l, y)) {  // computed with its head: take it from the stash
+        const int64_t s = y % l.d;
+        TORCH_CHECK(l.stash_tag[s] == y, "derain: internal error: row pair schedule");
+        l.stash_tag[s] = INT64_MIN;
+        acc = l.stash.data() + s * l.stash_len;
+      } else if (pair_head(l, y)) {  // rows y (into acc) and y + d (into the stash)
+        const T* rows4[4] = {rows[0], rows[1], rows[2], row(l.in, y + 2 * l.d, l.in_choff)};
+        const int64_t s = y % l.d;  // the slot of row y + d
+        conv_rows_pair_winograd(rows4, y, l.wino, store_data_[l.in].ch, l.cin, l.d, l.wg2p, l.w, l.b, acc,
+                                l.stash.data() + s * l.stash_len, W);
+        l.stash_tag[s] = y + l.d;
+      } else if (l.wgp) {
         conv_row_winograd(rows, y, l.wino, store_data_[l.in].ch, l.cin, l.d, l.wgp, l.w, l.b, cp, acc, W);
-      else
+      } else {
         conv_row<T>(rows, store_data_[l.in].ch, l.cin, l.d, l.w, l.b, cp, acc, W);
+      }
     } else
 #endif
     conv_row<T>(rows, store_data_[l.in].ch, l.cin, l.d, l.w, l.b, cp, acc, W);
