@@ -576,19 +576,29 @@ struct WinoRowCache {
 
 // conv_row for a layer with transformed weights wg (winograd_weights of w; w serves the direct pixels).
 // rows[ky] is input row y + (ky - 1) d; the cache supplies (or computes) their transforms.
+// Calls f(D, CIN) with the dilation and input channel count of a Winograd convolution as
+// std::integral_constant (d = 1..3, cin = 16 or 32: winograd_conv_supported).
+template <typename F>
+inline void winograd_dispatch(int64_t cin, int64_t d, F&& f) {
+  using std::integral_constant;
+  if (cin == 16) {
+    if (d == 1) return f(integral_constant<int, 1>(), integral_constant<int, 16>());
+    if (d == 2) return f(integral_constant<int, 2>(), integral_constant<int, 16>());
+    return f(integral_constant<int, 3>(), integral_constant<int, 16>());
+  }
+  if (d == 1) return f(integral_constant<int, 1>(), integral_constant<int, 32>());
+  if (d == 2) return f(integral_constant<int, 2>(), integral_constant<int, 32>());
+  f(integral_constant<int, 3>(), integral_constant<int, 32>());
+}
+
 inline void conv_row_winograd(const float* const rows[3], int64_t y, WinoRowCache& cache, int64_t ps, int64_t cin,
                               int64_t d, const float* wg, const float* w, const float* bias, int64_t coutp, float* out,
                               int64_t W) {
   const float* v[3];
   for (int ky = 0; ky < 3; ++ky) v[ky] = cache.get(y + (ky - 1) * d, rows[ky], ps, d, cin);
-  if (cin == 16) {
-    if (d == 1) return conv_row_winograd_d<1, 16>(rows, v, ps, wg, w, bias, coutp, out, W);
-    if (d == 2) return conv_row_winograd_d<2, 16>(rows, v, ps, wg, w, bias, coutp, out, W);
-    return conv_row_winograd_d<3, 16>(rows, v, ps, wg, w, bias, coutp, out, W);
-  }
-  if (d == 1) return conv_row_winograd_d<1, 32>(rows, v, ps, wg, w, bias, coutp, out, W);
-  if (d == 2) return conv_row_winograd_d<2, 32>(rows, v, ps, wg, w, bias, coutp, out, W);
-  conv_row_winograd_d<3, 32>(rows, v, ps, wg, w, bias, coutp, out, W);
+  winograd_dispatch(cin, d, [&](auto D, auto CIN) {
+    conv_row_winograd_d<decltype(D)::value, decltype(CIN)::value>(rows, v, ps, wg, w, bias, coutp, out, W);
+  });
 }
 
 // ---------------------------------------------------------------- row pairs: F(4,3) x F(2,3)
@@ -751,14 +761,9 @@ inline void conv_rows_pair_winograd(const float* const rows[4], int64_t y, WinoR
                                     float* out0, float* out1, int64_t W) {
   const float* v[4];
   for (int r = 0; r < 4; ++r) v[r] = cache.get(y + (r - 1) * d, rows[r], ps, d, cin);
-  if (cin == 16) {
-    if (d == 1) return conv_rows_pair_winograd_d<1, 16>(rows, v, ps, wg2, w, bias, out0, out1, W);
-    if (d == 2) return conv_rows_pair_winograd_d<2, 16>(rows, v, ps, wg2, w, bias, out0, out1, W);
-    return conv_rows_pair_winograd_d<3, 16>(rows, v, ps, wg2, w, bias, out0, out1, W);
-  }
-  if (d == 1) return conv_rows_pair_winograd_d<1, 32>(rows, v, ps, wg2, w, bias, out0, out1, W);
-  if (d == 2) return conv_rows_pair_winograd_d<2, 32>(rows, v, ps, wg2, w, bias, out0, out1, W);
-  conv_rows_pair_winograd_d<3, 32>(rows, v, ps, wg2, w, bias, out0, out1, W);
+  winograd_dispatch(cin, d, [&](auto D, auto CIN) {
+    conv_rows_pair_winograd_d<decltype(D)::value, decltype(CIN)::value>(rows, v, ps, wg2, w, bias, out0, out1, W);
+  });
 }
 
 template <int CI>
