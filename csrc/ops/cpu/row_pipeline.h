@@ -1321,11 +1321,12 @@ class Pipeline {
 
   bool ready(const Layer<T>& l) const {
     const int64_t y = l.next;
-    // a head reads its input d rows further (rows y - d .. y + 2d)
-    const int64_t extra = pair_head(l, y) ? l.d : 0;
+    // a head reads its input store d rows further (rows y - d .. y + 2d)
+    const bool head = pair_head(l, y);
     for (auto& dep : l.deps) {
       const Layer<T>& p = layers_[dep.first];
-      const int64_t reach = dep.second + (dep.second == l.d ? extra : 0);
+      const bool feeds_input = p.out == l.in || p.out2 == l.in;
+      const int64_t reach = dep.second + (head && feeds_input ? l.d : 0);
       if (p.next < std::min(y + reach + 1, p.hi)) return false;
     }
     return true;
