@@ -378,8 +378,44 @@ def test_measure_on_cuda_synchronizes_and_reads_torch_peak(monkeypatch):
     def fn():
         events.append("call")
 
-    t = measure(fn, warmup=1, repeats=2, device="cuda")
-    assert t.peak_mib == pytest.approx(5.0) and t.repeats == 2
+    def slow():  # one call over the CUDA sample length: one call per timed sample
+        time.sleep(1.2 * harness.CUDA_SAMPLE_S)
+        fn()
+
+    t = measure(slow, warmup=1, repeats=2, device="cuda")
+    assert t.peak_mib == pytest.approx(5.0) and t.repeats == 2 and t.batch == 1
     # every call is followed by a synchronize before its time is read
     calls = [i for i, e in enumerate(events) if e == "call"]
-    assert len(calls) == 1 + 2 + 1 and all(events[i + 1] == "sync" for i in calls)
+    assert len(calls) == 1 + 1 + 2 + 1 and all(events[i + 1] == "sync" for i in calls)
+
+    # a fast call is timed in batches: each sample is `batch` calls, then one synchronize
+    events.clear()
+    t = measure(fn, warmup=1, repeats=3, device="cuda", memory=False)
+    assert 1 < t.batch <= harness.CUDA_MAX_BATCH and t.repeats == 3
+    timed = "".join("c" if e == "call" else "s" for e in events)[-3 * (t.batch + 1):]
+    assert timed == ("c" * t.batch + "s") * 3
+
+
+def test_bench_device_cuda_without_a_gpu_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["bench", "--smoke", "--no-progress", "--only", "composite", "--device", "cuda"]) == 2
+    assert "--device cuda: torch sees no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suite", ["composite", "median", "ssim", "related", "block"])
+def test_op_suites_put_every_contender_on_the_device(suite):
+    """The suites' device plumbing, checked on the meta device (no GPU here): every input and
+    contender is on it, and the CPU-only peers are listed as not measured instead."""
+    import importlib
+
+    cases = importlib.import_module(f"derain.bench.{suite}").cases(quick=True, smoke=True, device="meta")
+    assert cases and all(c.device == "meta" for case in cases for c in case.contenders)
+    names = {c.name for case in cases for c in case.contenders}
+    assert not any(n.startswith(("opencv", "scipy")) for n in names)
+    if suite == "median":
+        assert any("CPU only" in m for case in cases for m in case.missing)
+        assert "torch unfold+median" in names
+    if suite == "block":
+        assert all(case.op == "self_correcting_block" for case in cases)  # the fused network is CPU-only
+    cpu_cases = importlib.import_module(f"derain.bench.{suite}").cases(quick=True, smoke=True)
+    assert all(c.device == "cpu" for case in cpu_cases for c in case.contenders)

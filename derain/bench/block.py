@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import derain_kernels as dk
 from derain.models.rain_oer_me import RainOerMeNet
 
-from .harness import Case, Contender
+from .harness import Case, Contender, on_device
 
 BLOCK_SHAPES = [(8, 16, 128, 128), (1, 16, 512, 512)]
 NET_SHAPE = (1, 3, 512, 512)
@@ -57,10 +57,10 @@ def _no_grad(f, *args):
     return run
 
 
-def block_contenders(shape, backward: bool) -> list[Contender]:
-    x = torch.rand(shape) - 0.3
+def block_contenders(shape, backward: bool, device: str = "cpu") -> list[Contender]:
+    x = (torch.rand(shape) - 0.3).to(device)
     xcl = x.contiguous(memory_format=torch.channels_last)
-    p = _block_params(shape[1])
+    p = [t.to(device) for t in _block_params(shape[1])]
     pcl = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in p]
     if backward:
         return [
@@ -108,15 +108,21 @@ def network_contenders(with_compile: bool = True, shape=NET_SHAPE) -> list[Conte
     return out
 
 
-def cases(quick: bool = False, smoke: bool = False) -> list[Case]:
-    """smoke: tiny block and network inputs, no torch.compile, to check that every contender runs."""
+def cases(quick: bool = False, smoke: bool = False, device: str = "cpu") -> list[Case]:
+    """smoke: tiny block and network inputs, no torch.compile, to check that every contender runs.
+
+    device "cuda": the block cases only (our Triton kernels vs cuDNN); the network's fused
+    path is a CPU kernel (the CUDA network is in Table IV, `--only network`).
+    """
     out = []
     block_shapes = [(2, 16, 20, 18)] if smoke else BLOCK_SHAPES[:1] if quick else BLOCK_SHAPES
     net_shape = (1, 3, 40, 36) if smoke else NET_SHAPE
     for shape in block_shapes:
         s = "x".join(map(str, shape))
-        out.append(Case("self_correcting_block", "forward", s, block_contenders(shape, False)))
-        out.append(Case("self_correcting_block", "forward+backward", s, block_contenders(shape, True)))
+        out.append(Case("self_correcting_block", "forward", s, block_contenders(shape, False, device)))
+        out.append(Case("self_correcting_block", "forward+backward", s, block_contenders(shape, True, device)))
+    if device != "cpu":
+        return on_device(out, device)
     skip_compile = quick or smoke
     out.append(Case("rain_oer_me network", "inference", "x".join(map(str, net_shape)),
                     network_contenders(with_compile=not skip_compile, shape=net_shape),

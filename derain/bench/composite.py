@@ -5,7 +5,7 @@ import torch
 
 import derain_kernels as dk
 
-from .harness import Case, Contender
+from .harness import Case, Contender, on_device
 
 SHAPES = [(8, 3, 128, 128), (1, 3, 512, 512)]
 SMOKE_SHAPES = [(2, 3, 16, 16)]
@@ -18,16 +18,16 @@ def _fwd_bwd(f, *inputs):
     return run
 
 
-def cases(quick: bool = False, smoke: bool = False) -> list[Case]:
-    return [case for shape in (SMOKE_SHAPES if smoke else SHAPES) for case in _cases_for(shape)]
+def cases(quick: bool = False, smoke: bool = False, device: str = "cpu") -> list[Case]:
+    return [case for shape in (SMOKE_SHAPES if smoke else SHAPES) for case in _cases_for(shape, device)]
 
 
-def _cases_for(shape) -> list[Case]:
+def _cases_for(shape, device) -> list[Case]:
     # (a function per shape so that the lambdas below bind this shape's tensors)
     out = []
     s = "x".join(map(str, shape))
-    x, y = torch.rand(shape), torch.rand(shape)
-    r = torch.rand(shape) - 0.3
+    x, y = torch.rand(shape).to(device), torch.rand(shape).to(device)
+    r = (torch.rand(shape) - 0.3).to(device)
     eager_min = lambda a, b: torch.where(a <= b, a, b)  # noqa: E731  (ties to a, as ours)
     eager_rain = lambda c, q: (c + q).clamp(0, 1)  # noqa: E731
     out.append(Case("min_composite", "forward", s, [
@@ -47,4 +47,4 @@ def _cases_for(shape) -> list[Case]:
         Contender("derain_kernels", lambda: _fwd_bwd(dk.rain_composite, x, r), ours=True),
         Contender("torch add+clamp", lambda: _fwd_bwd(eager_rain, x, r)),
     ]))
-    return out
+    return on_device(out, device)

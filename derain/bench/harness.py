@@ -15,6 +15,11 @@ repeated: its Timing has `skipped` set and holds that one call (time and memory)
 
 `run_case(case)` times every contender of a Case with the same settings and
 turns failures into rows ("failed: <reason>") instead of aborting the run.
+
+CUDA: every timed sample ends with a synchronize; a fast contender (one call
+under CUDA_SAMPLE_S) is timed over a batch of calls per sample (at most
+CUDA_MAX_BATCH) and the sample is the batch's time over its size, so that the
+host clock's resolution and one synchronize do not dominate a 20 µs kernel.
 """
 from __future__ import annotations
 
@@ -29,6 +34,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+
+CUDA_SAMPLE_S = 5e-3  # a CUDA sample lasts at least this long (calls batched) ...
+CUDA_MAX_BATCH = 200  # ... with at most this many calls per sample
 
 
 def _read_status_kb(key: str) -> int | None:
@@ -101,11 +109,12 @@ class Timing:
     peak_mib: float | None = None
     mean_ms: float | None = None
     skipped: str | None = None  # why the contender was not repeated (over budget)
+    batch: int = 1  # calls per timed sample (CUDA: fast calls are timed in batches)
 
     def as_dict(self) -> dict:
         return {"median_ms": self.median_ms, "mean_ms": self.mean_ms, "min_ms": self.min_ms,
                 "max_ms": self.max_ms, "repeats": self.repeats, "peak_extra_mib": self.peak_mib,
-                "skipped": self.skipped}
+                "skipped": self.skipped, "batch": self.batch}
 
 
 class _Timer:
@@ -124,6 +133,7 @@ class _Timer:
         self.times: list[float] = []
         self.slow = False
         self.first_mib = None
+        self.batch = 1
 
     def start(self) -> Timing | None:
         """Returns a Timing when the contender is over budget (then it is done), else None."""
@@ -144,21 +154,28 @@ class _Timer:
         for _ in range(0 if self.slow else self.warmup - 1):
             self.fn()
         self.sync()
+        if self.device.startswith("cuda") and not self.slow:
+            t0 = time.perf_counter()
+            self.fn()
+            self.sync()
+            one = max(time.perf_counter() - t0, 1e-7)
+            self.batch = max(1, min(CUDA_MAX_BATCH, math.ceil(CUDA_SAMPLE_S / one)))
         return None
 
     def step(self) -> bool:
         t0 = time.perf_counter()
-        self.fn()
+        for _ in range(self.batch):
+            self.fn()
         self.sync()
-        self.times.append((time.perf_counter() - t0) * 1e3)
-        return len(self.times) < self.repeats and sum(self.times) / 1e3 <= self.max_seconds
+        self.times.append((time.perf_counter() - t0) * 1e3 / self.batch)
+        return len(self.times) < self.repeats and sum(self.times) * self.batch / 1e3 <= self.max_seconds
 
     def finish(self) -> Timing:
         peak = None
         if self.memory:
             peak = self.first_mib if self.slow else peak_extra_mib(self.fn, self.device)
         t = self.times
-        return Timing(statistics.median(t), min(t), max(t), len(t), peak, statistics.fmean(t))
+        return Timing(statistics.median(t), min(t), max(t), len(t), peak, statistics.fmean(t), batch=self.batch)
 
 
 def measure(fn: Callable[[], object], warmup: int = 2, repeats: int = 7, max_seconds: float = 20.0,
@@ -229,7 +246,7 @@ def result_row(case: Case, c: Contender, status: str = "ok", reason: str = "") -
     """A result row with no measurement yet (what run_case fills in)."""
     return {"op": case.op, "mode": case.mode, "shape": case.shape, "impl": c.name, "ours": c.ours,
             "note": c.note, "device": c.device, "status": status, "reason": reason, "median_ms": None,
-            "mean_ms": None, "min_ms": None, "max_ms": None, "repeats": 0, "peak_extra_mib": None,
+            "mean_ms": None, "min_ms": None, "max_ms": None, "repeats": 0, "batch": 1, "peak_extra_mib": None,
             "setup_s": None, "speedup_vs_ours": None}
 
 
@@ -328,3 +345,11 @@ def run_case(case: Case, settings: Settings, on_result: Callable[[dict], None] |
         if ours is not None and not r["ours"] and r["median_ms"]:
             r["speedup_vs_ours"] = r["median_ms"] / ours["median_ms"]
     return rows
+
+
+def on_device(cases: list[Case], device: str) -> list[Case]:
+    """Mark every contender of `cases` as running on `device` (its synchronisation and memory counter)."""
+    for case in cases:
+        for c in case.contenders:
+            c.device = device
+    return cases

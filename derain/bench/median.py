@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import derain_kernels as dk
 
-from .harness import Case, Contender
+from .harness import Case, Contender, on_device
 
 K = 31
 SHAPES = [(8, 3, 128, 128), (1, 3, 512, 512)]
@@ -40,13 +40,19 @@ def _fwd_bwd(f, x):
 SMOKE_SHAPES = [(2, 3, 40, 36)]
 
 
-def cases(quick: bool = False, smoke: bool = False) -> list[Case]:
-    """smoke: tiny images (a window larger than the image) to check that every contender runs."""
+def cases(quick: bool = False, smoke: bool = False, device: str = "cpu") -> list[Case]:
+    """smoke: tiny images (a window larger than the image) to check that every contender runs.
+
+    device "cuda": the CPU-only peers (OpenCV, scipy) are left out; torch unfold+median and
+    kornia run on the GPU at every size (k² copies of the image fit in its memory).
+    """
     shapes = SMOKE_SHAPES if smoke else SHAPES[:1] if quick else SHAPES
-    return [case for shape in shapes for case in _cases_for(shape, quick and not smoke)]
+    return [case for shape in shapes for case in on_device(_cases_for(shape, quick and not smoke, device), device)]
 
 
-def _cases_for(shape, quick) -> list[Case]:
+def _cases_for(shape, quick, device="cpu") -> list[Case]:
+    if device != "cpu":
+        return _gpu_cases_for(shape, quick, device)
     s = "x".join(map(str, shape))
     big = shape[-1] >= 512
     x = torch.rand(shape)
@@ -98,4 +104,27 @@ def _cases_for(shape, quick) -> list[Case]:
         bwd.missing.append("torch unfold+median: " + ("skipped in --quick" if quick else "too slow at this size"))
     else:
         bwd.contenders.append(Contender("torch unfold+median", lambda: _fwd_bwd(lambda t: unfold_median(t, K), x)))
+    return [fwd, bwd]
+
+
+def _gpu_cases_for(shape, quick, device) -> list[Case]:
+    s = "x".join(map(str, shape))
+    x = torch.rand(shape).to(device)
+    xu = (x * 255).round().to(torch.uint8)
+    fwd = Case("median_filter", "forward", f"{s} k{K}", [
+        Contender("derain_kernels", lambda: (lambda: dk.median_filter(x, K)), ours=True, note="float32, reflect"),
+        Contender("derain_kernels uint8", lambda: (lambda: dk.median_filter(xu, K, "replicate")),
+                  note="uint8, replicate"),
+        Contender("torch unfold+median", lambda: (lambda: unfold_median(x, K)), note="k² copies of the image"),
+    ], missing=["opencv medianBlur, scipy median_filter: CPU only"])
+    if quick or importlib.util.find_spec("kornia") is None:
+        fwd.missing.append("kornia median_blur: " + ("skipped in --quick" if quick else "not installed"))
+    else:
+        from kornia.filters import median_blur
+
+        fwd.contenders.append(Contender("kornia median_blur", lambda: (lambda: median_blur(x, (K, K)))))
+    bwd = Case("median_filter", "forward+backward", f"{s} k{K}", [
+        Contender("derain_kernels", lambda: _fwd_bwd(lambda t: dk.median_filter(t, K), x), ours=True),
+        Contender("torch unfold+median", lambda: _fwd_bwd(lambda t: unfold_median(t, K), x)),
+    ])
     return [fwd, bwd]

@@ -141,7 +141,9 @@ def _case(device: str, shape, n: int, compile: bool, smoke: bool) -> Case:
     s = "x".join(map(str, shape))
     case = Case(OP, MODE, s, missing=[])
     if has_fused():
-        case.contenders.append(Contender("fused (derain_kernels)", fused, ours=True, device=device))
+        case.contenders.append(Contender("fused (derain_kernels)", fused, ours=True, device=device,
+                                         note="" if device == "cpu" else
+                                         "no fused GPU kernel: runs the eager reference (cuDNN)"))
     else:
         case.missing.append("fused path: not available (RainOerMeNet.fused() is not in this build)")
     case.contenders += [

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import derain_kernels as dk
 
-from .harness import Case, Contender
+from .harness import Case, Contender, on_device
 
 SHAPES = [(8, 3, 128, 128), (1, 3, 512, 512)]
 PATCHES = (15, 61)
@@ -59,17 +59,17 @@ def _fwd_bwd(f, *inputs, grad_of=1):
 SMOKE_SHAPES = [(2, 3, 24, 20)]
 
 
-def cases(quick: bool = False, smoke: bool = False) -> list[Case]:
+def cases(quick: bool = False, smoke: bool = False, device: str = "cpu") -> list[Case]:
     """smoke: tiny images to check that every contender runs."""
-    return [case for shape in (SMOKE_SHAPES if smoke else SHAPES) for case in _cases_for(shape, quick)]
+    return [case for shape in (SMOKE_SHAPES if smoke else SHAPES) for case in _cases_for(shape, quick, device)]
 
 
-def _cases_for(shape, quick) -> list[Case]:
+def _cases_for(shape, quick, device) -> list[Case]:
     out = []
     s = "x".join(map(str, shape))
-    x = torch.rand(shape)
-    z, zg = torch.rand(shape) * 0.3, torch.rand(shape) * 0.3
-    angle = torch.rand(shape[0]) * 180
+    x = torch.rand(shape).to(device)
+    z, zg = (torch.rand(shape) * 0.3).to(device), (torch.rand(shape) * 0.3).to(device)
+    angle = (torch.rand(shape[0]) * 180).to(device)
     for patch in PATCHES[:1] if quick else PATCHES:
         dc = lambda t, p=patch: dk.dark_channel(t, p)  # noqa: E731
         mp = lambda t, p=patch: eager_dark_channel_maxpool(t, p)  # noqa: E731
@@ -104,4 +104,4 @@ def _cases_for(shape, quick) -> list[Case]:
                   ours=True),
         Contender("eager conv2d+L1", lambda: _fwd_bwd(lambda a, b: eager_rain_direction(a, b, angle), z, zg, grad_of=2)),
     ]))
-    return out
+    return on_device(out, device)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import derain_kernels as dk
 
-from .harness import Case, Contender
+from .harness import Case, Contender, on_device
 
 SHAPES = [(8, 3, 128, 128), (1, 3, 512, 512)]
 
@@ -76,20 +76,22 @@ def _peers():
 SMOKE_SHAPES = [(2, 3, 24, 20)]
 
 
-def cases(quick: bool = False, smoke: bool = False) -> list[Case]:
+def cases(quick: bool = False, smoke: bool = False, device: str = "cpu") -> list[Case]:
     """smoke: tiny images to check that every contender runs."""
-    return [case for shape in (SMOKE_SHAPES if smoke else SHAPES) for case in _cases_for(shape)]
+    return [case for shape in (SMOKE_SHAPES if smoke else SHAPES) for case in _cases_for(shape, device)]
 
 
-def _cases_for(shape) -> list[Case]:
+def _cases_for(shape, device) -> list[Case]:
     s = "x".join(map(str, shape))
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(shape, generator=gen)
     y = (x + 0.1 * torch.randn(shape, generator=gen)).clamp(0, 1)
+    x, y = x.to(device), y.to(device)
     peers, missing = _peers()
     fwd = [Contender("derain_kernels", lambda: (lambda: dk.ssim(x, y)), ours=True, note="zeros")]
     fb = [Contender("derain_kernels", lambda: _fwd_bwd(dk.ssim_loss)(x, y), ours=True, note="zeros")]
     for name, (f, loss, note) in peers.items():
         fwd.append(Contender(name, (lambda f=f: (lambda: f(x, y))), note=note))
         fb.append(Contender(name, (lambda loss=loss: _fwd_bwd(loss)(x, y)), note=note))
-    return [Case("ssim", "forward", s, fwd, list(missing)), Case("ssim_loss", "forward+backward", s, fb, list(missing))]
+    return on_device([Case("ssim", "forward", s, fwd, list(missing)),
+                      Case("ssim_loss", "forward+backward", s, fb, list(missing))], device)

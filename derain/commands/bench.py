@@ -46,6 +46,9 @@ def add_parser(sub) -> None:
     p.add_argument("--markdown", metavar="FILE", help="write the report as Markdown (the RESULTS.md body)")
     p.add_argument("--plot", metavar="FILE.png", help="write a bar chart of the speed-up ratios (needs matplotlib)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", dest="devices", nargs="+", choices=["cpu", "cuda"], default=None,
+                   help="where every section runs (default: cpu, and cuda when torch sees a GPU); on cuda "
+                        "our ops run their Triton kernels and the CPU-only peers (OpenCV, scipy) are left out")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -115,20 +118,42 @@ def _settings(args) -> dict:
             "train_step": {**ops, "budget_s": None, "max_seconds": 2.0 * ops["max_seconds"]}}
 
 
+def devices(args) -> list[str]:
+    """The devices of this run: --device, else cpu plus cuda when torch sees a GPU."""
+    chosen = getattr(args, "devices", None)
+    if not chosen:
+        return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if "cuda" in chosen and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA device "
+                         f"(torch {torch.__version__}, built with CUDA {torch.version.cuda})")
+    return [d for d in ("cpu", "cuda") if d in chosen]
+
+
 def _suite_cases(name: str, args) -> tuple[list, str | None]:
-    """(cases, reason they are not run or None). Suites may accept an optional `smoke` keyword."""
+    """(cases, reason they are not run or None). Suites may accept optional `smoke` and `device` keywords."""
     from derain.bench import network, train_step
 
+    devs = devices(args)
     if name == "network":
-        return network.cases(quick=args.quick, smoke=args.smoke, images=args.images, compile=args.compile), None
+        return network.cases(quick=args.quick, smoke=args.smoke, images=args.images, compile=args.compile,
+                             devices=devs), None
     if name == "train_step":
-        return train_step.cases(quick=args.quick, smoke=args.smoke), None
+        return train_step.cases(quick=args.quick, smoke=args.smoke, devices=devs), None
     cases_fn = importlib.import_module(f"derain.bench.{name}").cases
+    params = inspect.signature(cases_fn).parameters
+    reason = None
+    kwargs = {"quick": args.quick}
     if args.smoke:
-        if "smoke" in inspect.signature(cases_fn).parameters:
-            return cases_fn(quick=True, smoke=True), None
-        return cases_fn(quick=True), "not run in --smoke (the suite has no smoke sizes)"
-    return cases_fn(quick=args.quick), None
+        kwargs["quick"] = True
+        if "smoke" in params:
+            kwargs["smoke"] = True
+        else:
+            reason = "not run in --smoke (the suite has no smoke sizes)"
+    if "device" not in params:
+        if "cpu" not in devs:
+            raise ValueError(f"suite {name} runs on the CPU only")
+        return cases_fn(**kwargs), reason
+    return [c for d in devs for c in cases_fn(**kwargs, device=d)], reason
 
 
 def collect(args, head: dict | None = None) -> dict:
@@ -222,6 +247,8 @@ def _command_line(args) -> str:
     for opt in ("images", "repeats", "budget", "threads", "json", "markdown", "plot"):
         if getattr(args, opt, None) is not None:
             argv += [f"--{opt}", str(getattr(args, opt))]
+    if getattr(args, "devices", None):
+        argv += ["--device", *args.devices]
     if not getattr(args, "compile", True):
         argv.append("--no-compile")
     if not getattr(args, "interleave", True):
@@ -237,6 +264,7 @@ def run(args) -> int:
         if importlib.util.find_spec("cv2") is not None:  # the same thread count for OpenCV's peers
             import cv2
             cv2.setNumThreads(args.threads)
+    devices(args)  # a bad --device fails before the run
     if args.plot:  # fail before the run, not after it
         if importlib.util.find_spec("matplotlib") is None:
             raise ValueError("--plot needs matplotlib, which is not installed (pip install matplotlib)")
