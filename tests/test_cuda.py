@@ -104,8 +104,9 @@ def test_cuda_matches_cpu_kernel(name, dtype):
     _close(got, want, exact, f"{name} forward")
     for i, a, b in zip(grad_idx, got_g, want_g):
         assert a.device.type == "cuda"
-        # the median's and the min's gradients route to one input element each: exact on both devices
-        _close(a, b, exact, f"{name} gradient of input {i}")
+        # gradients that gather several outputs into one input (median, dark channel: scatter-add with
+        # atomics on the GPU) are sums in another order than the CPU's: equal up to round-off
+        _close(a, b, False, f"{name} gradient of input {i}")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -120,7 +121,7 @@ def test_cuda_layouts(name):
         got, got_g = _run(fn, [x, *inputs[1:]], grad_idx)
         _close(got, want.cpu(), exact, f"{name} {layout} forward")
         for a, b in zip(got_g, want_g):
-            _close(a, b.cpu(), exact, f"{name} {layout} gradient")
+            _close(a, b.cpu(), False, f"{name} {layout} gradient")
 
 
 def test_cuda_uint8_median_matches_cpu():

@@ -172,5 +172,7 @@ def test_triton_matches_cpp(dtype):
         torch.testing.assert_close(v.cpu(), rv, rtol=0, atol=0, equal_nan=True)
         assert torch.equal(i.cpu(), ri)
         g = torch.randn_like(rv)
+        # a GPU's atomic adds sum the gradients of one input element in any order: round-off only
+        exact = {"rtol": 0, "atol": 0} if dev == "cpu" else {}
         torch.testing.assert_close(tk.dark_channel_backward(g.to(dev), i, shape[1]).cpu(),
-                                   torch.ops.derain.dark_channel_backward(g, ri, shape[1]), rtol=0, atol=0)
+                                   torch.ops.derain.dark_channel_backward(g, ri, shape[1]), **exact)

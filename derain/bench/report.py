@@ -32,6 +32,12 @@ def fmt_ms(ms: float | None) -> str:
     return f"{ms:.3f}"
 
 
+def fmt_s(ms: float) -> str:
+    """Milliseconds as seconds: 3 decimals, or 3 significant digits under 0.1 s (a GPU's 1.5 ms)."""
+    sec = ms / 1e3
+    return f"{sec:.3f}" if sec >= 0.1 else f"{sec:.3g}"
+
+
 def fmt_ratio(r: float | None, approx: bool = False) -> str:
     if r is None or not math.isfinite(r):
         return "-"
@@ -160,8 +166,8 @@ def network_tables(results: dict) -> tuple[list[str], list[Table], list[str]]:
                 after.append(f"{r['impl']} ({r['device']}): {r['status']}: {r['reason']}")
                 continue
             vs_eager = base["mean_ms"] / r["mean_ms"] if base and r is not base else None
-            t.add(r["impl"], r["device"], str(r["repeats"]), f"{r['mean_ms'] / 1e3:.3f}",
-                  f"{r['median_ms'] / 1e3:.3f}", f"{r['min_ms'] / 1e3:.3f}..{r['max_ms'] / 1e3:.3f}",
+            t.add(r["impl"], r["device"], str(r["repeats"]), fmt_s(r["mean_ms"]),
+                  fmt_s(r["median_ms"]), f"{fmt_s(r['min_ms'])}..{fmt_s(r['max_ms'])}",
                   fmt_mib(r["peak_extra_mib"]),
                   "(ours)" if r["ours"] else fmt_ratio(r["mean_ms"] / ours["mean_ms"] if ours else None),
                   "(baseline)" if r is base else fmt_ratio(vs_eager),

@@ -28,7 +28,7 @@ def _window(dtype=torch.float32) -> torch.Tensor:
 def separable_torch_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The plain PyTorch way: the five maps stacked, two grouped 1-D convolutions (zero padding 5)."""
     c = x.shape[1]
-    w = _window(x.dtype)
+    w = _window(x.dtype).to(x.device)
     stack = torch.cat([x, y, x * x, y * y, x * y], 1)
     blur = F.conv2d(stack, w.view(1, 1, 1, 11).expand(5 * c, 1, 1, 11), padding=(0, 5), groups=5 * c)
     blur = F.conv2d(blur, w.view(1, 1, 11, 1).expand(5 * c, 1, 11, 1), padding=(5, 0), groups=5 * c)

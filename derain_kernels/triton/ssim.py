@@ -59,6 +59,15 @@ def _tables(n: int, k: int, sigma: float, padding: str, dtype, device):
 
 
 @triton.jit
+def _div(a, b):
+    """a / b rounded as IEEE division (the CPU's): a GPU's float32 `/` is approximate (2 ulp)."""
+    if b.dtype == tl.float64:
+        return a / b
+    else:
+        return tl.math.div_rn(a, b)
+
+
+@triton.jit
 def _ssim_fwd(x_ptr, y_ptr, rsrc_ptr, csrc_ptr, w_ptr, c_ptr, map_ptr, part_ptr, d_ptr,
               H, W, Ho, Wo, n_tw, plane_stride_d,
               K: tl.constexpr, WRITE_MAP: tl.constexpr, SAVE: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
@@ -108,7 +117,7 @@ def _ssim_fwd(x_ptr, y_ptr, rsrc_ptr, csrc_ptr, w_ptr, c_ptr, map_ptr, part_ptr,
     a2 = 2.0 * sxy + c2
     b2 = sx + sy + c2
     den = b1 * b2
-    s = (a1 * a2) / den
+    s = _div(a1 * a2, den)
     omask = rmask[:, None] & cmask[None, :]
     moff = rows[:, None] * Wo + cols[None, :]
     if WRITE_MAP:
@@ -116,11 +125,11 @@ def _ssim_fwd(x_ptr, y_ptr, rsrc_ptr, csrc_ptr, w_ptr, c_ptr, map_ptr, part_ptr,
     part = tl.sum(tl.sum(tl.where(omask, s, zero), axis=1), axis=0)
     tl.store(part_ptr + (plane * (tl.num_programs(1) * n_tw) + th * n_tw + tw), part)
     if SAVE:
-        inv = 1.0 / den
+        inv = _div(1.0, den)
         t1 = a2 * inv
-        t2 = s / b1
+        t2 = _div(s, b1)
         t3 = a1 * inv
-        t4 = s / b2
+        t4 = _div(s, b2)
         ax = tl.where(okx, -t4, zero)
         ay = tl.where(oky, -t4, zero)
         bxy = tl.where(okx & oky, 2.0 * t3, zero)
@@ -199,7 +208,9 @@ def ssim_with_dmaps(x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: f
         _ssim_fwd[(planes, n_th, n_tw)](
             xc, yc, rsrc, csrc, win, consts, out_map, partial, dmaps if save_for_backward else partial,
             h, w, ho, wo, n_tw, planes * ho * wo,
-            K=window_size, WRITE_MAP=write_map, SAVE=bool(save_for_backward), BH=BH, BW=BW)
+            K=window_size, WRITE_MAP=write_map, SAVE=bool(save_for_backward), BH=BH, BW=BW,
+            enable_fp_fusion=False)  # no FMA contraction, like the CPU build: SSIM(x, x) == 1 and
+            # SSIM(x, y) == SSIM(y, x) bit for bit (the y-only gradient runs on (y, x))
     if write_map:
         return out_map, dmaps
     plane_mean = partial.double().sum(1) / (ho * wo)
@@ -265,5 +276,5 @@ def ssim_backward_from_dmaps(grad: torch.Tensor, x: torch.Tensor, y: torch.Tenso
     _ssim_bwd[(planes, triton.cdiv(h, BH), triton.cdiv(w, BW))](
         xc, yc, dmaps.contiguous(), gmap, gscale, rtab, ctab, gx, gy,
         h, w, ho, wo, rv, rh, planes * ho * wo,
-        K=window_size, MAP_GRAD=map_grad, BH=BH, BW=BW)
+        K=window_size, MAP_GRAD=map_grad, BH=BH, BW=BW, enable_fp_fusion=False)
     return gx, gy
