@@ -419,3 +419,16 @@ def test_op_suites_put_every_contender_on_the_device(suite):
         assert all(case.op == "self_correcting_block" for case in cases)  # the fused network is CPU-only
     cpu_cases = importlib.import_module(f"derain.bench.{suite}").cases(quick=True, smoke=True)
     assert all(c.device == "cpu" for case in cpu_cases for c in case.contenders)
+
+
+def test_paired_ratio_cancels_a_machine_slowdown_between_rounds():
+    from derain.bench.block import paired_ratio
+
+    ours = [10.0, 20.0, 10.0, 40.0, 10.0]  # the machine slowed down 2x and 4x in rounds 2 and 4
+    theirs = [20.0, 40.0, 20.0, 80.0, 20.0]  # always twice ours within a round
+    assert paired_ratio(ours, theirs) == (2.0, 2.0, 2.0)
+    med, q1, q3 = paired_ratio([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0])
+    assert (med, q1, q3) == (2.5, 1.75, 3.25)
+    assert paired_ratio([2.0], [3.0]) == (1.5, 1.5, 1.5)
+    with pytest.raises(ValueError, match="equally long"):
+        paired_ratio([1.0, 2.0], [1.0])

@@ -3,7 +3,9 @@
 `derain bench --only block` runs them through the shared harness (one contender
 after the other). `python -m derain.bench.block` runs the same contenders
 interleaved (round-robin, medians), which is fairer on a contended machine, and
-also reports GFLOP/s against a float32 matmul measured in the same loop.
+also reports GFLOP/s against a float32 matmul measured in the same loop and the
+paired ratio (median and quartiles over rounds of each round's ratio), the
+steadier figure on a noisy host.
 """
 from __future__ import annotations
 
@@ -152,6 +154,21 @@ def interleaved(groups, repeats: int, warmup: int = 2, clock=time.perf_counter):
     return times
 
 
+def paired_ratio(ours: list[float], theirs: list[float]) -> tuple[float, float, float]:
+    """(median, first quartile, third quartile) over rounds of theirs[i] / ours[i].
+
+    Both times of a round were taken moments apart, so a change of the machine's speed between
+    rounds cancels in the ratio: on a noisy host it is steadier than the ratio of the medians.
+    """
+    if not ours or len(ours) != len(theirs):
+        raise ValueError("paired_ratio needs two equally long, non-empty lists of times")
+    r = [t / o for o, t in zip(ours, theirs)]
+    if len(r) == 1:
+        return r[0], r[0], r[0]
+    q1, q2, q3 = statistics.quantiles(r, n=4, method="inclusive")
+    return q2, q1, q3
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=7)
@@ -183,8 +200,8 @@ def main(argv=None) -> int:
     clock = "CPU time of one thread" if args.cpu_time else "wall-clock"
     print(f"{clock}, threads {torch.get_num_threads()}, repeats {args.repeats}; matmul ceiling {ceiling:.0f} GFLOP/s "
           f"({mm:.1f} ms)\n")
-    print("| case | implementation | median ms | min..max | GFLOP/s | % of matmul | ours faster by |")
-    print("|---|---|---:|---|---:|---:|---:|")
+    print("| case | implementation | median ms | min..max | GFLOP/s | % of matmul | ours faster by | paired (IQR) |")
+    print("|---|---|---:|---|---:|---:|---:|---:|")
     for g, res in times.items():
         if g.startswith("network"):
             n, _, h, w = NET_SHAPE
@@ -192,13 +209,18 @@ def main(argv=None) -> int:
         else:
             shape = tuple(int(v) for v in g.split()[-1].split("x"))
             flops = block_flops(shape, backward="backward" in g)
-        ours = statistics.median(next(iter(res.values())))
+        ours_ts = next(iter(res.values()))
+        ours = statistics.median(ours_ts)
         for name, ts in res.items():
             med = statistics.median(ts)
             gf = flops / med / 1e6
-            ratio = "" if med == ours else f"{med / ours:.2f}×"
+            ratio = paired = ""
+            if ts is not ours_ts:
+                ratio = f"{med / ours:.2f}×"
+                pm, q1, q3 = paired_ratio(ours_ts, ts)
+                paired = f"{pm:.2f}× ({q1:.2f}..{q3:.2f})"
             print(f"| {g} | {name} | {med:.1f} | {min(ts):.1f}..{max(ts):.1f} | {gf:.0f} | "
-                  f"{100 * gf / ceiling:.0f}% | {ratio} |")
+                  f"{100 * gf / ceiling:.0f}% | {ratio} | {paired} |")
     return 0
 
 
