@@ -17,7 +17,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 import derain_kernels as dk
 
@@ -63,11 +62,8 @@ def cases():
     xb = (torch.rand(8, 16, 128, 128, device=dev) - 0.3).contiguous(memory_format=torch.channels_last)
     p = [0.1 * torch.randn(16, 16, 3, 3, device=dev), 0.1 * torch.randn(16, device=dev),
          0.1 * torch.randn(16, 16, 3, 3, device=dev), 0.1 * torch.randn(16, device=dev)]
+    from derain.bench.block import eager_block
     from derain_kernels.triton import block as tb, composite as tc, ssim as ts, tv as tt
-
-    def eager_block(x, w1, b1, w3, b3):
-        la = F.relu(F.conv2d(x, w1, b1, padding=1))
-        return F.relu(F.conv2d(x - la, w3, b3, padding=3, dilation=3) + la)
 
     return [
         ("min_composite fwd 8x3x128²", lambda: dk.min_composite(x, y), lambda: tc.min_composite(x, y),

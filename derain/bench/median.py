@@ -51,18 +51,19 @@ def cases(quick: bool = False, smoke: bool = False, device: str = "cpu") -> list
 
 
 def _cases_for(shape, quick, device="cpu") -> list[Case]:
-    if device != "cpu":
-        return _gpu_cases_for(shape, quick, device)
     s = "x".join(map(str, shape))
+    gpu = device != "cpu"
     big = shape[-1] >= 512
-    x = torch.rand(shape)
+    x = torch.rand(shape).to(device)
     xu = (x * 255).round().to(torch.uint8)
     fwd = Case("median_filter", "forward", f"{s} k{K}", [
         Contender("derain_kernels", lambda: (lambda: dk.median_filter(x, K)), ours=True, note="float32, reflect"),
         Contender("derain_kernels uint8", lambda: (lambda: dk.median_filter(xu, K, "replicate")),
-                  note="uint8, replicate (OpenCV's case)"),
+                  note="uint8, replicate" + ("" if gpu else " (OpenCV's case)")),
     ])
-    if importlib.util.find_spec("cv2") is not None:
+    if gpu:
+        fwd.missing.append("opencv medianBlur, scipy median_filter: CPU only")
+    elif importlib.util.find_spec("cv2") is not None:
         import cv2
 
         images = [np.ascontiguousarray(xu[b].permute(1, 2, 0).numpy()) for b in range(shape[0])]
@@ -71,22 +72,23 @@ def _cases_for(shape, quick, device="cpu") -> list[Case]:
             note="uint8 only, replicate only"))
     else:
         fwd.missing.append("opencv: not installed")
-    slow = quick or big
+    slow = not gpu and (quick or big)  # on a GPU the k² copies of unfold+median take milliseconds
     if slow:
         fwd.missing.append("torch unfold+median: " + ("skipped in --quick" if quick else
                                                        "~6 s and 2.9 GB per call (SPEC §4); skipped"))
         fwd.missing.append("scipy.ndimage.median_filter: " + ("skipped in --quick" if quick else
                                                                "~8.4 s per call, one thread (SPEC §4); skipped"))
     else:
-        fwd.contenders.append(Contender("torch unfold+median", lambda: (lambda: unfold_median(x, K))))
-        if importlib.util.find_spec("scipy") is not None:
+        fwd.contenders.append(Contender("torch unfold+median", lambda: (lambda: unfold_median(x, K)),
+                                        note="k² copies of the image" if gpu else ""))
+        if not gpu and importlib.util.find_spec("scipy") is not None:
             import scipy.ndimage as ndi
 
             xn = x.numpy()
             fwd.contenders.append(Contender(
                 "scipy median_filter", lambda: (lambda: ndi.median_filter(xn, size=(1, 1, K, K), mode="mirror")),
                 note="one thread"))
-        else:
+        elif not gpu:
             fwd.missing.append("scipy: not installed")
     if quick or importlib.util.find_spec("kornia") is None:
         fwd.missing.append("kornia median_blur: " + ("skipped in --quick" if quick else "not installed"))
@@ -94,8 +96,8 @@ def _cases_for(shape, quick, device="cpu") -> list[Case]:
         from kornia.filters import median_blur
 
         # the ">= 500x faster than kornia" is measured side by side: one call at 512²
-        fwd.contenders.append(Contender("kornia median_blur", lambda: (lambda: median_blur(x, (K, K))),
-                                        note="~21 s and 5.8 GB per call" if big else "~9 s per call"))
+        note = "" if gpu else "~21 s and 5.8 GB per call" if big else "~9 s per call"
+        fwd.contenders.append(Contender("kornia median_blur", lambda: (lambda: median_blur(x, (K, K))), note=note))
 
     bwd = Case("median_filter", "forward+backward", f"{s} k{K}", [
         Contender("derain_kernels", lambda: _fwd_bwd(lambda t: dk.median_filter(t, K), x), ours=True),
@@ -104,27 +106,4 @@ def _cases_for(shape, quick, device="cpu") -> list[Case]:
         bwd.missing.append("torch unfold+median: " + ("skipped in --quick" if quick else "too slow at this size"))
     else:
         bwd.contenders.append(Contender("torch unfold+median", lambda: _fwd_bwd(lambda t: unfold_median(t, K), x)))
-    return [fwd, bwd]
-
-
-def _gpu_cases_for(shape, quick, device) -> list[Case]:
-    s = "x".join(map(str, shape))
-    x = torch.rand(shape).to(device)
-    xu = (x * 255).round().to(torch.uint8)
-    fwd = Case("median_filter", "forward", f"{s} k{K}", [
-        Contender("derain_kernels", lambda: (lambda: dk.median_filter(x, K)), ours=True, note="float32, reflect"),
-        Contender("derain_kernels uint8", lambda: (lambda: dk.median_filter(xu, K, "replicate")),
-                  note="uint8, replicate"),
-        Contender("torch unfold+median", lambda: (lambda: unfold_median(x, K)), note="k² copies of the image"),
-    ], missing=["opencv medianBlur, scipy median_filter: CPU only"])
-    if quick or importlib.util.find_spec("kornia") is None:
-        fwd.missing.append("kornia median_blur: " + ("skipped in --quick" if quick else "not installed"))
-    else:
-        from kornia.filters import median_blur
-
-        fwd.contenders.append(Contender("kornia median_blur", lambda: (lambda: median_blur(x, (K, K)))))
-    bwd = Case("median_filter", "forward+backward", f"{s} k{K}", [
-        Contender("derain_kernels", lambda: _fwd_bwd(lambda t: dk.median_filter(t, K), x), ours=True),
-        Contender("torch unfold+median", lambda: _fwd_bwd(lambda t: unfold_median(t, K), x)),
-    ])
     return [fwd, bwd]
