@@ -511,6 +511,33 @@ def test_row_pairs_backward_close_to_single_rows(monkeypatch, dilation):
 
 
 @needs_winograd
+@pytest.mark.parametrize("dilation", [1, 2, 3])
+@pytest.mark.parametrize("height", [1, 2, 3, 4, 5, 7, 12, 31])
+def test_weight_gradient_row_pairs_close_to_single_rows(monkeypatch, dilation, height):
+    # the Winograd weight gradients also accumulate rows y and y + d together (F(2,3) along y);
+    # DERAIN_WGRAD_PAIRS=0 accumulates rows alone. Heights without a pair, odd heights (the last
+    # head has no partner) and several pair blocks, against float64 gradients through the same masks
+    x = torch.randn(2, 16, height, 29).contiguous(memory_format=torch.channels_last)
+    p = _params(16)
+    g = torch.randn(x.shape, dtype=torch.float64)
+    out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)
+    pd = [t.double() for t in p]
+    want = torch.ops.derain.self_correcting_block_backward_la(g, x.double(), la.double(), out.double(), pd[0],
+                                                              pd[2], dilation)
+    got = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("DERAIN_WGRAD_PAIRS", flag)
+        got[flag] = _block_grads_f32(x, p, g.float(), dilation)
+    for k, what in ((1, "w1"), (2, "b1"), (3, "w3"), (4, "b3")):
+        err_p, err_s = _rel_err(got["1"][k], want[k]), _rel_err(got["0"][k], want[k])
+        assert err_p < 1e-5 and err_p <= 2 * err_s + 1e-6, (what, err_p, err_s)
+    torch.testing.assert_close(got["1"][0], got["0"][0], rtol=0, atol=0)  # gx: no weight gradient involved
+    # the pair kernel ran where a pair exists (other rounding): w1 (d = 1) from two rows, w3 from d + 1
+    assert torch.equal(got["1"][1], got["0"][1]) == (height < 2), "w1"
+    assert torch.equal(got["1"][3], got["0"][3]) == (height < dilation + 1), "w3"
+
+
+@needs_winograd
 def test_row_pairs_band_seams_float32():
     # one image in several bands: rows near a band's ends are computed alone, the others in the same
     # pairs as with one band; both stay within float32 round-off of the float64 reference

@@ -148,7 +148,8 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
   const bool wino = rowpipe::winograd_fits(3 * rowpipe::winograd_cache_bytes(W, 1, C) + 2 * rowpipe::winograd_cache_bytes(W, d, C));
   const bool wino1 = wino && rowpipe::wgrad_winograd_applies<T>(C, 1);
   const bool wino3 = wino && rowpipe::wgrad_winograd_applies<T>(C, d);
-  const int64_t psize = 18 * C * Cp;
+  // [3][6] point sums, then the [4][6] row-pair sums (wgrad_rows_pair_winograd_avx512)
+  const int64_t psize = (18 + 24) * C * Cp;
   const int64_t p1_off = 2 * wsize + 2 * Cp, p3_off = p1_off + (wino1 ? psize : 0);
   const int64_t part_size = p3_off + (wino3 ? psize : 0);
   std::vector<std::vector<T>> parts(ntasks);
@@ -208,14 +209,14 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
       g3.kind = Kind::WeightGrad;
       g3.in = se, g3.cin = C, g3.d = d, g3.aux = sq, g3.coutp = Cp;
       g3.gw = part.data() + wsize, g3.gb = part.data() + 2 * wsize + Cp;
-      if (wino3) g3.gwp = part.data() + p3_off + shift;
+      if (wino3) g3.gwp = part.data() + p3_off + shift, g3.gwq = g3.gwp + 18 * C * Cp;
       g3.deps = {{l_c1, d}, {l_gq, 0}};
       p.add_layer(g3);
       Layer<T> g1;
       g1.kind = Kind::WeightGrad;
       g1.in = sx, g1.cin = C, g1.d = 1, g1.aux = sgp, g1.coutp = Cp;
       g1.gw = part.data(), g1.gb = part.data() + 2 * wsize;
-      if (wino1) g1.gwp = part.data() + p1_off + shift;
+      if (wino1) g1.gwp = part.data() + p1_off + shift, g1.gwq = g1.gwp + 18 * C * Cp;
       g1.deps = {{l_load, 1}, {l_ge, 0}};
       p.add_layer(g1);
       p.run(r0, r1);
@@ -228,8 +229,11 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
     for (int64_t i = 0; i < p1_off; ++i) total[i] += part[i];
     for (int64_t i = p1_off; i < part_size; ++i) total[i] += part[i + pshift[task]];
   }
-  if (wino1) rowpipe::wino_points_to_taps(total.data() + p1_off, C * Cp, total.data());
-  if (wino3) rowpipe::wino_points_to_taps(total.data() + p3_off, C * Cp, total.data() + wsize);
+  for (const auto& [on, off, taps] : {std::tuple<bool, int64_t, int64_t>{wino1, p1_off, 0}, {wino3, p3_off, wsize}}) {
+    if (!on) continue;
+    rowpipe::wino_fold_row_pairs(total.data() + off, C * Cp);
+    rowpipe::wino_points_to_taps(total.data() + off, C * Cp, total.data() + taps);
+  }
   T* g1p = gw1.data_ptr<T>();
   T* g3p = gw3.data_ptr<T>();
   for (int64_t co = 0; co < C; ++co)

@@ -24,7 +24,8 @@
 // counts are padded to a multiple of 16 with zero weights (`padded_channels`).
 // float32 convolutions with 16 or 32 input channels run as Winograd F(4,3)
 // along the rows on AVX-512 builds, and those with 16 output channels compute
-// two rows y, y + d at once with F(2,3) along y (row pairs).
+// two rows y, y + d at once with F(2,3) along y (row pairs); the weight gradients
+// run as Winograd F(4,3) along the rows too, also in row pairs.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -311,6 +312,13 @@ inline bool conv_winograd_enabled() {  // read per pipeline layer (cheap), so te
 // layer, so tests can switch it).
 inline bool conv_pairs_enabled() {
   const char* e = std::getenv("DERAIN_CONV_PAIRS");
+  return !(e && e[0] == '0');
+}
+
+// Row pairs of the Winograd weight gradients (F(2,3) along y, wgrad_rows_pair_winograd_avx512);
+// DERAIN_WGRAD_PAIRS=0 accumulates one row at a time (read per layer, so tests can switch it).
+inline bool wgrad_pairs_enabled() {
+  const char* e = std::getenv("DERAIN_WGRAD_PAIRS");
   return !(e && e[0] == '0');
 }
 
@@ -930,6 +938,76 @@ inline void wino_accumulate_avx512(const float* V, int64_t vs, const float* Z, i
 }
 #pragma GCC diagnostic pop
 
+// gb += sum over the tiles of Z_1 = g0 + g1 + g2 + g3 (z1: point 1 of a transformed gradient row;
+// 4 partial sums: short dependency chains).
+inline void wino_bias_grad_avx512(const float* z1, int64_t coutp, int64_t ntiles, float* gb) {
+  for (int64_t cb = 0; cb < coutp; cb += 16) {
+    const float* z = z1 + cb;
+    __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t t = 0;
+    for (; t + 4 <= ntiles; t += 4)
+      for (int k = 0; k < 4; ++k) s[k] = _mm512_add_ps(s[k], _mm512_loadu_ps(z + (t + k) * coutp));
+    for (; t < ntiles; ++t) s[0] = _mm512_add_ps(s[0], _mm512_loadu_ps(z + t * coutp));
+    const __m512 sum = _mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3]));
+    _mm512_storeu_ps(gb + cb, _mm512_add_ps(_mm512_loadu_ps(gb + cb), sum));
+  }
+}
+
+// Two rows y and y + d of the Winograd weight gradient at once (row pairs): with the transformed
+// input rows a_k = V(y + k d), k = -1..2, and gradient rows g_0 = Z(y), g_1 = Z(y + d), the three tap
+// rows need P[ky] += a_{ky-1} g_0 + a_{ky} g_1 (6 point products per tile point). F(2,3) along y
+// (points 0, 1, -1, infinity; transposed) gets them from 4:
+//   Q_0 += (a_-1 - a_1) g_0,  Q_1 += (a_0 + a_1)(g_0 + g_1),  Q_2 += (a_1 - a_0)(g_0 - g_1),
+//   Q_3 += (a_2 - a_0) g_1,
+// with P[0] = Q_0 + (Q_1 + Q_2) / 2, P[1] = (Q_1 - Q_2) / 2, P[2] = (Q_1 + Q_2) / 2 + Q_3 applied once
+// to the band sums (wino_fold_row_pairs). gwq: Q accumulators [4][6][cin][coutp]. rows[k]: input rows
+// y + (k - 1) d (zero rows outside the image; their transforms are zeros), g0, g1: gradient rows.
+inline void wgrad_rows_pair_winograd_avx512(const float* const rows[4], int64_t y, int64_t ps, int64_t cin, int64_t d,
+                                            const float* g0, const float* g1, int64_t coutp, float* gwq, float* gb,
+                                            std::vector<float>& zbuf, WinoRowCache& vcache) {
+  const int64_t nt = vcache.nt;
+  const int64_t dz = nt * coutp, du = nt * cin;
+  const int64_t need = 14 * dz + 4 * du + 64;
+  if (static_cast<int64_t>(zbuf.size()) < need) zbuf.resize(need);
+  float* Z0 = align_floats64(zbuf.data());
+  float* Z1 = Z0 + 6 * dz;
+  float* Zc = Z1 + 6 * dz;  // g_0 + g_1, g_0 - g_1 of one point
+  float* U = Zc + 2 * dz;   // the four V combinations of one point ([j][t][ci])
+  wino_transform_grad_avx512(g0, coutp, d, nt, Z0, dz);
+  wino_transform_grad_avx512(g1, coutp, d, nt, Z1, dz);
+  if (gb) {
+    wino_bias_grad_avx512(Z0 + dz, coutp, nt, gb);
+    wino_bias_grad_avx512(Z1 + dz, coutp, nt, gb);
+  }
+  const float* v[4];
+  for (int k = 0; k < 4; ++k) v[k] = vcache.get(y + (k - 1) * d, rows[k], ps, d, cin);
+  const int64_t dv = vcache.pstride;
+  for (int i = 0; i < 6; ++i) {
+    const float* z0 = Z0 + i * dz;
+    const float* z1 = Z1 + i * dz;
+    for (int64_t k = 0; k < dz; k += 16) {
+      const __m512 a = _mm512_loadu_ps(z0 + k), b = _mm512_loadu_ps(z1 + k);
+      _mm512_storeu_ps(Zc + k, _mm512_add_ps(a, b));
+      _mm512_storeu_ps(Zc + dz + k, _mm512_sub_ps(a, b));
+    }
+    const float *am = v[0] + i * dv, *a0 = v[1] + i * dv, *a1 = v[2] + i * dv, *a2 = v[3] + i * dv;
+    for (int64_t k = 0; k < du; k += 16) {
+      const __m512 vm = _mm512_loadu_ps(am + k), v0 = _mm512_loadu_ps(a0 + k);
+      const __m512 v1 = _mm512_loadu_ps(a1 + k), v2 = _mm512_loadu_ps(a2 + k);
+      _mm512_storeu_ps(U + k, _mm512_sub_ps(vm, v1));
+      _mm512_storeu_ps(U + du + k, _mm512_add_ps(v0, v1));
+      _mm512_storeu_ps(U + 2 * du + k, _mm512_sub_ps(v1, v0));
+      _mm512_storeu_ps(U + 3 * du + k, _mm512_sub_ps(v2, v0));
+    }
+    const float* zs[4] = {z0, Zc, Zc + dz, z1};  // the gradient side of Q_0..Q_3
+    for (int j = 0; j < 4; ++j)
+      for (int64_t cb = 0; cb < coutp; cb += 16)
+        for (int64_t ci = 0; ci < cin; ci += 16)
+          wino_accumulate_avx512(U + j * du + ci, cin, zs[j] + cb, coutp, nt,
+                                 gwq + ((j * 6 + i) * cin + ci) * coutp + cb, coutp);
+  }
+}
+
 // One row of the weight gradient with Winograd tiles: gwp ([3][6][cin][coutp])
 // gets the point products, gb the bias gradient (from Z_1 = g0 + g1 + g2 + g3,
 // the sum of a tile's gradients). The row is covered by W / 4d whole tile groups
@@ -953,18 +1031,7 @@ inline void wgrad_row_winograd_avx512(const float* const rows[3], const int64_t 
   if (static_cast<int64_t>(zbuf.size()) < zsize + 16) zbuf.resize(zsize + 16);
   float* Z = align_floats64(zbuf.data());
   wino_transform_grad_avx512(g, coutp, d, ntiles, Z, dz);
-  if (gb) {  // gb += sum over tiles of Z_1 (4 partial sums: short dependency chains)
-    for (int64_t cb = 0; cb < coutp; cb += 16) {
-      const float* z1 = Z + dz + cb;
-      __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-      int64_t t = 0;
-      for (; t + 4 <= ntiles; t += 4)
-        for (int k = 0; k < 4; ++k) s[k] = _mm512_add_ps(s[k], _mm512_loadu_ps(z1 + (t + k) * coutp));
-      for (; t < ntiles; ++t) s[0] = _mm512_add_ps(s[0], _mm512_loadu_ps(z1 + t * coutp));
-      const __m512 sum = _mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3]));
-      _mm512_storeu_ps(gb + cb, _mm512_add_ps(_mm512_loadu_ps(gb + cb), sum));
-    }
-  }
+  if (gb) wino_bias_grad_avx512(Z + dz, coutp, ntiles, gb);
   const int64_t dv = vcache.pstride;
   for (int ky = 0; ky < 3; ++ky) {
     if (row_ids[ky] < 0) continue;  // zero row: no contribution
@@ -1013,6 +1080,27 @@ inline bool wgrad_winograd_applies(int64_t cin, int64_t d) {
 #endif
   (void)cin, (void)d;
   return false;
+}
+
+// P[ky][i] += sum_j G2[j][ky] Q[j][i] for the row-pair sums Q ([4][6][n], right after P's [3][6][n];
+// wgrad_rows_pair_winograd_avx512), in double: G2 of F(2,3) (rows 1, (1 1 1)/2, (1 -1 1)/2, (0 0 1)).
+inline void wino_fold_row_pairs(double* P, int64_t n) {
+  const double* Q = P + 18 * n;
+  for (int i = 0; i < 6; ++i) {
+    double* p0 = P + (0 * 6 + i) * n;
+    double* p1 = P + (1 * 6 + i) * n;
+    double* p2 = P + (2 * 6 + i) * n;
+    const double* q0 = Q + (0 * 6 + i) * n;
+    const double* q1 = Q + (1 * 6 + i) * n;
+    const double* q2 = Q + (2 * 6 + i) * n;
+    const double* q3 = Q + (3 * 6 + i) * n;
+    for (int64_t c = 0; c < n; ++c) {
+      const double s = 0.5 * (q1[c] + q2[c]);
+      p0[c] += q0[c] + s;
+      p1[c] += 0.5 * (q1[c] - q2[c]);
+      p2[c] += s + q3[c];
+    }
+  }
 }
 
 // gw[ky][kx][c] += sum_i G[i][kx] P[ky][i][c] for point sums P ([3][6][n]) and
@@ -1152,6 +1240,7 @@ struct Layer {
   T* gw = nullptr;  // WeightGrad accumulators [9][cin][coutp] and [coutp], in T
   T* gb = nullptr;
   T* gwp = nullptr;  // WeightGrad: Winograd point accumulators [3][6][cin][coutp] (nullptr: direct kernel only)
+  T* gwq = nullptr;  // WeightGrad: row-pair accumulators [4][6][cin][coutp] (nullptr: no row pairs)
   std::vector<std::pair<int, int64_t>> deps;  // (producer layer, rows of reach)
   const T* wg_shared = nullptr;  // Conv: Winograd weights prepared once per op (winograd_weights_for)
   std::vector<T> wg;             // Conv: own Winograd weights (add_layer, when none are shared)
@@ -1202,7 +1291,10 @@ class Pipeline {
           l.stash_tag.assign(l.d, INT64_MIN);
         }
       }
-      if (l.kind == Kind::WeightGrad && l.gwp) l.wino.init(W_, l.d, l.cin, /*point_major=*/true);
+      if (l.kind == Kind::WeightGrad && l.gwp) {
+        l.pair = l.gwq != nullptr && wgrad_pairs_enabled();
+        l.wino.init(W_, l.d, l.cin, /*point_major=*/true, l.pair ? 3 * l.d + 1 : 0);
+      }
     }
 #endif
     layers_.push_back(std::move(l));
@@ -1325,7 +1417,9 @@ class Pipeline {
     const bool head = pair_head(l, y);
     for (auto& dep : l.deps) {
       const Layer<T>& p = layers_[dep.first];
-      const bool feeds_input = p.out == l.in || p.out2 == l.in;
+      // (a weight-gradient head also reads gradient rows y and y + d)
+      const bool feeds_input = p.out == l.in || p.out2 == l.in ||
+                               (l.kind == Kind::WeightGrad && (p.out == l.aux || p.out2 == l.aux));
       const int64_t reach = dep.second + (head && feeds_input ? l.d : 0);
       if (p.next < std::min(y + reach + 1, p.hi)) return false;
     }
@@ -1447,6 +1541,14 @@ class Pipeline {
         const T* rows[3] = {row(l.in, y - l.d, l.in_choff), row(l.in, y, l.in_choff), row(l.in, y + l.d, l.in_choff)};
 #if defined(__AVX512F__)
         if constexpr (std::is_same<T, float>::value) {
+          if (l.gwp && pair_tail(l, y)) return;  // accumulated with its head
+          if (l.gwp && pair_head(l, y)) {  // rows y and y + d
+            const T* rows4[4] = {rows[0], rows[1], rows[2], row(l.in, y + 2 * l.d, l.in_choff)};
+            wgrad_rows_pair_winograd_avx512(rows4, y, store_data_[l.in].ch, l.cin, l.d, row(l.aux, y, l.aux_choff),
+                                            row(l.aux, y + l.d, l.aux_choff), l.coutp, l.gwq, l.gb, wino_scratch_,
+                                            l.wino);
+            return;
+          }
           if (l.gwp) {  // Winograd point sums ([3][6][cin][coutp], turned into taps by wino_points_to_taps)
             int64_t ids[3];
             for (int k = 0; k < 3; ++k) {
