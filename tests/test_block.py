@@ -367,6 +367,54 @@ def test_triton_forward_and_backward(channels, dilation, dtype):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4 * max(1.0, b.abs().max().item()), msg=what)
 
 
+@needs_triton
+@pytest.mark.parametrize("layout,channels,dilation,steps", [("contiguous", 17, 1, 8), ("channels_last", 16, 2, 2),
+                                                          ("strided", 1, 3, 3), ("strided", 16, 3, 2)])
+def test_triton_layouts_and_weight_gradient_chunks(monkeypatch, layout, channels, dilation, steps):
+    # the Triton kernels address every operand through its strides (no layout copies): any input
+    # layout, the stride-0 gradient of .sum(), outputs in x's layout; channels padded to 16 / 32 for
+    # tl.dot; weight gradients summed over chunks of `steps` blocks (the last chunk partial)
+    from derain_kernels.triton import block as tb
+    monkeypatch.setattr(tb, "WG_STEPS", steps)
+    dev = triton_device()
+    base = torch.randn(1, channels, 13, 2 * 21, device=dev)
+    x = {"contiguous": base.contiguous(), "channels_last": base.contiguous(memory_format=torch.channels_last),
+         "strided": base[..., ::2]}[layout]
+    p = [t.to(dev) for t in _params(channels)]
+    cpu = [t.cpu() for t in p]
+    out = tb.self_correcting_block(x, *p, dilation)
+    torch.testing.assert_close(out.cpu(), ref.self_correcting_block(x.cpu(), *cpu, dilation), **_tol(torch.float32))
+    assert out.stride() == dk.ops.block.empty_like_layout(x).stride()
+    for g in (torch.full((), 0.5, device=dev).expand(x.shape), torch.randn(x.shape, device=dev)[..., :]):
+        got = tb.self_correcting_block_backward(g, x, out, *p, dilation)
+        want = torch.ops.derain.self_correcting_block_backward(g.cpu(), x.cpu(), out.cpu(), *cpu, dilation)
+        for a, b, what in zip(got, want, ("x", "w1", "b1", "w3", "b3")):
+            torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4 * max(1.0, b.abs().max().item()), msg=what)
+        assert got[0].stride() == out.stride()
+
+
+@needs_triton
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's invalid-value warnings in the interpreter
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_triton_non_finite_inputs_land_like_reference(bad):
+    # on a GPU the float32 convolutions use 3xTF32 dots, whose hi + lo split would turn an infinity
+    # into NaN: tiles with an infinity take exact float32 products, so NaN and infinity land where
+    # the reference puts them (under the interpreter both dot precisions are exact float32)
+    from derain_kernels.triton import block as tb
+    dev = triton_device()
+    x = torch.randn(1, 16, 12, 48)
+    x[0, 5, 6, 20] = bad
+    x[0, 2, 3, 47] = bad
+    p = _params(16)
+    got = tb.self_correcting_block(x.to(dev), *[t.to(dev) for t in p], 3).cpu()
+    exact = ref.self_correcting_block(x.double(), *[t.double() for t in p], 3)
+    assert torch.equal(torch.isnan(got), torch.isnan(exact))
+    assert torch.equal(torch.isinf(got), torch.isinf(exact))
+    finite = torch.isfinite(exact)
+    assert finite.sum() > 0.5 * finite.numel()
+    torch.testing.assert_close(got[finite].double(), exact[finite], **_tol(torch.float32))
+
+
 # ---- Winograd F(4,3) convolutions (float32, AVX-512 builds; DERAIN_CONV_WINOGRAD=0 selects the direct kernels)
 
 def _winograd_build():
