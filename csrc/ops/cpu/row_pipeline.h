@@ -971,8 +971,8 @@ inline void wgrad_rows_pair_winograd_avx512(const float* const rows[4], int64_t 
   if (static_cast<int64_t>(zbuf.size()) < need) zbuf.resize(need);
   float* Z0 = align_floats64(zbuf.data());
   float* Z1 = Z0 + 6 * dz;
-  float* Zc = Z1 + 6 * dz;  // g_0 + g_1, g_0 - g_1 of one point
-  float* U = Zc + 2 * dz;   // the four V combinations of one point ([j][t][ci])
+  float* Zc = Z1 + 6 * dz;  // g_0 + g_1, g_0 - g_1 of one chunk of tiles of one point
+  float* U = Zc + 2 * dz;   // the four V combinations of that chunk ([j][t][ci])
   wino_transform_grad_avx512(g0, coutp, d, nt, Z0, dz);
   wino_transform_grad_avx512(g1, coutp, d, nt, Z1, dz);
   if (gb) {
@@ -982,30 +982,35 @@ inline void wgrad_rows_pair_winograd_avx512(const float* const rows[4], int64_t 
   const float* v[4];
   for (int k = 0; k < 4; ++k) v[k] = vcache.get(y + (k - 1) * d, rows[k], ps, d, cin);
   const int64_t dv = vcache.pstride;
-  for (int i = 0; i < 6; ++i) {
-    const float* z0 = Z0 + i * dz;
-    const float* z1 = Z1 + i * dz;
-    for (int64_t k = 0; k < dz; k += 16) {
-      const __m512 a = _mm512_loadu_ps(z0 + k), b = _mm512_loadu_ps(z1 + k);
-      _mm512_storeu_ps(Zc + k, _mm512_add_ps(a, b));
-      _mm512_storeu_ps(Zc + dz + k, _mm512_sub_ps(a, b));
+  // tiles in chunks of about 32 (the combinations of a chunk stay in L1 on wide rows)
+  const int64_t nchunks = std::max<int64_t>(1, nt / 32), csize = (nt + nchunks - 1) / nchunks;
+  for (int i = 0; i < 6; ++i)
+    for (int64_t t0 = 0; t0 < nt; t0 += csize) {
+      const int64_t nc = std::min(csize, nt - t0), cz = nc * coutp, cu = nc * cin;
+      const float* z0 = Z0 + i * dz + t0 * coutp;
+      const float* z1 = Z1 + i * dz + t0 * coutp;
+      for (int64_t k = 0; k < cz; k += 16) {
+        const __m512 a = _mm512_loadu_ps(z0 + k), b = _mm512_loadu_ps(z1 + k);
+        _mm512_storeu_ps(Zc + k, _mm512_add_ps(a, b));
+        _mm512_storeu_ps(Zc + cz + k, _mm512_sub_ps(a, b));
+      }
+      const int64_t vo = i * dv + t0 * cin;
+      const float *am = v[0] + vo, *a0 = v[1] + vo, *a1 = v[2] + vo, *a2 = v[3] + vo;
+      for (int64_t k = 0; k < cu; k += 16) {
+        const __m512 vm = _mm512_loadu_ps(am + k), v0 = _mm512_loadu_ps(a0 + k);
+        const __m512 v1 = _mm512_loadu_ps(a1 + k), v2 = _mm512_loadu_ps(a2 + k);
+        _mm512_storeu_ps(U + k, _mm512_sub_ps(vm, v1));
+        _mm512_storeu_ps(U + cu + k, _mm512_add_ps(v0, v1));
+        _mm512_storeu_ps(U + 2 * cu + k, _mm512_sub_ps(v1, v0));
+        _mm512_storeu_ps(U + 3 * cu + k, _mm512_sub_ps(v2, v0));
+      }
+      const float* zs[4] = {z0, Zc, Zc + cz, z1};  // the gradient side of Q_0..Q_3
+      for (int j = 0; j < 4; ++j)
+        for (int64_t cb = 0; cb < coutp; cb += 16)
+          for (int64_t ci = 0; ci < cin; ci += 16)
+            wino_accumulate_avx512(U + j * cu + ci, cin, zs[j] + cb, coutp, nc,
+                                   gwq + ((j * 6 + i) * cin + ci) * coutp + cb, coutp);
     }
-    const float *am = v[0] + i * dv, *a0 = v[1] + i * dv, *a1 = v[2] + i * dv, *a2 = v[3] + i * dv;
-    for (int64_t k = 0; k < du; k += 16) {
-      const __m512 vm = _mm512_loadu_ps(am + k), v0 = _mm512_loadu_ps(a0 + k);
-      const __m512 v1 = _mm512_loadu_ps(a1 + k), v2 = _mm512_loadu_ps(a2 + k);
-      _mm512_storeu_ps(U + k, _mm512_sub_ps(vm, v1));
-      _mm512_storeu_ps(U + du + k, _mm512_add_ps(v0, v1));
-      _mm512_storeu_ps(U + 2 * du + k, _mm512_sub_ps(v1, v0));
-      _mm512_storeu_ps(U + 3 * du + k, _mm512_sub_ps(v2, v0));
-    }
-    const float* zs[4] = {z0, Zc, Zc + dz, z1};  // the gradient side of Q_0..Q_3
-    for (int j = 0; j < 4; ++j)
-      for (int64_t cb = 0; cb < coutp; cb += 16)
-        for (int64_t ci = 0; ci < cin; ci += 16)
-          wino_accumulate_avx512(U + j * du + ci, cin, zs[j] + cb, coutp, nt,
-                                 gwq + ((j * 6 + i) * cin + ci) * coutp + cb, coutp);
-  }
 }
 
 // One row of the weight gradient with Winograd tiles: gwp ([3][6][cin][coutp])
