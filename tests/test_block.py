@@ -368,24 +368,26 @@ def test_triton_forward_and_backward(channels, dilation, dtype):
 
 
 @needs_triton
-@pytest.mark.parametrize("layout,channels,dilation,steps", [("contiguous", 17, 1, 8), ("channels_last", 16, 2, 2),
-                                                          ("strided", 1, 3, 3), ("strided", 16, 3, 2)])
-def test_triton_layouts_and_weight_gradient_chunks(monkeypatch, layout, channels, dilation, steps):
+@pytest.mark.parametrize("layout,channels,dilation,steps,dtype", [
+    ("contiguous", 17, 1, 8, torch.float32), ("channels_last", 16, 2, 2, torch.float32),
+    ("strided", 1, 3, 3, torch.float32), ("strided", 16, 3, 2, torch.float32), ("strided", 3, 2, 2, torch.float64)])
+def test_triton_layouts_and_weight_gradient_chunks(monkeypatch, layout, channels, dilation, steps, dtype):
     # the Triton kernels address every operand through its strides (no layout copies): any input
     # layout, the stride-0 gradient of .sum(), outputs in x's layout; channels padded to 16 / 32 for
     # tl.dot; weight gradients summed over chunks of `steps` blocks (the last chunk partial)
     from derain_kernels.triton import block as tb
     monkeypatch.setattr(tb, "WG_STEPS", steps)
     dev = triton_device()
-    base = torch.randn(1, channels, 13, 2 * 21, device=dev)
+    base = torch.randn(1, channels, 13, 2 * 21, dtype=dtype, device=dev)
     x = {"contiguous": base.contiguous(), "channels_last": base.contiguous(memory_format=torch.channels_last),
          "strided": base[..., ::2]}[layout]
-    p = [t.to(dev) for t in _params(channels)]
+    p = [t.to(dev) for t in _params(channels, dtype)]
     cpu = [t.cpu() for t in p]
     out = tb.self_correcting_block(x, *p, dilation)
-    torch.testing.assert_close(out.cpu(), ref.self_correcting_block(x.cpu(), *cpu, dilation), **_tol(torch.float32))
+    torch.testing.assert_close(out.cpu(), ref.self_correcting_block(x.cpu(), *cpu, dilation), **_tol(dtype))
     assert out.stride() == dk.ops.block.empty_like_layout(x).stride()
-    for g in (torch.full((), 0.5, device=dev).expand(x.shape), torch.randn(x.shape, device=dev)[..., :]):
+    for g in (torch.full((), 0.5, dtype=dtype, device=dev).expand(x.shape),
+              torch.randn(x.shape, dtype=dtype, device=dev)[..., :]):
         got = tb.self_correcting_block_backward(g, x, out, *p, dilation)
         want = torch.ops.derain.self_correcting_block_backward(g.cpu(), x.cpu(), out.cpu(), *cpu, dilation)
         for a, b, what in zip(got, want, ("x", "w1", "b1", "w3", "b3")):
