@@ -113,6 +113,13 @@ def _block_grads_f32(x, p, g, dilation):
     return torch.ops.derain.self_correcting_block_backward_la(g, x, la, out, p[0], p[2], dilation)
 
 
+def _block_grads_f64_same_masks(x, p, g, dilation):
+    """float64 gradients (g float64) through the ReLU masks of the float32 forward of x (see below)."""
+    out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)
+    return torch.ops.derain.self_correcting_block_backward_la(g, x.double(), la.double(), out.double(),
+                                                              p[0].double(), p[2].double(), dilation)
+
+
 def _rel_err(a, b):
     return ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
@@ -131,10 +138,7 @@ def test_float32_weight_gradients_winograd_vs_direct(channels, dilation, monkeyp
         # float64 gradients through the same ReLU masks as the float32 forward (a pre-activation
         # within round-off of 0 may flip its mask between precisions and move a whole gradient
         # value); the float64 kernel is checked against the autograd reference above
-        out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)
-        pd = [t.double() for t in p]
-        want = torch.ops.derain.self_correcting_block_backward_la(g, x.double(), la.double(), out.double(), pd[0],
-                                                                  pd[2], dilation)
+        want = _block_grads_f64_same_masks(x, p, g, dilation)
         monkeypatch.setenv("DERAIN_WGRAD_DIRECT", "0")
         wino = _block_grads_f32(x, p, g.float(), dilation)
         monkeypatch.setenv("DERAIN_WGRAD_DIRECT", "1")
@@ -157,9 +161,7 @@ def test_float32_winograd_weight_gradients_band_seams():
     x = torch.randn(1, 16, 53, 37).contiguous(memory_format=torch.channels_last)
     p = _params(16)
     g = torch.randn(x.shape, dtype=torch.float64)
-    out, la = torch.ops.derain.self_correcting_block_train(x, *p, 3)
-    want = torch.ops.derain.self_correcting_block_backward_la(g, x.double(), la.double(), out.double(), p[0].double(),
-                                                              p[2].double(), 3)
+    want = _block_grads_f64_same_masks(x, p, g, 3)
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(3)
@@ -570,10 +572,7 @@ def test_weight_gradient_row_pairs_close_to_single_rows(monkeypatch, dilation, h
     x = torch.randn(2, 16, height, 29).contiguous(memory_format=torch.channels_last)
     p = _params(16)
     g = torch.randn(x.shape, dtype=torch.float64)
-    out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)
-    pd = [t.double() for t in p]
-    want = torch.ops.derain.self_correcting_block_backward_la(g, x.double(), la.double(), out.double(), pd[0],
-                                                              pd[2], dilation)
+    want = _block_grads_f64_same_masks(x, p, g, dilation)
     got = {}
     for flag in ("1", "0"):
         monkeypatch.setenv("DERAIN_WGRAD_PAIRS", flag)
