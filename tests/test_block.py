@@ -603,3 +603,30 @@ def test_row_pairs_band_seams_float32():
         torch.set_num_threads(old)
     for out in outs:
         torch.testing.assert_close(out.double(), exact, **_tol(torch.float32))
+
+
+@pytest.mark.parametrize("layout", ["channels-last", "contiguous"])
+def test_large_outputs_streamed_like_small_ones(layout):
+    # outputs of 4 MiB and more are written with non-temporal stores (kStreamBytes): a batch of two
+    # 2 MiB images (out, la and the gradient streamed) must equal each image run alone (plain stores);
+    # one thread, so both runs take one band per image and round identically
+    x = torch.randn(2, 16, 128, 256) - 0.3
+    if layout == "channels-last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    p = _params(16)
+    g = torch.randn_like(x)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        big = _block_grads_f32(x, p, g, 3)
+        big_out, big_la = torch.ops.derain.self_correcting_block_train(x, *p, 3)
+        for i in range(2):
+            small = _block_grads_f32(x[i:i + 1], p, g[i:i + 1], 3)
+            out, la = torch.ops.derain.self_correcting_block_train(x[i:i + 1], *p, 3)
+            assert torch.equal(big_out[i:i + 1], out) and torch.equal(big_la[i:i + 1], la)
+            assert torch.equal(big[0][i:i + 1], small[0]), "gx"
+    finally:
+        torch.set_num_threads(old)
+    assert big_out.is_contiguous(memory_format=torch.channels_last) == (layout == "channels-last")
+    exact = ref.self_correcting_block(x.double(), *[t.double() for t in p], 3)
+    torch.testing.assert_close(big_out.double(), exact, **_tol(torch.float32))

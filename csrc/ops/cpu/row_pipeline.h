@@ -1194,8 +1194,15 @@ template <typename T>
 struct ImageView {
   T* data = nullptr;
   int64_t C = 0, sc = 0, sh = 0, sw = 0;
+  bool stream = false;  // rows written with non-temporal stores (see kStreamBytes)
   T& at(int64_t c, int64_t y, int64_t x) const { return data[c * sc + y * sh + x * sw]; }
 };
+
+// Tensors of at least this many bytes are written with non-temporal stores: they do not fit the
+// caches anyway, and a plain store first reads every line it writes (the pages are fresh, zeroed
+// by the kernel). Measured on the block at 8x16x128^2 (8 MiB out): forward 4-5 % faster, the
+// backward (8 MiB gradient) 1-3 %, one thread.
+constexpr int64_t kStreamBytes = int64_t(4) << 20;
 
 template <typename T>
 ImageView<T> image_view(const at::Tensor& t, int64_t n) {
@@ -1205,6 +1212,7 @@ ImageView<T> image_view(const at::Tensor& t, int64_t n) {
   v.sc = t.stride(1);
   v.sh = t.stride(2);
   v.sw = t.stride(3);
+  v.stream = static_cast<int64_t>(t.nbytes()) >= kStreamBytes;
   return v;
 }
 
@@ -1714,6 +1722,17 @@ class Pipeline {
 
   void write_image(const ImageView<T>& im, int64_t y, const T* acc, int64_t cp) const {
     if (im.sc == 1 && im.sw == im.C && cp == im.C) {  // dense channels-last row: one copy
+#if defined(__AVX512F__)
+      if constexpr (std::is_same<T, float>::value) {
+        T* dst = im.data + y * im.sh;
+        const int64_t n = W_ * cp;
+        if (im.stream && reinterpret_cast<uintptr_t>(dst) % 64 == 0 && n % 16 == 0) {
+          for (int64_t i = 0; i < n; i += 16) _mm512_stream_ps(dst + i, _mm512_loadu_ps(acc + i));
+          _mm_sfence();  // before another thread (or the caller) reads the row
+          return;
+        }
+      }
+#endif
       std::copy(acc, acc + W_ * cp, im.data + y * im.sh);
     } else if (im.sc == 1) {
       T* base = im.data + y * im.sh;
