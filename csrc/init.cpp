@@ -3,8 +3,10 @@
 // The operators themselves are registered with the dispatcher by static
 // initialisers (TORCH_LIBRARY_FRAGMENT / TORCH_LIBRARY_IMPL) in csrc/ops;
 // importing this module is what runs them. The module only exposes
-// build_info(): how the kernels were compiled.
+// build_info(): how the kernels were compiled, and empty_output_cache().
 #include <Python.h>
+
+#include "ops/cpu/output_cache.h"
 
 #include <string>
 
@@ -37,9 +39,16 @@ PyObject* build_info(PyObject*, PyObject*) {
                        static_cast<int>(__cplusplus));
 }
 
+PyObject* empty_output_cache(PyObject*, PyObject*) {
+  return PyLong_FromLongLong(derain::output_cache::clear());
+}
+
 PyMethodDef methods[] = {
     {"build_info", build_info, METH_NOARGS,
      "build_info() -> dict: compiler and instruction-set flags of the C++ kernels."},
+    {"empty_output_cache", empty_output_cache, METH_NOARGS,
+     "empty_output_cache() -> int: frees the kept buffers of freed outputs (csrc/ops/cpu/output_cache.h); "
+     "returns the bytes freed."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",

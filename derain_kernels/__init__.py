@@ -5,7 +5,7 @@ CUDA kernel, registered autograd and fake-tensor rules (so it composes with
 autograd and torch.compile(fullgraph=True)), and a pure-PyTorch reference in
 `derain_kernels.reference`. See README.md for the API and conventions.
 """
-from ._backend import backend_info  # noqa: F401  (loads the C++ extension)
+from ._backend import backend_info, empty_output_cache  # noqa: F401  (loads the C++ extension)
 from .ops.composite import min_composite, rain_composite  # noqa: F401
 from .ops.median import median_filter, soft_label  # noqa: F401
 from .ops.ssim import SSIMLoss, ssim, ssim_loss  # noqa: F401
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "backend_info",
+    "empty_output_cache",
     "median_filter",
     "dark_channel",
     "dark_channel_loss",

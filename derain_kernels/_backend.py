@@ -65,6 +65,20 @@ def cuda_kernel_ops() -> list[str]:
     return names
 
 
+def empty_output_cache() -> int:
+    """Free the buffers the C++ kernels keep for reuse; return the bytes freed.
+
+    Outputs of 1 MiB and more of the fused block's CPU kernels come from a small cache of the
+    buffers of outputs the caller has already freed (at most `DERAIN_OUTPUT_CACHE_MB` MiB, default
+    64; 0 turns it off): a training loop then writes pages that are already mapped instead of
+    faulting fresh ones in every step. Call this to hand that memory back, e.g. before measuring
+    a process's memory.
+    """
+    if not HAS_CPP:
+        return 0
+    return int(_C.empty_output_cache())
+
+
 def backend_info() -> dict:
     """Which kernels are active: C++ CPU kernels, Triton CUDA kernels, build flags, versions."""
     info = {

@@ -630,3 +630,39 @@ def test_large_outputs_streamed_like_small_ones(layout):
     assert big_out.is_contiguous(memory_format=torch.channels_last) == (layout == "channels-last")
     exact = ref.self_correcting_block(x.double(), *[t.double() for t in p], 3)
     torch.testing.assert_close(big_out.double(), exact, **_tol(torch.float32))
+
+
+def test_output_cache_reuses_freed_buffers(monkeypatch, tmp_path):
+    # outputs of >= 1 MiB reuse the buffers of freed outputs of the same size (no fresh pages to
+    # fault in every training step); values, layout and ordinary tensor use are unaffected
+    x = torch.randn(2, 16, 96, 96).contiguous(memory_format=torch.channels_last)  # 1.1 MiB
+    p = _params(16)
+    dk.empty_output_cache()
+    monkeypatch.setenv("DERAIN_OUTPUT_CACHE_MB", "64")
+    first = dk.self_correcting_block(x, *p)
+    ptr, expected = first.data_ptr(), first.clone()
+    del first
+    again = dk.self_correcting_block(x, *p)
+    assert again.data_ptr() == ptr and torch.equal(again, expected)
+    assert again.is_contiguous(memory_format=torch.channels_last)
+    torch.save(again, tmp_path / "out.pt")
+    assert torch.equal(torch.load(tmp_path / "out.pt"), expected)
+    xs = x.clone().requires_grad_()
+    dk.self_correcting_block(xs, *p).sum().backward()  # the gradient too comes from the cache
+    dk.self_correcting_block(xs, *p).sum().backward()  # and accumulates in place
+    ref_x = x.double().requires_grad_()
+    ref.self_correcting_block(ref_x, *[t.double() for t in p], 3).sum().backward()
+    torch.testing.assert_close(xs.grad.double(), 2 * ref_x.grad, rtol=1e-4, atol=1e-4 * ref_x.grad.abs().max().item())
+    del again, xs
+    assert dk.empty_output_cache() >= x.numel() * 4 * 2  # the output and the gradient were kept
+    assert dk.empty_output_cache() == 0
+    # small outputs, and everything with the cache off, come from torch's allocator
+    monkeypatch.setenv("DERAIN_OUTPUT_CACHE_MB", "0")
+    del expected
+    out = dk.self_correcting_block(x, *p)
+    del out
+    assert dk.empty_output_cache() == 0
+    monkeypatch.setenv("DERAIN_OUTPUT_CACHE_MB", "64")
+    out = dk.self_correcting_block(x[:, :, :8], *p)  # 64 KiB
+    del out
+    assert dk.empty_output_cache() == 0

@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "output_cache.h"
 #include "row_pipeline.h"
 
 namespace derain {
@@ -44,11 +45,11 @@ int64_t bands_per_image(int64_t N, int64_t H) {
 }
 
 // Channels-last output for a channels-last input, contiguous otherwise
-// (mirrored by the fake-tensor rules in derain_kernels/ops/block.py).
+// (mirrored by the fake-tensor rules in derain_kernels/ops/block.py); large ones from the cache of
+// freed outputs (output_cache.h).
 at::Tensor empty_like_layout(const at::Tensor& x) {
   const bool cl = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
-  return at::empty(x.sizes(), x.options().memory_format(cl ? at::MemoryFormat::ChannelsLast
-                                                            : at::MemoryFormat::Contiguous));
+  return output_cache::empty4d(x.sizes(), x.options(), cl);
 }
 
 template <typename T>
