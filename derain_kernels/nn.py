@@ -19,9 +19,11 @@ class SelfCorrectingBlock(_nn.Module):
     Parameters (the authors' keys): `conv1.0.weight` (C, C, 3, 3), `conv1.0.bias`,
     `dilated_conv.weight` (C, C, 3, 3, dilation `dilation`), `dilated_conv.bias`.
     Initialised like nn.Conv2d. Input (N, C, H, W) float32/float64 -> same shape.
+    `recompute=True`: the backward recomputes la instead of saving it (see
+    `derain_kernels.self_correcting_block`).
     """
 
-    def __init__(self, channels: int = 16, dilation: int = 3):
+    def __init__(self, channels: int = 16, dilation: int = 3, recompute: bool = False):
         super().__init__()
         if isinstance(channels, bool) or not isinstance(channels, int):
             raise TypeError(f"channels must be an int, got {type(channels).__name__}")
@@ -29,6 +31,9 @@ class SelfCorrectingBlock(_nn.Module):
             raise ValueError(f"channels must be >= 1, got {channels}")
         self.channels = channels
         self.dilation = check_dilation(dilation)
+        if not isinstance(recompute, bool):
+            raise TypeError(f"recompute must be a bool, got {type(recompute).__name__}")
+        self.recompute = recompute
         # parameter containers only: forward calls the fused op
         self.conv1 = _nn.Sequential(_nn.Conv2d(channels, channels, 3, padding=1))
         self.dilated_conv = _nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
@@ -36,10 +41,10 @@ class SelfCorrectingBlock(_nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv1 = self.conv1[0]
         return self_correcting_block(x, conv1.weight, conv1.bias, self.dilated_conv.weight,
-                                     self.dilated_conv.bias, self.dilation)
+                                     self.dilated_conv.bias, self.dilation, recompute=self.recompute)
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, dilation={self.dilation}"
+        return f"channels={self.channels}, dilation={self.dilation}" + (", recompute=True" if self.recompute else "")
 
 
 class FusedRainOerMe(_nn.Module):

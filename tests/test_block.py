@@ -205,11 +205,13 @@ def test_gradients_float32_channels_last():
     assert ours[0].grad.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("channels,dilation,shape", [(3, 2, (1, 3, 5, 7)), (16, 3, (1, 16, 5, 6))])
-def test_gradcheck_float64(channels, dilation, shape):
+def test_gradcheck_float64(channels, dilation, shape, recompute):
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     p = [t.requires_grad_() for t in _params(channels, torch.float64)]
-    assert torch.autograd.gradcheck(lambda *a: dk.self_correcting_block(*a, dilation=dilation), (x, *p))
+    assert torch.autograd.gradcheck(
+        lambda *a: dk.self_correcting_block(*a, dilation=dilation, recompute=recompute), (x, *p))
 
 
 def test_nan_propagates():
@@ -256,8 +258,8 @@ def test_opcheck_training_pair():
 
 @pytest.mark.parametrize("channels,dilation", [(16, 3), (17, 1), (3, 2)])
 def test_training_pair_matches_recomputing_backward(channels, dilation):
-    # the training pair (saves la) and the plain op (recomputes la in its backward, what the
-    # function uses) must give bit-identical outputs and gradients
+    # the training pair (saves la, what the function uses for training) and the plain op
+    # (recomputes la in its backward; recompute=True) must give bit-identical outputs and gradients
     x = torch.randn(2, channels, 9, 21, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     p = _params(channels, torch.float64)
     out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)
@@ -270,13 +272,33 @@ def test_training_pair_matches_recomputing_backward(channels, dilation):
     want = torch.ops.derain.self_correcting_block_backward(g, x, out, *p, dilation)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    # autograd through both ops
+    # autograd through both ops, and the function in both modes
     via_fn = [t.clone().requires_grad_() for t in (x, *p)]
+    via_fn_recompute = [t.clone().requires_grad_() for t in (x, *p)]
     via_op = [t.clone().requires_grad_() for t in (x, *p)]
     dk.self_correcting_block(*via_fn, dilation=dilation).backward(g)
+    dk.self_correcting_block(*via_fn_recompute, dilation=dilation, recompute=True).backward(g)
     torch.ops.derain.self_correcting_block(*via_op, dilation).backward(g)
-    for a, b in zip(via_fn, via_op):
+    for a, b, c in zip(via_fn, via_op, via_fn_recompute):
         torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+        torch.testing.assert_close(c.grad, b.grad, rtol=0, atol=0)
+
+
+def test_function_saves_la_unless_recompute():
+    # with a gradient needed the function runs the training pair (la saved, no recompute in the
+    # backward); recompute=True and inference run the plain op
+    x = torch.randn(1, 16, 8, 9, requires_grad=True)
+    p = _params(16)
+    out = dk.self_correcting_block(x, *p)
+    assert "self_correcting_block_train_default" in out.grad_fn.name()
+    assert len(out.grad_fn.saved_tensors) == 5  # x, la, out, w1, w3
+    out = dk.self_correcting_block(x, *p, recompute=True)
+    assert "self_correcting_block_default" in out.grad_fn.name() and len(out.grad_fn.saved_tensors) == 6
+    with torch.no_grad():
+        assert dk.self_correcting_block(x, *p).grad_fn is None
+    block = dk.nn.SelfCorrectingBlock(16, recompute=True)
+    assert "self_correcting_block_default" in block(x).grad_fn.name() and "recompute=True" in repr(block)
+    assert "self_correcting_block_train_default" in dk.nn.SelfCorrectingBlock(16)(x).grad_fn.name()
 
 
 def test_training_pair_bad_arguments():
@@ -332,6 +354,8 @@ def test_module_keys_and_semantics():
     (lambda x, p: dk.self_correcting_block(x, *p, dilation=True), "dilation must be an int"),
     (lambda x, p: dk.self_correcting_block(x.numpy(), *p), "x must be a torch.Tensor"),
     (lambda x, p: dk.self_correcting_block(x, p[0].to("meta"), *p[1:]), "same device"),
+    (lambda x, p: dk.self_correcting_block(x, *p, recompute=1), "recompute must be a bool"),
+    (lambda x, p: dk.nn.SelfCorrectingBlock(16, recompute="yes"), "recompute must be a bool"),
     (lambda x, p: dk.nn.SelfCorrectingBlock(0), "channels must be >= 1"),
     (lambda x, p: dk.nn.SelfCorrectingBlock(16, dilation=-1), "dilation must be >= 1"),
 ])
