@@ -110,14 +110,14 @@ def test_float32_forward_and_gradients_wide_rows(channels, dilation):
 
 def _block_grads_f32(x, p, g, dilation):
     out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)
-    return torch.ops.derain.self_correcting_block_backward_la(g, x, la, out, p[0], p[2], dilation)
+    return torch.ops.derain.self_correcting_block_backward_la(g, x, la, p[0], p[2], dilation)
 
 
 def _block_grads_f64_same_masks(x, p, g, dilation):
     """float64 gradients (g float64) through the ReLU masks of the float32 forward of x (see below)."""
-    out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)
-    return torch.ops.derain.self_correcting_block_backward_la(g, x.double(), la.double(), out.double(),
-                                                              p[0].double(), p[2].double(), dilation)
+    _, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)  # la carries the final mask
+    return torch.ops.derain.self_correcting_block_backward_la(g, x.double(), la.double(), p[0].double(),
+                                                              p[2].double(), dilation)
 
 
 def _rel_err(a, b):
@@ -253,7 +253,7 @@ def test_opcheck_training_pair():
     out, la = torch.ops.derain.self_correcting_block_train(x.detach(), *[t.detach() for t in p], 2)
     g = torch.randn_like(out)
     torch.library.opcheck(torch.ops.derain.self_correcting_block_backward_la,
-                          (g, x.detach(), la, out, p[0].detach(), p[2].detach(), 2))
+                          (g, x.detach(), la, p[0].detach(), p[2].detach(), 2))
 
 
 @pytest.mark.parametrize("channels,dilation", [(16, 3), (17, 1), (3, 2)])
@@ -264,11 +264,13 @@ def test_training_pair_matches_recomputing_backward(channels, dilation):
     p = _params(channels, torch.float64)
     out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)
     torch.testing.assert_close(out, torch.ops.derain.self_correcting_block(x, *p, dilation), rtol=0, atol=0)
-    torch.testing.assert_close(la, torch.relu(torch.nn.functional.conv2d(x, p[0], p[1], padding=1)),
+    # la: |la| = ReLU(conv(x)), sign bit set exactly where out is not > 0 (the final ReLU's mask)
+    torch.testing.assert_close(la.abs(), torch.relu(torch.nn.functional.conv2d(x, p[0], p[1], padding=1)),
                                rtol=1e-12, atol=1e-12)
+    assert torch.equal(torch.signbit(la), ~(out > 0)) and (out <= 0).any() and (out > 0).any()
     assert out.is_contiguous(memory_format=torch.channels_last) and la.is_contiguous(memory_format=torch.channels_last)
     g = torch.randn_like(out)
-    got = torch.ops.derain.self_correcting_block_backward_la(g, x, la, out, p[0], p[2], dilation)
+    got = torch.ops.derain.self_correcting_block_backward_la(g, x, la, p[0], p[2], dilation)
     want = torch.ops.derain.self_correcting_block_backward(g, x, out, *p, dilation)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -284,6 +286,24 @@ def test_training_pair_matches_recomputing_backward(channels, dilation):
         torch.testing.assert_close(c.grad, b.grad, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_training_pair_non_finite_and_zero_masks_like_recompute(dtype):
+    # NaN / inf in x, and la == 0 where out > 0 and out <= 0 (+0.0 / -0.0 in the saved la): the
+    # mask carried in la's sign bit must select exactly what out > 0 selects
+    x = torch.randn(1, 16, 12, 19, dtype=dtype)
+    x[0, 2, 5, 7] = float("nan")
+    x[0, 9, 1, 3] = float("inf")
+    p = _params(16, dtype)
+    out, la = torch.ops.derain.self_correcting_block_train(x, *p, 3)
+    assert torch.equal(torch.signbit(la), ~(out > 0))
+    assert ((la == 0) & ~torch.signbit(la)).any() and ((la == 0) & torch.signbit(la)).any()
+    g = torch.randn_like(out)
+    got = torch.ops.derain.self_correcting_block_backward_la(g, x, la, p[0], p[2], 3)
+    want = torch.ops.derain.self_correcting_block_backward(g, x, out, *p, 3)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
 def test_function_saves_la_unless_recompute():
     # with a gradient needed the function runs the training pair (la saved, no recompute in the
     # backward); recompute=True and inference run the plain op
@@ -291,7 +311,7 @@ def test_function_saves_la_unless_recompute():
     p = _params(16)
     out = dk.self_correcting_block(x, *p)
     assert "self_correcting_block_train_default" in out.grad_fn.name()
-    assert len(out.grad_fn.saved_tensors) == 5  # x, la, out, w1, w3
+    assert len(out.grad_fn.saved_tensors) == 4  # x, la (with the final mask), w1, w3
     out = dk.self_correcting_block(x, *p, recompute=True)
     assert "self_correcting_block_default" in out.grad_fn.name() and len(out.grad_fn.saved_tensors) == 6
     with torch.no_grad():
@@ -306,9 +326,11 @@ def test_training_pair_bad_arguments():
     p = _params(4)
     out, la = torch.ops.derain.self_correcting_block_train(x, *p, 3)
     with pytest.raises(RuntimeError, match="must have x's shape"):
-        torch.ops.derain.self_correcting_block_backward_la(out, x, la[:, :, :3], out, p[0], p[2], 3)
+        torch.ops.derain.self_correcting_block_backward_la(out, x, la[:, :, :3], p[0], p[2], 3)
+    with pytest.raises(RuntimeError, match="must have x's dtype"):
+        torch.ops.derain.self_correcting_block_backward_la(out, x, la.double(), p[0], p[2], 3)
     with pytest.raises(RuntimeError, match="block weights must be"):
-        torch.ops.derain.self_correcting_block_backward_la(out, x, la, out, p[0][:2], p[2], 3)
+        torch.ops.derain.self_correcting_block_backward_la(out, x, la, p[0][:2], p[2], 3)
 
 
 def test_compiles_fullgraph():
@@ -386,9 +408,10 @@ def test_triton_forward_and_backward(channels, dilation, dtype):
     # the training pair: (out, la) forward and the backward that reads la
     out_t, la_t = tb.self_correcting_block_train(x, *p, dilation)
     torch.testing.assert_close(out_t.cpu(), out.cpu(), **_tol(dtype))
-    torch.testing.assert_close(la_t.cpu(), torch.relu(torch.nn.functional.conv2d(x.cpu(), p[0].cpu(), p[1].cpu(),
-                                                                                padding=1)), **_tol(dtype))
-    got = tb.self_correcting_block_backward_la(g, x, la_t, out_t, p[0], p[2], dilation)
+    torch.testing.assert_close(la_t.abs().cpu(), torch.relu(torch.nn.functional.conv2d(
+        x.cpu(), p[0].cpu(), p[1].cpu(), padding=1)), **_tol(dtype))
+    assert torch.equal(torch.signbit(la_t), ~(out_t > 0))  # the final ReLU's mask in la's sign bit
+    got = tb.self_correcting_block_backward_la(g, x, la_t, p[0], p[2], dilation)
     for a, b, what in zip(got, want, ("x", "w1", "b1", "w3", "b3")):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4 * max(1.0, b.abs().max().item()), msg=what)
 

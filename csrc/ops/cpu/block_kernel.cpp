@@ -5,8 +5,9 @@
 // full-size map is written. self_correcting_block_backward saves nothing but x
 // and out: it recomputes la and e row by row and takes the mask of the final
 // ReLU from out. The training pair (self_correcting_block_train, which also
-// returns la, and self_correcting_block_backward_la) skips that recompute: one
-// convolution of the five in the backward.
+// returns la with the mask [out > 0] in its sign bit, and
+// self_correcting_block_backward_la) skips that recompute and does not read out:
+// one convolution of the five in the backward and one map less to read.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -79,7 +80,6 @@ void block_forward_impl(const at::Tensor& x, const at::Tensor& w1, const at::Ten
       c1.in = sx, c1.cin = C, c1.d = 1, c1.w = w1r.data(), c1.b = b1r.data(), c1.coutp = Cp;
       c1.wg_shared = w1g.empty() ? nullptr : w1g.data();
       c1.out = sla, c1.out2 = se, c1.aux = sx;
-      if (la_out) c1.image = rowpipe::image_view<T>(*la_out, n);  // saved for the backward
       c1.deps = {{l0, 1}};
       const int l1 = p.add_layer(c1);
       Layer<T> c3;
@@ -88,6 +88,8 @@ void block_forward_impl(const at::Tensor& x, const at::Tensor& w1, const at::Ten
       c3.wg_shared = w3g.empty() ? nullptr : w3g.data();
       c3.aux = sla;
       c3.image = rowpipe::image_view<T>(out, n);
+      // saved for the backward, with the mask [out > 0] in its sign bit
+      if (la_out) c3.image2 = rowpipe::image_view<T>(*la_out, n);
       c3.deps = {{l1, d}};
       p.add_layer(c3);
       p.run(r0, r1);
@@ -106,7 +108,8 @@ at::Tensor block_forward_cpu(const at::Tensor& x, const at::Tensor& w1, const at
   return out;
 }
 
-// Forward for training: (out, la), la = relu(conv3x3(x; w1, b1)) saved for
+// Forward for training: (out, la) with |la| = relu(conv3x3(x; w1, b1)) and la's sign bit set where
+// out is not > 0 (the mask of the final ReLU; -0.0 where la is 0), for
 // self_correcting_block_backward_la. Both have the layout of empty_like_layout(x).
 std::tuple<at::Tensor, at::Tensor> block_forward_train_cpu(const at::Tensor& x, const at::Tensor& w1,
                                                            const at::Tensor& b1, const at::Tensor& w3,
@@ -189,7 +192,9 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
       gq.kind = Kind::LoadGradMask;
       gq.out = sq;
       gq.image = rowpipe::image_view<T>(grad, n);
-      gq.image2 = rowpipe::image_view<T>(out, n);
+      // mask of the final ReLU: out > 0, or the saved la's sign bit clear
+      gq.image2 = rowpipe::image_view<T>(la_saved.defined() ? la_saved : out, n);
+      gq.sign_mask = la_saved.defined();
       const int l_gq = p.add_layer(gq);
       Layer<T> ge;
       ge.epi = Epilogue::BackwardE;
@@ -268,18 +273,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> block_bac
   return {gx, gw1, gb1, gw3, gb3};
 }
 
-// Backward of self_correcting_block_train: la is the saved second output.
+// Backward of self_correcting_block_train: la is its second output (la with the final ReLU's mask
+// in the sign bit), read instead of recomputed; the output itself is not needed.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> block_backward_la_cpu(
-    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& la, const at::Tensor& out, const at::Tensor& w1,
-    const at::Tensor& w3, int64_t dilation) {
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& la, const at::Tensor& w1, const at::Tensor& w3,
+    int64_t dilation) {
   TORCH_CHECK(w1.dim() == 4 && x.dim() == 4, "derain: x must be (N, C, H, W) and w1 (C, C, 3, 3)");
   const at::Tensor b = at::empty({x.size(1)}, x.options());  // shapes only: biases are not needed
   check_block_args(x, w1, b, w3, b, dilation);
-  TORCH_CHECK(grad.sizes() == x.sizes() && out.sizes() == x.sizes() && la.sizes() == x.sizes(),
-              "derain: grad, la and out must have x's shape");
-  TORCH_CHECK(grad.scalar_type() == x.scalar_type() && out.scalar_type() == x.scalar_type() &&
-                  la.scalar_type() == x.scalar_type(),
-              "derain: grad, la and out must have x's dtype");
+  TORCH_CHECK(grad.sizes() == x.sizes() && la.sizes() == x.sizes(), "derain: grad and la must have x's shape");
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type() && la.scalar_type() == x.scalar_type(),
+              "derain: grad and la must have x's dtype");
   at::Tensor gx = empty_like_layout(x);
   at::Tensor gw1 = at::zeros(w1.sizes(), w1.options());
   at::Tensor gb1 = at::zeros({x.size(1)}, x.options());
@@ -287,7 +291,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> block_bac
   at::Tensor gb3 = at::zeros({x.size(1)}, x.options());
   if (x.numel() == 0) return {gx, gw1, gb1, gw3, gb3};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "self_correcting_block_backward_la", [&] {
-    block_backward_impl<scalar_t>(grad, x, out, w1, b, w3, dilation, gx, gw1, gb1, gw3, gb3, la);
+    block_backward_impl<scalar_t>(grad, x, at::Tensor(), w1, b, w3, dilation, gx, gw1, gb1, gw3, gb3, la);
   });
   return {gx, gw1, gb1, gw3, gb3};
 }

@@ -1228,7 +1228,8 @@ enum class Epilogue {
   Relu,         // out = relu(acc)
   ReluSplit,    // out = la = relu(acc); out2 = aux - la; also image = la (band rows) when image is set
   AddRelu,      // out = relu(acc + aux)
-  AddReluImage, // image = relu(acc + aux)
+  AddReluImage, // image = relu(acc + aux); when image2 is set, image2 = aux with its sign bit set
+                //   where image is not > 0 (the training pair's la, carrying the final ReLU's mask)
   TanhSubImage, // image = image2 - tanh(acc)
   BackwardE,    // out = ge = acc; out2 = gp = (aux - ge) * [aux2 > 0]
   AddImage,     // image = acc + aux
@@ -1250,6 +1251,7 @@ struct Layer {
   int out = -1, out2 = -1, aux = -1, aux2 = -1;
   int64_t out_choff = 0, out2_choff = 0, aux_choff = 0, aux2_choff = 0;
   ImageView<T> image, image2;  // tensors read or written
+  bool sign_mask = false;      // LoadGradMask: the mask is image2's sign bit clear (else image2 > 0)
   T* gw = nullptr;  // WeightGrad accumulators [9][cin][coutp] and [coutp], in T
   T* gb = nullptr;
   T* gwp = nullptr;  // WeightGrad: Winograd point accumulators [3][6][cin][coutp] (nullptr: direct kernel only)
@@ -1450,106 +1452,38 @@ class Pipeline {
   void compute(Layer<T>& l, int64_t y, T* acc) {
     const int64_t W = W_;
     switch (l.kind) {
-      case Kind::LoadImage: {
-        const int64_t ch = store_data_[l.out].ch;
-        T* o = mrow(l.out, y, l.out_choff);
-        const ImageView<T>& im = l.image;
-        const T* src = im.data + y * im.sh;
-        if (prefetch_enabled()) prefetch_image_row(im, y + 1);
-        if (im.sc == 1 && im.sw == im.C && ch == im.C) {  // dense channels-last row: one copy
-          std::copy(src, src + W * im.C, o);
-        } else if (im.sc == 1) {  // channels-last: pixel by pixel, channels contiguous
-          for (int64_t x = 0; x < W; ++x) {
-            const T* sx = src + x * im.sw;
-            T* ox = o + x * ch;
-#pragma omp simd
-            for (int64_t c = 0; c < im.C; ++c) ox[c] = sx[c];
-          }
-        } else {
-          for (int64_t c = 0; c < im.C; ++c) {
-            const T* sc = src + c * im.sc;
-            for (int64_t x = 0; x < W; ++x) o[x * ch + c] = sc[x * im.sw];
-          }
-        }
+      case Kind::LoadImage:
+        load_image_row(l.image, y, mrow(l.out, y, l.out_choff), store_data_[l.out].ch);
         return;
-      }
-      case Kind::LoadSplit: {
-        Layer<T> load = l;
-        load.kind = Kind::LoadImage;
-        compute(load, y, acc);
-        const T* la = row(l.out, y, l.out_choff);
+      case Kind::LoadSplit: {  // la = |saved la| (its sign bit carries the final ReLU's mask), e = x - la
+        load_image_row(l.image, y, mrow(l.out, y, l.out_choff), store_data_[l.out].ch);
+        T* la = mrow(l.out, y, l.out_choff);
         const T* xs = row(l.aux, y, l.aux_choff);
         T* e = mrow(l.out2, y, l.out2_choff);
         const int64_t ps = store_data_[l.out].ch, psx = store_data_[l.aux].ch, pse = store_data_[l.out2].ch;
         const int64_t C = l.image.C;
         if (ps == C && psx == C && pse == C) {
 #pragma omp simd
-          for (int64_t i = 0; i < W * C; ++i) e[i] = xs[i] - la[i];
+          for (int64_t i = 0; i < W * C; ++i) {
+            la[i] = std::fabs(la[i]);
+            e[i] = xs[i] - la[i];
+          }
         } else {
           for (int64_t x = 0; x < W; ++x)
 #pragma omp simd
-            for (int64_t c = 0; c < C; ++c) e[x * pse + c] = xs[x * psx + c] - la[x * ps + c];
-        }
-        return;
-      }
-      case Kind::LoadGradMask: {
-        const int64_t ch = store_data_[l.out].ch;
-        T* o = mrow(l.out, y, l.out_choff);
-        const ImageView<T>& g = l.image;
-        const ImageView<T>& m = l.image2;
-        const T* gs = g.data + y * g.sh;
-        const T* ms = m.data + y * m.sh;
-        const T zero(0);
-        if (prefetch_enabled()) {
-          prefetch_image_row(g, y + 1);
-          prefetch_image_row(m, y + 1);
-        }
-        if (g.sc == 1 && m.sc == 1 && g.sw == g.C && m.sw == g.C && ch == g.C) {  // dense rows: one flat loop
-          const int64_t n = W * g.C;
-#pragma omp simd
-          for (int64_t i = 0; i < n; ++i) o[i] = ms[i] > zero ? gs[i] : zero;
-        } else if (g.sc == 1 && m.sc == 1) {
-          for (int64_t x = 0; x < W; ++x) {
-            const T* gx = gs + x * g.sw;
-            const T* mx = ms + x * m.sw;
-            T* ox = o + x * ch;
-#pragma omp simd
-            for (int64_t c = 0; c < g.C; ++c) ox[c] = mx[c] > zero ? gx[c] : zero;
-          }
-        } else if (g.sc == 0 && g.sw == 0 && m.sc == 1 && m.sw == g.C && ch == g.C) {  // constant row, dense mask
-          const T gv = gs[0];
-          const int64_t n = W * g.C;
-#pragma omp simd
-          for (int64_t i = 0; i < n; ++i) o[i] = ms[i] > zero ? gv : zero;
-        } else if (g.sc == 0 && g.sw == 0 && m.sc == 1) {  // a constant row (the gradient of .sum())
-          const T gv = gs[0];
-          for (int64_t x = 0; x < W; ++x) {
-            const T* mx = ms + x * m.sw;
-            T* ox = o + x * ch;
-#pragma omp simd
-            for (int64_t c = 0; c < g.C; ++c) ox[c] = mx[c] > zero ? gv : zero;
-          }
-        } else {
-          // any strides: gather gradient and mask into pixel-major rows (plain copies), then
-          // select branch-free (a branch on a random ReLU mask mispredicts half the time)
-          T* mrow_buf = gather_.data();
-          for (int64_t c = 0; c < g.C; ++c) {
-            const T* gc = gs + c * g.sc;
-            const T* mc = ms + c * m.sc;
-            for (int64_t x = 0; x < W; ++x) {
-              o[x * ch + c] = gc[x * g.sw];
-              mrow_buf[x * g.C + c] = mc[x * m.sw];
+            for (int64_t c = 0; c < C; ++c) {
+              la[x * ps + c] = std::fabs(la[x * ps + c]);
+              e[x * pse + c] = xs[x * psx + c] - la[x * ps + c];
             }
-          }
-          for (int64_t x = 0; x < W; ++x) {
-            T* ox = o + x * ch;
-            const T* mx = mrow_buf + x * g.C;
-#pragma omp simd
-            for (int64_t c = 0; c < g.C; ++c) ox[c] = mx[c] > zero ? ox[c] : zero;
-          }
         }
         return;
       }
+      case Kind::LoadGradMask:
+        if (l.sign_mask)
+          load_grad_mask<true>(l, y);
+        else
+          load_grad_mask<false>(l, y);
+        return;
       case Kind::WeightGrad: {
         const T* rows[3] = {row(l.in, y - l.d, l.in_choff), row(l.in, y, l.in_choff), row(l.in, y + l.d, l.in_choff)};
 #if defined(__AVX512F__)
@@ -1671,6 +1605,17 @@ class Pipeline {
           }
         }
         write_image(l.image, y, acc, cp);
+        if (l.image2.data) {  // la with the mask [out > 0] in its sign bit (la >= 0 or NaN)
+          T* packed = gather_.data();
+          for (int64_t x = 0; x < npx; ++x) {
+            const T* a = acc + x * cp;
+            const T* ax = as + x * psa;
+            T* px = packed + x * cp;
+#pragma omp simd
+            for (int64_t c = 0; c < len; ++c) px[c] = a[c] > zero ? std::fabs(ax[c]) : -std::fabs(ax[c]);
+          }
+          write_image(l.image2, y, packed, cp);
+        }
         return;
       }
       case Epilogue::TanhSubImage: {
@@ -1716,6 +1661,96 @@ class Pipeline {
         }
         write_image(l.image, y, acc, cp);
         return;
+      }
+    }
+  }
+
+  // grad * [mask]: mask = image2 > 0 (the output of the final ReLU), or with SIGN the sign bit of
+  // image2 clear (the saved la of the training pair, whose sign bit carries that mask).
+  template <bool SIGN>
+  static bool passes(T m) {
+    if constexpr (SIGN)
+      return !std::signbit(m);
+    else
+      return m > T(0);
+  }
+  template <bool SIGN>
+  void load_grad_mask(const Layer<T>& l, int64_t y) {
+    const int64_t W = W_;
+    const int64_t ch = store_data_[l.out].ch;
+    T* o = mrow(l.out, y, l.out_choff);
+    const ImageView<T>& g = l.image;
+    const ImageView<T>& m = l.image2;
+    const T* gs = g.data + y * g.sh;
+    const T* ms = m.data + y * m.sh;
+    const T zero(0);
+    if (prefetch_enabled()) {
+      prefetch_image_row(g, y + 1);
+      prefetch_image_row(m, y + 1);
+    }
+    if (g.sc == 1 && m.sc == 1 && g.sw == g.C && m.sw == g.C && ch == g.C) {  // dense rows: one flat loop
+      const int64_t n = W * g.C;
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) o[i] = passes<SIGN>(ms[i]) ? gs[i] : zero;
+    } else if (g.sc == 1 && m.sc == 1) {
+      for (int64_t x = 0; x < W; ++x) {
+        const T* gx = gs + x * g.sw;
+        const T* mx = ms + x * m.sw;
+        T* ox = o + x * ch;
+#pragma omp simd
+        for (int64_t c = 0; c < g.C; ++c) ox[c] = passes<SIGN>(mx[c]) ? gx[c] : zero;
+      }
+    } else if (g.sc == 0 && g.sw == 0 && m.sc == 1 && m.sw == g.C && ch == g.C) {  // constant row, dense mask
+      const T gv = gs[0];
+      const int64_t n = W * g.C;
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) o[i] = passes<SIGN>(ms[i]) ? gv : zero;
+    } else if (g.sc == 0 && g.sw == 0 && m.sc == 1) {  // a constant row (the gradient of .sum())
+      const T gv = gs[0];
+      for (int64_t x = 0; x < W; ++x) {
+        const T* mx = ms + x * m.sw;
+        T* ox = o + x * ch;
+#pragma omp simd
+        for (int64_t c = 0; c < g.C; ++c) ox[c] = passes<SIGN>(mx[c]) ? gv : zero;
+      }
+    } else {
+      // any strides: gather gradient and mask into pixel-major rows (plain copies), then
+      // select branch-free (a branch on a random ReLU mask mispredicts half the time)
+      T* mrow_buf = gather_.data();
+      for (int64_t c = 0; c < g.C; ++c) {
+        const T* gc = gs + c * g.sc;
+        const T* mc = ms + c * m.sc;
+        for (int64_t x = 0; x < W; ++x) {
+          o[x * ch + c] = gc[x * g.sw];
+          mrow_buf[x * g.C + c] = mc[x * m.sw];
+        }
+      }
+      for (int64_t x = 0; x < W; ++x) {
+        T* ox = o + x * ch;
+        const T* mx = mrow_buf + x * g.C;
+#pragma omp simd
+        for (int64_t c = 0; c < g.C; ++c) ox[c] = passes<SIGN>(mx[c]) ? ox[c] : zero;
+      }
+    }
+  }
+
+  // Row y of a tensor (its first C channels) into a store row of ch channels per pixel.
+  void load_image_row(const ImageView<T>& im, int64_t y, T* o, int64_t ch) const {
+    const T* src = im.data + y * im.sh;
+    if (prefetch_enabled()) prefetch_image_row(im, y + 1);
+    if (im.sc == 1 && im.sw == im.C && ch == im.C) {  // dense channels-last row: one copy
+      std::copy(src, src + W_ * im.C, o);
+    } else if (im.sc == 1) {  // channels-last: pixel by pixel, channels contiguous
+      for (int64_t x = 0; x < W_; ++x) {
+        const T* sx = src + x * im.sw;
+        T* ox = o + x * ch;
+#pragma omp simd
+        for (int64_t c = 0; c < im.C; ++c) ox[c] = sx[c];
+      }
+    } else {
+      for (int64_t c = 0; c < im.C; ++c) {
+        const T* sc = src + c * im.sc;
+        for (int64_t x = 0; x < W_; ++x) o[x * ch + c] = sc[x * im.sw];
       }
     }
   }
