@@ -1226,7 +1226,7 @@ enum class Kind {
 
 enum class Epilogue {
   Relu,         // out = relu(acc)
-  ReluSplit,    // out = la = relu(acc); out2 = aux - la; also image = la (band rows) when image is set
+  ReluSplit,    // out = la = relu(acc); out2 = aux - la
   AddRelu,      // out = relu(acc + aux)
   AddReluImage, // image = relu(acc + aux); when image2 is set, image2 = aux with its sign bit set
                 //   where image is not > 0 (the training pair's la, carrying the final ReLU's mask)
@@ -1321,7 +1321,6 @@ class Pipeline {
 
   // Computes final rows [r0, r1) (and whatever halo the layers need).
   void run(int64_t r0, int64_t r1) {
-    band_r0_ = r0, band_r1_ = r1;
     plan(r0, r1);
     allocate();
     reset();
@@ -1569,7 +1568,6 @@ class Pipeline {
             o2x[c] = xx[c] - la;
           }
         }
-        if (l.image.data && y >= band_r0_ && y < band_r1_) write_image(l.image, y, o, ps);
         return;
       }
       case Epilogue::AddRelu: {
@@ -1789,7 +1787,6 @@ class Pipeline {
  private:
   int64_t H_, W_, pad_, rpad_;
   bool winograd_ok_ = true;
-  int64_t band_r0_ = 0, band_r1_ = 0;  // final rows of this run (rows written to tensors by halo layers)
   int64_t max_coutp_ = 16;
   int64_t zero_chmax_ = 1;
   std::vector<StoreSpec> stores_;
