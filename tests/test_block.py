@@ -713,3 +713,27 @@ def test_output_cache_reuses_freed_buffers(monkeypatch, tmp_path):
     out = dk.self_correcting_block(x[:, :, :8], *p)  # 64 KiB
     del out
     assert dk.empty_output_cache() == 0
+
+
+def test_output_cache_bounded_and_evicts_the_oldest(monkeypatch):
+    # at most DERAIN_OUTPUT_CACHE_MB MiB are kept; a freed buffer of a new size evicts the least
+    # recently freed ones, and is the one handed back for that size
+    p = _params(16)
+    small = torch.randn(2, 16, 96, 96).contiguous(memory_format=torch.channels_last)   # 1.125 MiB out
+    large = torch.randn(2, 16, 96, 128).contiguous(memory_format=torch.channels_last)  # 1.5 MiB out
+    dk.empty_output_cache()
+    monkeypatch.setenv("DERAIN_OUTPUT_CACHE_MB", "3")
+    a, b = dk.self_correcting_block(small, *p), dk.self_correcting_block(small, *p)
+    del a, b  # two 1.125 MiB buffers kept (2.25 MiB)
+    c = dk.self_correcting_block(large, *p)
+    c_ptr = c.data_ptr()
+    del c  # 1.5 MiB more would pass 3 MiB: the oldest small buffer goes
+    again = dk.self_correcting_block(large, *p)
+    assert again.data_ptr() == c_ptr
+    torch.testing.assert_close(again, ref.self_correcting_block(large, *p, 3), **_tol(torch.float32))
+    del again
+    assert dk.empty_output_cache() == small.numel() * 4 + large.numel() * 4
+    monkeypatch.setenv("DERAIN_OUTPUT_CACHE_MB", "1")  # smaller than one output: nothing kept
+    out = dk.self_correcting_block(large, *p)
+    del out
+    assert dk.empty_output_cache() == 0

@@ -9,8 +9,9 @@
 // has freed are kept (pages stay mapped) and handed to the next output of the same size.
 //
 // Bounded: at most DERAIN_OUTPUT_CACHE_MB MiB (default 64; 0 turns the cache off, read on every
-// allocation) of freed buffers are kept; outputs under 1 MiB use the default allocator (its heap
-// serves them without faults). derain_kernels.empty_output_cache() frees what is kept.
+// allocation and release) of freed buffers are kept, the least recently freed evicted first;
+// outputs under 1 MiB use the default allocator (its heap serves them without faults).
+// derain_kernels.empty_output_cache() frees what is kept.
 // The tensors are ordinary CPU tensors whose storage is not resizable.
 #pragma once
 
@@ -45,17 +46,28 @@ inline size_t capacity_bytes() {
   return mb > 0 ? static_cast<size_t>(mb) << 20 : 0;
 }
 
+// Keeps a freed buffer, evicting the least recently freed ones when the cache would exceed its
+// capacity (so buffers of sizes no longer in use give way to the current ones).
 inline void release(void* p, size_t nbytes) {
-  Cache& c = cache();
+  std::vector<void*> evicted;
   {
+    Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
-    if (c.bytes + nbytes <= capacity_bytes()) {
+    const size_t cap = capacity_bytes();
+    if (nbytes <= cap) {
+      size_t drop = 0;
+      while (drop < c.blocks.size() && c.bytes + nbytes > cap) {
+        c.bytes -= c.blocks[drop].first;
+        evicted.push_back(c.blocks[drop++].second);
+      }
+      c.blocks.erase(c.blocks.begin(), c.blocks.begin() + static_cast<std::ptrdiff_t>(drop));
       c.blocks.emplace_back(nbytes, p);
       c.bytes += nbytes;
-      return;
+      p = nullptr;
     }
   }
-  c10::free_cpu(p);
+  for (void* q : evicted) c10::free_cpu(q);
+  if (p) c10::free_cpu(p);
 }
 
 // Frees every kept buffer; returns the bytes freed.
