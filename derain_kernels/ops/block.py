@@ -12,9 +12,10 @@ also returns la = ReLU(conv3x3(x)) with the mask of the final ReLU (out > 0) in
 its sign bit, which autograd saves with x, and `self_correcting_block_backward_la`
 reads it instead of recomputing la and reading the output (one convolution of
 the five in the backward and one map less to read; measured 6-10 % faster per
-training step on the CPU). `recompute=True` saves only x and the output (a third less
-activation memory) and the backward (`self_correcting_block_backward`)
-recomputes la and e from x; both give bit-identical results.
+training step on the CPU). `recompute=True` saves x and the output instead (less
+memory when the caller keeps the output anyway, as a network does) and the
+backward (`self_correcting_block_backward`) recomputes la and e from x; both give
+bit-identical results.
 """
 from __future__ import annotations
 
