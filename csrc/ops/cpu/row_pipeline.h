@@ -363,14 +363,17 @@ inline std::vector<float> winograd_weights(const float* w, int64_t cin, int64_t 
     const std::vector<float> pair = winograd_pair_weights(w, cin);
     out.insert(out.end(), pair.begin(), pair.end());
   }
+  float* o = out.data();  // written in order: [ky][cb][ci][i][16]
   for (int ky = 0; ky < 3; ++ky)
-    for (int i = 0; i < 6; ++i)
-      for (int64_t ci = 0; ci < cin; ++ci)
-        for (int64_t co = 0; co < coutp; ++co) {
-          double s = 0;
-          for (int kx = 0; kx < 3; ++kx) s += WinoF43::G[i][kx] * w[((ky * 3 + kx) * cin + ci) * coutp + co];
-          out[(((ky * (coutp / 16) + co / 16) * cin + ci) * 6 + i) * 16 + co % 16] = static_cast<float>(s);
-        }
+    for (int64_t cb = 0; cb < coutp; cb += 16)
+      for (int64_t ci = 0; ci < cin; ++ci) {
+        const float* w0 = w + (ky * 3 * cin + ci) * coutp + cb;
+        const float* w1 = w0 + cin * coutp;
+        const float* w2 = w1 + cin * coutp;
+        for (int i = 0; i < 6; ++i, o += 16)
+          for (int c = 0; c < 16; ++c)
+            o[c] = static_cast<float>(WinoF43::G[i][0] * w0[c] + WinoF43::G[i][1] * w1[c] + WinoF43::G[i][2] * w2[c]);
+      }
   return out;
 }
 
@@ -620,19 +623,32 @@ inline void conv_row_winograd(const float* const rows[3], int64_t y, WinoRowCach
 // additions. 16 output channels (every layer of the block and the network; others use row kernels).
 
 // Transformed weights [i][ci][j][16] (the four y-points of one (i, ci) adjacent) of direct weights w
-// ([ky*3+kx][cin][16]), computed in double from the direct weights.
+// ([ky*3+kx][cin][16]), computed in double from the direct weights: first along kx
+// (t = G w per tap row), then along ky.
 inline std::vector<float> winograd_pair_weights(const float* w, int64_t cin) {
   static constexpr double G2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  std::vector<double> t(3 * 6 * cin * 16);  // [ky][i][ci][16]
+  for (int ky = 0; ky < 3; ++ky)
+    for (int i = 0; i < 6; ++i)
+      for (int64_t ci = 0; ci < cin; ++ci) {
+        double* o = t.data() + ((ky * 6 + i) * cin + ci) * 16;
+        const float* w0 = w + ((ky * 3) * cin + ci) * 16;
+        const float* w1 = w0 + cin * 16;
+        const float* w2 = w1 + cin * 16;
+        for (int co = 0; co < 16; ++co)
+          o[co] = WinoF43::G[i][0] * w0[co] + WinoF43::G[i][1] * w1[co] + WinoF43::G[i][2] * w2[co];
+      }
   std::vector<float> out(4 * 6 * cin * 16);
   for (int j = 0; j < 4; ++j)
     for (int i = 0; i < 6; ++i)
-      for (int64_t ci = 0; ci < cin; ++ci)
-        for (int co = 0; co < 16; ++co) {
-          double s = 0;
-          for (int ky = 0; ky < 3; ++ky)
-            for (int kx = 0; kx < 3; ++kx) s += G2[j][ky] * WinoF43::G[i][kx] * w[((ky * 3 + kx) * cin + ci) * 16 + co];
-          out[((i * cin + ci) * 4 + j) * 16 + co] = static_cast<float>(s);
-        }
+      for (int64_t ci = 0; ci < cin; ++ci) {
+        const double* t0 = t.data() + ((0 * 6 + i) * cin + ci) * 16;
+        const double* t1 = t.data() + ((1 * 6 + i) * cin + ci) * 16;
+        const double* t2 = t.data() + ((2 * 6 + i) * cin + ci) * 16;
+        float* o = out.data() + ((i * cin + ci) * 4 + j) * 16;
+        for (int co = 0; co < 16; ++co)
+          o[co] = static_cast<float>(G2[j][0] * t0[co] + G2[j][1] * t1[co] + G2[j][2] * t2[co]);
+      }
   return out;
 }
 
