@@ -1664,8 +1664,12 @@ class Pipeline {
           const T* lx = la + x * psl;
 #pragma omp simd
           for (int64_t c = 0; c < len; ++c) {
-            ox[c] = a[c];
-            o2x[c] = lx[c] > zero ? qx[c] - a[c] : zero;
+            // both values read unconditionally: a select on lx > 0 then compiles to a
+            // zero-masking subtract (with the read inside the select, GCC emits a merge-masked
+            // load whose merge value goes through the stack: a store-forwarding chain per vector)
+            const T av = a[c], gv = qx[c] - av;
+            ox[c] = av;
+            o2x[c] = lx[c] > zero ? gv : zero;
           }
         }
         return;
@@ -1713,7 +1717,10 @@ class Pipeline {
     if (g.sc == 1 && m.sc == 1 && g.sw == g.C && m.sw == g.C && ch == g.C) {  // dense rows: one flat loop
       const int64_t n = W * g.C;
 #pragma omp simd
-      for (int64_t i = 0; i < n; ++i) o[i] = passes<SIGN>(ms[i]) ? gs[i] : zero;
+      for (int64_t i = 0; i < n; ++i) {
+        const T gv = gs[i];  // read unconditionally: a select, not a merge-masked load
+        o[i] = passes<SIGN>(ms[i]) ? gv : zero;
+      }
     } else if (g.sc == 1 && m.sc == 1) {
       for (int64_t x = 0; x < W; ++x) {
         const T* gx = gs + x * g.sw;
