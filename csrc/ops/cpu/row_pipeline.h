@@ -400,6 +400,44 @@ inline void winograd_input_row(const float* row, int64_t ps, int64_t cin, int64_
   }
 }
 
+// winograd_input_row with the dilation and input channel count known at compile time (tile k = g D + r
+// of segment g starts at pixel 4 D g + r: no division per tile, constant offsets).
+template <int D, int CIN>
+inline void winograd_input_row_d(const float* row, int64_t ps, int64_t nt, float* v, int64_t tstride,
+                                 int64_t pstride) {
+  for (int64_t g = 0; g * D < nt; ++g)
+    for (int r = 0; r < D; ++r) {
+      const int64_t k = g * D + r;
+      const float* u = row + (4 * D * g + r - D) * ps;
+      float* vk = v + k * tstride;
+#pragma GCC unroll 2
+      for (int ci = 0; ci < CIN; ci += 16) {
+        __m512 uu[6];
+#pragma GCC unroll 6
+        for (int j = 0; j < 6; ++j) uu[j] = _mm512_loadu_ps(u + j * D * ps + ci);
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; ++i) _mm512_storeu_ps(vk + i * pstride + ci, wino_lincomb(WinoF43::BT[i], uu));
+      }
+    }
+}
+
+// V = B^T u of one input row: the specialised loop for the common cases (d = 1..3, 16 or 32 input
+// channels), the generic one otherwise.
+inline void winograd_input_row_any(const float* row, int64_t ps, int64_t cin, int64_t d, int64_t nt, float* v,
+                                   int64_t tstride, int64_t pstride) {
+  if (nt % d == 0 && (cin == 16 || cin == 32) && d >= 1 && d <= 3) {
+    if (cin == 16) {
+      if (d == 1) return winograd_input_row_d<1, 16>(row, ps, nt, v, tstride, pstride);
+      if (d == 2) return winograd_input_row_d<2, 16>(row, ps, nt, v, tstride, pstride);
+      return winograd_input_row_d<3, 16>(row, ps, nt, v, tstride, pstride);
+    }
+    if (d == 1) return winograd_input_row_d<1, 32>(row, ps, nt, v, tstride, pstride);
+    if (d == 2) return winograd_input_row_d<2, 32>(row, ps, nt, v, tstride, pstride);
+    return winograd_input_row_d<3, 32>(row, ps, nt, v, tstride, pstride);
+  }
+  winograd_input_row(row, ps, cin, d, nt, v, tstride, pstride);
+}
+
 // Output transform of one tile: the 4 outputs A^T m (16 output channels) stored `step` floats apart.
 // Returns bad + 0 * outputs: NaN iff some output is NaN or infinite.
 inline __m512 winograd_store_tile(const __m512* m, float* o, int64_t step, __m512 bad) {
@@ -579,7 +617,7 @@ struct WinoRowCache {
     float* v = base + s * rowlen;
     if (tag[s] != y) {
       tag[s] = y;
-      winograd_input_row(row, ps, cin, d, nt, v, tstride, pstride);
+      winograd_input_row_any(row, ps, cin, d, nt, v, tstride, pstride);
     }
     return v;
   }
