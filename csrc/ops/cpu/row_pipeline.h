@@ -954,6 +954,45 @@ inline void wino_transform_grad_avx512(const float* g, int64_t coutp, int64_t d,
   }
 }
 
+template <int D, int COUTP>
+inline void wino_transform_grad_avx512_d(const float* g, int64_t ntiles, float* Z, int64_t dz) {
+  constexpr int64_t d = D, coutp = COUTP;
+  const __m512 two = _mm512_set1_ps(2.f), four = _mm512_set1_ps(4.f);
+  const __m512 half = _mm512_set1_ps(0.5f), quarter = _mm512_set1_ps(0.25f);
+  for (int64_t t = 0, grp = 0; t < ntiles; grp += 4 * d)
+   for (int64_t r = 0; r < d; ++r, ++t) {
+    const int64_t base = grp + r;
+    for (int64_t cb = 0; cb < coutp; cb += 16) {
+      const float* gp = g + base * coutp + cb;
+      const __m512 g0 = _mm512_loadu_ps(gp), g1 = _mm512_loadu_ps(gp + d * coutp);
+      const __m512 g2 = _mm512_loadu_ps(gp + 2 * d * coutp), g3 = _mm512_loadu_ps(gp + 3 * d * coutp);
+      const __m512 s02 = _mm512_add_ps(g0, g2), s13 = _mm512_add_ps(g1, g3);
+      const __m512 q02 = _mm512_fmadd_ps(four, g2, g0);                        // g0 + 4 g2
+      const __m512 q13 = _mm512_mul_ps(two, _mm512_fmadd_ps(four, g3, g1));    // 2 g1 + 8 g3
+      const __m512 h02 = _mm512_fmadd_ps(quarter, g2, g0);                     // g0 + g2 / 4
+      const __m512 h13 = _mm512_mul_ps(half, _mm512_fmadd_ps(quarter, g3, g1)); // g1 / 2 + g3 / 8
+      float* z = Z + t * coutp + cb;
+      _mm512_storeu_ps(z, g0);
+      _mm512_storeu_ps(z + dz, _mm512_add_ps(s02, s13));
+      _mm512_storeu_ps(z + 2 * dz, _mm512_sub_ps(s02, s13));
+      _mm512_storeu_ps(z + 3 * dz, _mm512_add_ps(q02, q13));
+      _mm512_storeu_ps(z + 4 * dz, _mm512_sub_ps(h02, h13));
+      _mm512_storeu_ps(z + 5 * dz, g3);
+    }
+  }
+}
+
+// wino_transform_grad_avx512 for d = 1..3 and 16 output channels with both known at compile time (no
+// runtime strides in the loads: the common case of the block and the network).
+inline void wino_transform_grad_any(const float* g, int64_t coutp, int64_t d, int64_t ntiles, float* Z, int64_t dz) {
+  if (coutp == 16 && ntiles % d == 0) {
+    if (d == 1) return wino_transform_grad_avx512_d<1, 16>(g, ntiles, Z, dz);
+    if (d == 2) return wino_transform_grad_avx512_d<2, 16>(g, ntiles, Z, dz);
+    if (d == 3) return wino_transform_grad_avx512_d<3, 16>(g, ntiles, Z, dz);
+  }
+  wino_transform_grad_avx512(g, coutp, d, ntiles, Z, dz);
+}
+
 // P[c][co] += sum_t V[t][c] Z[t][co] for 16 input channels x 16 output channels:
 // the 16 accumulators stay in registers over all tiles. Half of the V values
 // come as broadcast memory operands of their FMAs, the other half from one
@@ -1036,8 +1075,8 @@ inline void wgrad_rows_pair_winograd_avx512(const float* const rows[4], int64_t 
   float* Z0 = align_floats64(zbuf.data());
   float* Z1 = Z0 + 6 * dz;
   float* U = Z1 + 6 * dz;  // the four V combinations of one chunk of tiles of one point ([j][t][ci])
-  wino_transform_grad_avx512(g0, coutp, d, nt, Z0, dz);
-  wino_transform_grad_avx512(g1, coutp, d, nt, Z1, dz);
+  wino_transform_grad_any(g0, coutp, d, nt, Z0, dz);
+  wino_transform_grad_any(g1, coutp, d, nt, Z1, dz);
   if (gb) {
     wino_bias_grad_avx512(Z0 + dz, coutp, nt, gb);
     wino_bias_grad_avx512(Z1 + dz, coutp, nt, gb);
@@ -1097,7 +1136,7 @@ inline void wgrad_row_winograd_avx512(const float* const rows[3], const int64_t 
   const int64_t zsize = 6 * ntiles * coutp, dz = ntiles * coutp;
   if (static_cast<int64_t>(zbuf.size()) < zsize + 16) zbuf.resize(zsize + 16);
   float* Z = align_floats64(zbuf.data());
-  wino_transform_grad_avx512(g, coutp, d, ntiles, Z, dz);
+  wino_transform_grad_any(g, coutp, d, ntiles, Z, dz);
   if (gb) wino_bias_grad_avx512(Z + dz, coutp, ntiles, gb);
   const int64_t dv = vcache.pstride;
   for (int ky = 0; ky < 3; ++ky) {
