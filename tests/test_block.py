@@ -679,6 +679,37 @@ def test_large_outputs_streamed_like_small_ones(layout):
     torch.testing.assert_close(big_out.double(), exact, **_tol(torch.float32))
 
 
+def _bits(t):
+    return t.contiguous().view(torch.int32)
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 19, 23), (2, 16, 128, 256)])  # plain stores; 4 MiB: streamed
+def test_fused_epilogues_match_scalar_loops(monkeypatch, shape):
+    # the one-pass AVX-512 epilogues (the saved la read into the ring rows, the final ReLU writing out
+    # and la with the mask in its sign bit, the input gradient's add) against the scalar loops they
+    # replace (DERAIN_FUSED_EPILOGUES=0): the same bits, NaN, infinities and zeros included
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    x[0, 2, 3, :] = 0.0
+    x[0, 5, 7, 4] = float("nan")
+    x[-1, 1, 10, 10] = float("inf")
+    x[-1, 9, 12, 3] = -float("inf")
+    p = _params(16)
+    g = torch.randn_like(x)
+
+    def run():
+        out, la = torch.ops.derain.self_correcting_block_train(x, *p, 3)
+        grads = torch.ops.derain.self_correcting_block_backward_la(g, x, la, p[0], p[2], 3)
+        return [out, la, torch.ops.derain.self_correcting_block(x, *p, 3), *grads]
+
+    monkeypatch.setenv("DERAIN_FUSED_EPILOGUES", "0")
+    scalar = run()
+    monkeypatch.setenv("DERAIN_FUSED_EPILOGUES", "1")
+    fused = run()
+    assert torch.isnan(fused[0]).any() and (fused[1] == 0).any() and torch.signbit(fused[1]).any()
+    for a, b in zip(scalar, fused):
+        assert torch.equal(_bits(a), _bits(b))
+
+
 def test_output_cache_reuses_freed_buffers(monkeypatch, tmp_path):
     # outputs of >= 1 MiB reuse the buffers of freed outputs of the same size (no fresh pages to
     # fault in every training step); values, layout and ordinary tensor use are unaffected
