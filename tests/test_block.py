@@ -710,6 +710,26 @@ def test_fused_epilogues_match_scalar_loops(monkeypatch, shape):
         assert torch.equal(_bits(a), _bits(b))
 
 
+@pytest.mark.parametrize("channels", [16, 32])
+def test_backward_reads_saved_la_in_place_like_from_rings(channels):
+    # with la saved in dense channels-last rows the backward reads its mask (|la| > 0) straight from
+    # the tensor; any other layout of la goes through ring rows of |la|: the same bits either way,
+    # zeros, -0 (the final ReLU's mask on a zero la), NaN and infinities included
+    torch.manual_seed(1)
+    x = torch.randn(2, channels, 21, 26).contiguous(memory_format=torch.channels_last)
+    x[0, 1, 4, :] = float("nan")
+    x[1, 2, 9, 3] = float("inf")
+    p = _params(channels)
+    g = torch.randn_like(x)
+    _, la = torch.ops.derain.self_correcting_block_train(x, *p, 3)
+    assert la.is_contiguous(memory_format=torch.channels_last)
+    assert (la == 0).any() and torch.signbit(la).any() and torch.isnan(la).any()
+    direct = torch.ops.derain.self_correcting_block_backward_la(g, x, la, p[0], p[2], 3)
+    rings = torch.ops.derain.self_correcting_block_backward_la(g, x, la.contiguous(), p[0], p[2], 3)
+    for a, b in zip(direct, rings):
+        assert torch.equal(_bits(a), _bits(b))
+
+
 def test_output_cache_reuses_freed_buffers(monkeypatch, tmp_path):
     # outputs of >= 1 MiB reuse the buffers of freed outputs of the same size (no fresh pages to
     # fault in every training step); values, layout and ordinary tensor use are unaffected

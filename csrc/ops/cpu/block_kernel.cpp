@@ -156,6 +156,7 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
   const int64_t psize = (18 + 24) * C * Cp;
   const int64_t p1_off = 2 * wsize + 2 * Cp, p3_off = p1_off + (wino1 ? psize : 0);
   const int64_t part_size = p3_off + (wino3 ? psize : 0);
+  const bool la_direct = la_saved.defined() && C == Cp && la_saved.stride(1) == 1 && la_saved.stride(3) == C;
   std::vector<std::vector<T>> parts(ntasks);
   std::vector<int64_t> pshift(ntasks, 0);  // Winograd points start on a cache line of each part
   at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) {
@@ -168,7 +169,9 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
       const int64_t shift = pshift[task] = static_cast<int64_t>(((64 - at % 64) % 64) / sizeof(T));
       Pipeline<T> p(H, W, std::max<int64_t>(d, 1));
       p.allow_winograd(wino);
-      const int sx = p.add_store(Cp), sla = p.add_store(Cp), se = p.add_store(Cp);
+      // la saved in dense channels-last rows without padding channels: the backward epilogue reads
+      // it straight from the tensor (no ring of |la| rows to write: the step ~1 % faster)
+      const int sx = p.add_store(Cp), sla = la_direct ? -1 : p.add_store(Cp), se = p.add_store(Cp);
       const int sq = p.add_store(Cp), sge = p.add_store(Cp), sgp = p.add_store(Cp);
       Layer<T> load;
       load.kind = Kind::LoadImage;
@@ -201,6 +204,7 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
       ge.in = sq, ge.cin = C, ge.d = d, ge.w = w3t.data(), ge.b = zero_bias.data(), ge.coutp = Cp;
       ge.wg_shared = w3tg.empty() ? nullptr : w3tg.data();
       ge.out = sge, ge.out2 = sgp, ge.aux = sq, ge.aux2 = sla;
+      if (la_direct) ge.image2 = rowpipe::image_view<T>(la_saved, n);
       ge.deps = {{l_gq, d}, {l_c1, 0}};
       const int l_ge = p.add_layer(ge);
       Layer<T> gxl;

@@ -1333,7 +1333,7 @@ ImageView<T> image_view(const at::Tensor& t, int64_t n) {
 enum class Kind {
   LoadImage,    // store[y] = image rows (first C channels)
   LoadGradMask, // store[y] = image2 > 0 ? image : 0   (gradient through the final ReLU)
-  LoadSplit,    // store[y] = image (la saved by the forward); out2[y] = aux[y] - image (e = x - la)
+  LoadSplit,    // store[y] = |image| (la saved by the forward; when out is set); out2[y] = aux[y] - |image| (e)
   Conv,         // acc = conv(input store); epilogue below
   WeightGrad,   // gw += input (shifted) x aux[y]; gb += aux[y]
 };
@@ -1345,7 +1345,7 @@ enum class Epilogue {
   AddReluImage, // image = relu(acc + aux); when image2 is set, image2 = aux with its sign bit set
                 //   where image is not > 0 (the training pair's la, carrying the final ReLU's mask)
   TanhSubImage, // image = image2 - tanh(acc)
-  BackwardE,    // out = ge = acc; out2 = gp = (aux - ge) * [aux2 > 0]
+  BackwardE,    // out = ge = acc; out2 = gp = (aux - ge) * [aux2 > 0], or with aux2 unset * [|image2| > 0]
   AddImage,     // image = acc + aux
 };
 
@@ -1429,6 +1429,14 @@ class Pipeline {
       }
     }
 #endif
+    // the layers that read the saved la straight from the tensor need dense channels-last rows
+    // without padding channels
+    auto dense = [&](const ImageView<T>& im, int64_t ch) { return im.data && im.sc == 1 && im.sw == im.C && im.C == ch; };
+    TORCH_CHECK(l.kind != Kind::LoadSplit || l.out >= 0 ||
+                    (dense(l.image, stores_[l.aux].ch) && stores_[l.out2].ch == l.image.C),
+                "derain: internal error: LoadSplit without a la store needs dense rows");
+    TORCH_CHECK(l.kind != Kind::Conv || l.epi != Epilogue::BackwardE || l.aux2 >= 0 || dense(l.image2, l.coutp),
+                "derain: internal error: BackwardE reading la from the tensor needs dense rows");
     layers_.push_back(std::move(l));
     return static_cast<int>(layers_.size()) - 1;
   }
@@ -1572,11 +1580,18 @@ class Pipeline {
         load_image_row(l.image, y, mrow(l.out, y, l.out_choff), store_data_[l.out].ch);
         return;
       case Kind::LoadSplit: {  // la = |saved la| (its sign bit carries the final ReLU's mask), e = x - la
-        T* la = mrow(l.out, y, l.out_choff);
         const T* xs = row(l.aux, y, l.aux_choff);
         T* e = mrow(l.out2, y, l.out2_choff);
-        const int64_t ps = store_data_[l.out].ch, psx = store_data_[l.aux].ch, pse = store_data_[l.out2].ch;
         const int64_t C = l.image.C;
+        if (l.out < 0) {  // e only (la is read from the tensor where needed); dense rows (add_layer)
+          const T* src = l.image.data + y * l.image.sh;
+          if (prefetch_enabled()) prefetch_image_row(l.image, y + 1);
+#pragma omp simd
+          for (int64_t i = 0; i < W * C; ++i) e[i] = xs[i] - std::fabs(src[i]);
+          return;
+        }
+        T* la = mrow(l.out, y, l.out_choff);
+        const int64_t ps = store_data_[l.out].ch, psx = store_data_[l.aux].ch, pse = store_data_[l.out2].ch;
 #if defined(__AVX512F__)
         if constexpr (std::is_same<T, float>::value) {
           const ImageView<T>& im = l.image;
@@ -1786,27 +1801,37 @@ class Pipeline {
         T* o = mrow(l.out, y, l.out_choff);
         T* o2 = mrow(l.out2, y, l.out2_choff);
         const T* gq = row(l.aux, y, l.aux_choff);
-        const T* la = row(l.aux2, y, l.aux2_choff);
+        // la from its ring rows, or (aux2 unset) straight from the saved la, whose sign bit carries
+        // the final ReLU's mask (so the test is |la| > 0; add_layer checked its rows are dense)
+        const bool saved = l.aux2 < 0;
+        const T* la = saved ? l.image2.data + y * l.image2.sh : row(l.aux2, y, l.aux2_choff);
         const int64_t ps = store_data_[l.out].ch, ps2 = store_data_[l.out2].ch;
-        const int64_t psq = store_data_[l.aux].ch, psl = store_data_[l.aux2].ch;
+        const int64_t psq = store_data_[l.aux].ch, psl = saved ? l.image2.sw : store_data_[l.aux2].ch;
         const bool flat = ps == cp && ps2 == cp && psq == cp && psl == cp;  // every row dense: one loop over W * cp values
         const int64_t npx = flat ? 1 : W, len = flat ? W * cp : cp;
-        for (int64_t x = 0; x < npx; ++x) {
-          const T* a = acc + x * cp;
-          T* ox = o + x * ps;
-          T* o2x = o2 + x * ps2;
-          const T* qx = gq + x * psq;
-          const T* lx = la + x * psl;
+        auto rows = [&](auto abs_la) {
+          for (int64_t x = 0; x < npx; ++x) {
+            const T* a = acc + x * cp;
+            T* ox = o + x * ps;
+            T* o2x = o2 + x * ps2;
+            const T* qx = gq + x * psq;
+            const T* lx = la + x * psl;
 #pragma omp simd
-          for (int64_t c = 0; c < len; ++c) {
-            // both values read unconditionally: a select on lx > 0 then compiles to a
-            // zero-masking subtract (with the read inside the select, GCC emits a merge-masked
-            // load whose merge value goes through the stack: a store-forwarding chain per vector)
-            const T av = a[c], gv = qx[c] - av;
-            ox[c] = av;
-            o2x[c] = lx[c] > zero ? gv : zero;
+            for (int64_t c = 0; c < len; ++c) {
+              // both values read unconditionally: a select on lx > 0 then compiles to a
+              // zero-masking subtract (with the read inside the select, GCC emits a merge-masked
+              // load whose merge value goes through the stack: a store-forwarding chain per vector)
+              const T av = a[c], gv = qx[c] - av;
+              const T lv = decltype(abs_la)::value ? std::fabs(lx[c]) : lx[c];
+              ox[c] = av;
+              o2x[c] = lv > zero ? gv : zero;
+            }
           }
-        }
+        };
+        if (saved)
+          rows(std::true_type());
+        else
+          rows(std::false_type());
         return;
       }
       case Epilogue::AddImage: {
