@@ -1249,6 +1249,18 @@ std::vector<T> relayout_bias(const at::Tensor& b, int64_t coutp) {
 
 // ---------------------------------------------------------------- pipeline
 
+// a mod d for 0 <= a < 2^32 and 0 < d < 2^32 by two multiplications (Lemire's fastmod) instead of a
+// division: the pipeline maps rows to ring slots and pair phases several times per layer and row
+// (`y % cap` was ~1 % of the block's training step).
+struct FastMod {
+  uint64_t m = 0, d = 1;
+  FastMod() = default;
+  explicit FastMod(uint64_t divisor) : m(~uint64_t(0) / divisor + 1), d(divisor) {}
+  uint64_t operator()(uint64_t a) const {
+    return static_cast<uint64_t>((static_cast<unsigned __int128>(m * a) * d) >> 64);
+  }
+};
+
 #if defined(__AVX512F__)
 // One pass over dense rows of n floats (n % 16 == 0) for the epilogues that end in tensors; S, S2:
 // non-temporal stores to out / out2 (64-byte aligned rows). Each computes exactly what its scalar
@@ -1386,6 +1398,7 @@ struct Layer {
 #endif
   // filled by the pipeline
   int64_t lo = 0, hi = 0, next = 0, lag = 0;
+  FastMod mod2d;  // y mod 2d (the row-pair phase)
 };
 
 template <typename T>
@@ -1394,6 +1407,7 @@ class Pipeline {
   // pad: the largest dilation of the layers. Rows get pad zero pixels on the left and 5 pad on the
   // right (a Winograd tile at the end of a row reads up to 5d - 1 pixels past it).
   Pipeline(int64_t H, int64_t W, int64_t pad) : H_(H), W_(W), pad_(pad), rpad_(5 * pad) {
+    TORCH_CHECK(H < (int64_t(1) << 32), "derain: images of 2^32 rows or more are not supported");  // FastMod
     const char* m = std::getenv("DERAIN_FUSED_EPILOGUES");
     fused_epi_ = !(m && m[0] == '0');
   }
@@ -1467,6 +1481,7 @@ class Pipeline {
  private:
   struct Store {
     int64_t ch = 0, cap = 1, rowlen = 0;
+    FastMod modcap;  // y mod cap
     std::vector<T> data;
   };
 
@@ -1480,6 +1495,7 @@ class Pipeline {
     max_coutp_ = 1;
     for (int i = 0; i < n; ++i) {
       Layer<T>& l = layers_[i];
+      l.mod2d = FastMod(2 * l.d);
       l.lag = lag[i];
       l.lo = std::max<int64_t>(0, r0 - lag[i]);
       l.hi = std::min<int64_t>(H_, r1 + lag[i]);
@@ -1520,6 +1536,7 @@ class Pipeline {
       Store& st = store_data_[s];
       st.ch = stores_[s].ch;
       st.cap = caps_[s];
+      st.modcap = FastMod(st.cap);
       st.rowlen = (W_ + pad_ + rpad_) * st.ch;
       st.data.assign(st.cap * st.rowlen, T(0));
       chmax = std::max(chmax, st.ch);
@@ -1547,8 +1564,12 @@ class Pipeline {
   // falls in, except within d rows of a layer's range ends): rows y with y mod 2d < d are heads (they
   // compute rows y and y + d) when y + d is in the layer's range, the rows d below them their tails;
   // a row whose partner is out of range is computed alone.
-  static bool pair_head(const Layer<T>& l, int64_t y) { return l.pair && y % (2 * l.d) < l.d && y + l.d < l.hi; }
-  static bool pair_tail(const Layer<T>& l, int64_t y) { return l.pair && y % (2 * l.d) >= l.d && y - l.d >= l.lo; }
+  static bool pair_head(const Layer<T>& l, int64_t y) {
+    return l.pair && static_cast<int64_t>(l.mod2d(y)) < l.d && y + l.d < l.hi;
+  }
+  static bool pair_tail(const Layer<T>& l, int64_t y) {
+    return l.pair && static_cast<int64_t>(l.mod2d(y)) >= l.d && y - l.d >= l.lo;
+  }
 
   bool ready(const Layer<T>& l) const {
     const int64_t y = l.next;
@@ -1569,7 +1590,7 @@ class Pipeline {
   const T* row(int s, int64_t y, int64_t choff) const {
     const Store& st = store_data_[s];
     if (y < 0 || y >= H_) return zero_.data() + pad_ * zero_chmax_;
-    return st.data.data() + (y % st.cap) * st.rowlen + pad_ * st.ch + choff;
+    return st.data.data() + static_cast<int64_t>(st.modcap(y)) * st.rowlen + pad_ * st.ch + choff;
   }
   T* mrow(int s, int64_t y, int64_t choff) { return const_cast<T*>(row(s, y, choff)); }
 
