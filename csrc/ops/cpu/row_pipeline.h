@@ -576,6 +576,18 @@ inline void conv_row_winograd_d(const float* const rows[3], const float* const v
   if (nt - k == 1) winograd_tiles_checked<D, CIN, 1>(rows, v, k, ps, wg, w, bias, coutp, out, W);
 }
 
+// a mod d for 0 <= a < 2^32 and 0 < d < 2^32 by two multiplications (Lemire's fastmod) instead of a
+// division: the pipeline maps rows to ring slots and pair phases several times per layer and row
+// (`y % cap` was ~1 % of the block's training step).
+struct FastMod {
+  uint64_t m = 0, d = 1;
+  FastMod() = default;
+  explicit FastMod(uint64_t divisor) : m(~uint64_t(0) / divisor + 1), d(divisor) {}
+  uint64_t operator()(uint64_t a) const {
+    return static_cast<uint64_t>((static_cast<unsigned __int128>(m * a) * d) >> 64);
+  }
+};
+
 // Transformed input rows of one Winograd layer (convolution or weight gradient), each computed once
 // and kept while the output rows y - d, y, y + d that read it are computed (2d + 1 slots, 3d + 1 for
 // row pairs; tagged with the row). Layout of a row: tile-major [k][i][ci] for the convolutions
@@ -583,12 +595,14 @@ inline void conv_row_winograd_d(const float* const rows[3], const float* const v
 // start on a cache line.
 struct WinoRowCache {
   int64_t slots = 0, rowlen = 0, nt = 0, tstride = 0, pstride = 0;
+  FastMod modslots;
   std::vector<int64_t> tag;
   std::vector<float> data;
   float* base = nullptr;
   void init(int64_t W, int64_t d, int64_t cin, bool point_major, int64_t nslots = 0) {
     nt = winograd_tiles_in_row(W, d);
     slots = nslots > 0 ? nslots : 2 * d + 1;
+    modslots = FastMod(slots);
     rowlen = (nt * 6 * cin + 15) / 16 * 16;
     tstride = point_major ? cin : 6 * cin;
     pstride = point_major ? nt * cin : cin;
@@ -598,7 +612,7 @@ struct WinoRowCache {
   }
   // V of input row y (row: its pixel 0).
   const float* get(int64_t y, const float* row, int64_t ps, int64_t d, int64_t cin) {
-    const int64_t s = ((y % slots) + slots) % slots;
+    const int64_t s = static_cast<int64_t>(modslots(y + slots));  // rows from -d on: y + slots >= 0
     float* v = base + s * rowlen;
     if (tag[s] != y) {
       tag[s] = y;
@@ -1249,17 +1263,6 @@ std::vector<T> relayout_bias(const at::Tensor& b, int64_t coutp) {
 
 // ---------------------------------------------------------------- pipeline
 
-// a mod d for 0 <= a < 2^32 and 0 < d < 2^32 by two multiplications (Lemire's fastmod) instead of a
-// division: the pipeline maps rows to ring slots and pair phases several times per layer and row
-// (`y % cap` was ~1 % of the block's training step).
-struct FastMod {
-  uint64_t m = 0, d = 1;
-  FastMod() = default;
-  explicit FastMod(uint64_t divisor) : m(~uint64_t(0) / divisor + 1), d(divisor) {}
-  uint64_t operator()(uint64_t a) const {
-    return static_cast<uint64_t>((static_cast<unsigned __int128>(m * a) * d) >> 64);
-  }
-};
 
 #if defined(__AVX512F__)
 // One pass over dense rows of n floats (n % 16 == 0) for the epilogues that end in tensors; S, S2:
