@@ -1567,6 +1567,11 @@ class Pipeline {
   // falls in, except within d rows of a layer's range ends): rows y with y mod 2d < d are heads (they
   // compute rows y and y + d) when y + d is in the layer's range, the rows d below them their tails;
   // a row whose partner is out of range is computed alone.
+  // y mod d (y mod 2d folded once): the stash slot of a pair's rows
+  static int64_t stash_slot(const Layer<T>& l, int64_t y) {
+    const int64_t s = static_cast<int64_t>(l.mod2d(y));
+    return s >= l.d ? s - l.d : s;
+  }
   static bool pair_head(const Layer<T>& l, int64_t y) {
     return l.pair && static_cast<int64_t>(l.mod2d(y)) < l.d && y + l.d < l.hi;
   }
@@ -1684,13 +1689,13 @@ class Pipeline {
 #if defined(__AVX512F__)
     if constexpr (std::is_same<T, float>::value) {
       if (pair_tail(l, y)) {  // computed with its head: take it from the stash
-        const int64_t s = y % l.d;
+        const int64_t s = stash_slot(l, y);
         TORCH_CHECK(l.stash_tag[s] == y, "derain: internal error: row pair schedule");
         l.stash_tag[s] = INT64_MIN;
         acc = l.stash.data() + s * l.stash_len;
       } else if (pair_head(l, y)) {  // rows y (into acc) and y + d (into the stash)
         const T* rows4[4] = {rows[0], rows[1], rows[2], row(l.in, y + 2 * l.d, l.in_choff)};
-        const int64_t s = y % l.d;  // the slot of row y + d
+        const int64_t s = stash_slot(l, y);  // the slot of row y + d
         conv_rows_pair_winograd(rows4, y, l.wino, store_data_[l.in].ch, l.cin, l.d, l.wg2p, l.w, l.b, acc,
                                 l.stash.data() + s * l.stash_len, W);
         l.stash_tag[s] = y + l.d;
