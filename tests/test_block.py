@@ -685,9 +685,9 @@ def _bits(t):
 
 @pytest.mark.parametrize("shape", [(1, 16, 19, 23), (2, 16, 128, 256)])  # plain stores; 4 MiB: streamed
 def test_fused_epilogues_match_scalar_loops(monkeypatch, shape):
-    # the one-pass AVX-512 epilogues (the saved la read into the ring rows, the final ReLU writing out
-    # and la with the mask in its sign bit, the input gradient's add) against the scalar loops they
-    # replace (DERAIN_FUSED_EPILOGUES=0): the same bits, NaN, infinities and zeros included
+    # the one-pass AVX-512 epilogues (the final ReLU writing out and la with the mask in its sign bit,
+    # the plain forward's final ReLU, the input gradient's add) against the scalar loops they replace
+    # (DERAIN_FUSED_EPILOGUES=0): the same bits, NaN, infinities and zeros included
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
     x[0, 2, 3, :] = 0.0
     x[0, 5, 7, 4] = float("nan")

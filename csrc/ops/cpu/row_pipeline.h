@@ -1269,7 +1269,8 @@ std::vector<T> relayout_bias(const at::Tensor& b, int64_t coutp) {
 // non-temporal stores to out / out2 (64-byte aligned rows). Each computes exactly what its scalar
 // loop in Pipeline::compute computes (that loop serves other dtypes, layouts and builds, and runs
 // with DERAIN_FUSED_EPILOGUES=0); the training pair's final epilogue took four passes over the
-// row and the saved la a copy and a pass: the training step at 8x16x128^2 is 2.4-3.4 % faster.
+// row: with the input gradient's add (and a one-pass split of the saved la, since replaced by
+// reading it in place) the training step at 8x16x128^2 became 2.4-3.4 % faster.
 template <bool S>
 inline void store16(float* p, __m512 v) {
   if constexpr (S)
@@ -1306,15 +1307,6 @@ inline void add_relu_row_avx512(const float* acc, const float* aux, float* out, 
 template <bool S>
 inline void add_row_avx512(const float* acc, const float* aux, float* out, int64_t n) {
   for (int64_t i = 0; i < n; i += 16) store16<S>(out + i, _mm512_add_ps(_mm512_loadu_ps(acc + i), _mm512_loadu_ps(aux + i)));
-}
-// la = |src|, e = x - la (LoadSplit: the saved la read straight into the ring rows)
-inline void abs_split_row_avx512(const float* src, const float* x, float* la, float* e, int64_t n) {
-  const __m512i mask = _mm512_set1_epi32(INT32_MAX);
-  for (int64_t i = 0; i < n; i += 16) {
-    const __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(src + i)), mask));
-    _mm512_storeu_ps(la + i, a);
-    _mm512_storeu_ps(e + i, _mm512_sub_ps(_mm512_loadu_ps(x + i), a));
-  }
 }
 #endif
 
@@ -1619,18 +1611,9 @@ class Pipeline {
           for (int64_t i = 0; i < W * C; ++i) e[i] = xs[i] - std::fabs(src[i]);
           return;
         }
+        // other layouts and padded channels: |la| into ring rows first
         T* la = mrow(l.out, y, l.out_choff);
         const int64_t ps = store_data_[l.out].ch, psx = store_data_[l.aux].ch, pse = store_data_[l.out2].ch;
-#if defined(__AVX512F__)
-        if constexpr (std::is_same<T, float>::value) {
-          const ImageView<T>& im = l.image;
-          if (fused_epi_ && im.sc == 1 && im.sw == C && ps == C && psx == C && pse == C && (W * C) % 16 == 0) {
-            if (prefetch_enabled()) prefetch_image_row(im, y + 1);
-            abs_split_row_avx512(im.data + y * im.sh, xs, la, e, W * C);  // one pass, no copy first
-            return;
-          }
-        }
-#endif
         load_image_row(l.image, y, la, ps);
         if (ps == C && psx == C && pse == C) {
 #pragma omp simd
