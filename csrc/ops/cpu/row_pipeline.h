@@ -1402,7 +1402,8 @@ class Pipeline {
   // pad: the largest dilation of the layers. Rows get pad zero pixels on the left and 5 pad on the
   // right (a Winograd tile at the end of a row reads up to 5d - 1 pixels past it).
   Pipeline(int64_t H, int64_t W, int64_t pad) : H_(H), W_(W), pad_(pad), rpad_(5 * pad) {
-    TORCH_CHECK(H < (int64_t(1) << 32), "derain: images of 2^32 rows or more are not supported");  // FastMod
+    // FastMod is exact below 2^32: rows (and cache slots, row + a few) stay far below it
+    TORCH_CHECK(H < (int64_t(1) << 31), "derain: images of 2^31 rows or more are not supported");
     const char* m = std::getenv("DERAIN_FUSED_EPILOGUES");
     fused_epi_ = !(m && m[0] == '0');
   }
@@ -1490,7 +1491,7 @@ class Pipeline {
     max_coutp_ = 1;
     for (int i = 0; i < n; ++i) {
       Layer<T>& l = layers_[i];
-      l.mod2d = FastMod(2 * l.d);
+      l.mod2d = FastMod(2 * std::max<int64_t>(l.d, 1));
       l.lag = lag[i];
       l.lo = std::max<int64_t>(0, r0 - lag[i]);
       l.hi = std::min<int64_t>(H_, r1 + lag[i]);
