@@ -1271,6 +1271,14 @@ std::vector<T> relayout_bias(const at::Tensor& b, int64_t coutp) {
 // with DERAIN_FUSED_EPILOGUES=0); the training pair's final epilogue took four passes over the
 // row: with the input gradient's add (and a one-pass split of the saved la, since replaced by
 // reading it in place) the training step at 8x16x128^2 became 2.4-3.4 % faster.
+// f(std::true_type()) or f(std::false_type()): whether a row is streamed, as a template argument
+template <class F>
+inline void stream_dispatch(bool s, F&& f) {
+  if (s)
+    f(std::true_type());
+  else
+    f(std::false_type());
+}
 template <bool S>
 inline void store16(float* p, __m512 v) {
   if constexpr (S)
@@ -1752,27 +1760,20 @@ class Pipeline {
           const ImageView<T>& im2 = l.image2;
           if (fused_epi_ && !im2.data && dense_row(im, cp) && psa == cp) {
             float* o = im.data + y * im.sh;
-            if (streams(im, o)) {
-              add_relu_row_avx512<true>(acc, as, o, W * cp);
-              _mm_sfence();
-            } else {
-              add_relu_row_avx512<false>(acc, as, o, W * cp);
-            }
+            const bool s = streams(im, o);
+            stream_dispatch(s, [&](auto S) { add_relu_row_avx512<decltype(S)::value>(acc, as, o, W * cp); });
+            if (s) _mm_sfence();  // before another thread (or the caller) reads the row
             return;
           }
           if (fused_epi_ && im2.data && dense_row(im, cp) && dense_row(im2, cp) && psa == cp) {
             float* o = im.data + y * im.sh;
             float* o2 = im2.data + y * im2.sh;
             const bool s = streams(im, o), s2 = streams(im2, o2);
-            const int64_t n = W * cp;
-            if (s && s2)
-              add_relu_mask_row_avx512<true, true>(acc, as, o, o2, n);
-            else if (s)
-              add_relu_mask_row_avx512<true, false>(acc, as, o, o2, n);
-            else if (s2)
-              add_relu_mask_row_avx512<false, true>(acc, as, o, o2, n);
-            else
-              add_relu_mask_row_avx512<false, false>(acc, as, o, o2, n);
+            stream_dispatch(s, [&](auto S) {
+              stream_dispatch(s2, [&](auto S2) {
+                add_relu_mask_row_avx512<decltype(S)::value, decltype(S2)::value>(acc, as, o, o2, W * cp);
+              });
+            });
             if (s || s2) _mm_sfence();  // before another thread (or the caller) reads the rows
             return;
           }
@@ -1855,12 +1856,9 @@ class Pipeline {
           const ImageView<T>& im = l.image;
           if (fused_epi_ && dense_row(im, cp) && psa == cp) {
             float* o = im.data + y * im.sh;
-            if (streams(im, o)) {
-              add_row_avx512<true>(acc, as, o, W * cp);
-              _mm_sfence();
-            } else {
-              add_row_avx512<false>(acc, as, o, W * cp);
-            }
+            const bool s = streams(im, o);
+            stream_dispatch(s, [&](auto S) { add_row_avx512<decltype(S)::value>(acc, as, o, W * cp); });
+            if (s) _mm_sfence();  // before another thread (or the caller) reads the row
             return;
           }
         }
