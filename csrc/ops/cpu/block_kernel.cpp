@@ -246,7 +246,7 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
   });
   for (const auto& [on, off, taps] : {std::tuple<bool, int64_t, int64_t>{wino1, p1_off, 0}, {wino3, p3_off, wsize}}) {
     if (!on) continue;
-    rowpipe::wino_fold_row_pairs(total.data() + off, C * Cp);
+    rowpipe::wino_fold_row_pairs(total.data() + off, C, Cp);
     rowpipe::wino_points_to_taps(total.data() + off, C * Cp, total.data() + taps);
   }
   T* g1p = gw1.data_ptr<T>();

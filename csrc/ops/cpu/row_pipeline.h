@@ -971,23 +971,18 @@ inline void wino_transform_grad_any(const float* g, int64_t coutp, int64_t d, in
 // come as broadcast memory operands of their FMAs, the other half from one
 // vector load split by in-register shuffles (lane broadcast + in-lane permute):
 // loads alone would bind the loop (about 1.06 loads per FMA); the mix measured
-// about 15% faster than either pure form on Zen 5. ZMODE 1 / 2: the gradient
-// side is Z = Za + Zb / Za - Zb, formed per tile (the row pairs' g0 +- g1; 8-12 %
-// faster for the pair routine than storing the combinations first, same sums).
+// about 15% faster than either pure form on Zen 5.
 // (GCC 12 warns about the deliberately undefined pass-through operand inside the
 // shuffle intrinsics: a false positive.)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-template <int ZMODE>
-inline void wino_accumulate_z_avx512(const float* V, int64_t vs, const float* Za, const float* Zb, int64_t zs,
-                                     int64_t ntiles, float* P, int64_t coutp) {
+inline void wino_accumulate_avx512(const float* V, int64_t vs, const float* Z, int64_t zs, int64_t ntiles, float* P,
+                                   int64_t coutp) {
   __m512 acc[16];
 #pragma GCC unroll 16
   for (int c = 0; c < 16; ++c) acc[c] = _mm512_setzero_ps();
   for (int64_t t = 0; t < ntiles; ++t) {
-    __m512 z = _mm512_loadu_ps(Za + t * zs);
-    if constexpr (ZMODE == 1) z = _mm512_add_ps(z, _mm512_loadu_ps(Zb + t * zs));
-    if constexpr (ZMODE == 2) z = _mm512_sub_ps(z, _mm512_loadu_ps(Zb + t * zs));
+    const __m512 z = _mm512_loadu_ps(Z + t * zs);
     const float* v = V + t * vs;
 #pragma GCC unroll 8
     for (int c = 0; c < 8; ++c) acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(v[c]), z, acc[c]);
@@ -1007,12 +1002,42 @@ inline void wino_accumulate_z_avx512(const float* V, int64_t vs, const float* Za
     _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), acc[c]));
   }
 }
-#pragma GCC diagnostic pop
 
-inline void wino_accumulate_avx512(const float* V, int64_t vs, const float* Z, int64_t zs, int64_t ntiles, float* P,
-                                   int64_t coutp) {
-  wino_accumulate_z_avx512<0>(V, vs, Z, nullptr, zs, ntiles, P, coutp);
+// The row pairs' products, transposed: PT[co][c] += sum_t (A[t] -+ B[t])[c] Z[t][co] for 16 output
+// x 16 input channels (PT's rows cin apart; SUB: A - B, else A + B). The input-side combination is
+// formed per tile in a register from two vector loads, and the gradient side is broadcast (half from
+// memory, half by shuffles, as above): against combining the input rows into a stored chunk first
+// (the broadcasts must come from memory) the pair routine is 1.06x faster (W = 128, L1-resident),
+// with the same products and sums (bit-identical).
+template <bool SUB>
+inline void wino_accumulate_pair_avx512(const float* A, const float* B, int64_t vs, const float* Z, int64_t zs,
+                                        int64_t ntiles, float* PT, int64_t cin) {
+  __m512 acc[16];
+#pragma GCC unroll 16
+  for (int c = 0; c < 16; ++c) acc[c] = _mm512_setzero_ps();
+  for (int64_t t = 0; t < ntiles; ++t) {
+    const __m512 a = _mm512_loadu_ps(A + t * vs), b = _mm512_loadu_ps(B + t * vs);
+    const __m512 v = SUB ? _mm512_sub_ps(a, b) : _mm512_add_ps(a, b);
+    const float* z = Z + t * zs;
+#pragma GCC unroll 8
+    for (int c = 0; c < 8; ++c) acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(z[c]), v, acc[c]);
+    const __m512 zz = _mm512_loadu_ps(z);
+#pragma GCC unroll 2
+    for (int k = 2; k < 4; ++k) {
+      const __m512 lane = _mm512_shuffle_f32x4(zz, zz, 0x55 * k);
+      acc[4 * k + 0] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0x00), v, acc[4 * k + 0]);
+      acc[4 * k + 1] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0x55), v, acc[4 * k + 1]);
+      acc[4 * k + 2] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0xAA), v, acc[4 * k + 2]);
+      acc[4 * k + 3] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0xFF), v, acc[4 * k + 3]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int c = 0; c < 16; ++c) {
+    float* dst = PT + c * cin;
+    _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), acc[c]));
+  }
 }
+#pragma GCC diagnostic pop
 
 // gb += sum over the tiles of Z_1 = g0 + g1 + g2 + g3 (z1: point 1 of a transformed gradient row;
 // 4 partial sums: short dependency chains).
@@ -1036,20 +1061,28 @@ inline void wino_bias_grad_avx512(const float* z1, int64_t coutp, int64_t ntiles
 //   Q_0 += (a_-1 - a_1) g_0,  Q_1 += (a_0 + a_1)(g_0 + g_1),  Q_2 += (a_1 - a_0)(g_0 - g_1),
 //   Q_3 += (a_2 - a_0) g_1,
 // with P[0] = Q_0 + (Q_1 + Q_2) / 2, P[1] = (Q_1 - Q_2) / 2, P[2] = (Q_1 + Q_2) / 2 + Q_3 applied once
-// to the band sums (wino_fold_row_pairs). gwq: Q accumulators [4][6][cin][coutp]. rows[k]: input rows
-// y + (k - 1) d (zero rows outside the image; their transforms are zeros), g0, g1: gradient rows.
+// to the band sums (wino_fold_row_pairs). gwq: Q accumulators [4][6][coutp][cin] (transposed against
+// P: wino_accumulate_pair_avx512). The gradient sides g_0 +- g_1 are stored once per row pair, the
+// input sides formed per tile inside the products. rows[k]: input rows y + (k - 1) d (zero rows
+// outside the image; their transforms are zeros), g0, g1: gradient rows.
 inline void wgrad_rows_pair_winograd_avx512(const float* const rows[4], int64_t y, int64_t ps, int64_t cin, int64_t d,
                                             const float* g0, const float* g1, int64_t coutp, float* gwq, float* gb,
                                             std::vector<float>& zbuf, WinoRowCache& vcache) {
   const int64_t nt = vcache.nt;
-  const int64_t dz = nt * coutp, du = nt * cin;
-  const int64_t need = 12 * dz + 4 * du + 64;
+  const int64_t dz = nt * coutp;
+  const int64_t need = 24 * dz + 64;
   if (static_cast<int64_t>(zbuf.size()) < need) zbuf.resize(need);
   float* Z0 = align_floats64(zbuf.data());
   float* Z1 = Z0 + 6 * dz;
-  float* U = Z1 + 6 * dz;  // the four V combinations of one chunk of tiles of one point ([j][t][ci])
+  float* ZP = Z1 + 6 * dz;  // Z0 + Z1
+  float* ZM = ZP + 6 * dz;  // Z0 - Z1
   wino_transform_grad_any(g0, coutp, d, nt, Z0, dz);
   wino_transform_grad_any(g1, coutp, d, nt, Z1, dz);
+  for (int64_t k = 0; k < 6 * dz; k += 16) {
+    const __m512 z0 = _mm512_load_ps(Z0 + k), z1 = _mm512_load_ps(Z1 + k);
+    _mm512_store_ps(ZP + k, _mm512_add_ps(z0, z1));
+    _mm512_store_ps(ZM + k, _mm512_sub_ps(z0, z1));
+  }
   if (gb) {
     wino_bias_grad_avx512(Z0 + dz, coutp, nt, gb);
     wino_bias_grad_avx512(Z1 + dz, coutp, nt, gb);
@@ -1057,32 +1090,21 @@ inline void wgrad_rows_pair_winograd_avx512(const float* const rows[4], int64_t 
   const float* v[4];
   for (int k = 0; k < 4; ++k) v[k] = vcache.get(y + (k - 1) * d, rows[k], ps, d, cin);
   const int64_t dv = vcache.pstride;
-  // tiles in chunks of about 32 (the combinations of a chunk stay in L1 on wide rows)
+  const int64_t qj = 6 * cin * coutp;  // from Q_j to Q_j+1
+  // tiles in chunks of about 32 (each chunk's products summed in registers, then added to Q)
   const int64_t nchunks = std::max<int64_t>(1, nt / 32), csize = (nt + nchunks - 1) / nchunks;
   for (int i = 0; i < 6; ++i)
     for (int64_t t0 = 0; t0 < nt; t0 += csize) {
-      const int64_t nc = std::min(csize, nt - t0), cu = nc * cin;
-      const float* z0 = Z0 + i * dz + t0 * coutp;
-      const float* z1 = Z1 + i * dz + t0 * coutp;
-      const int64_t vo = i * dv + t0 * cin;
+      const int64_t nc = std::min(csize, nt - t0);
+      const int64_t zo = i * dz + t0 * coutp, vo = i * dv + t0 * cin;
       const float *am = v[0] + vo, *a0 = v[1] + vo, *a1 = v[2] + vo, *a2 = v[3] + vo;
-      for (int64_t k = 0; k < cu; k += 16) {
-        const __m512 vm = _mm512_loadu_ps(am + k), v0 = _mm512_loadu_ps(a0 + k);
-        const __m512 v1 = _mm512_loadu_ps(a1 + k), v2 = _mm512_loadu_ps(a2 + k);
-        _mm512_storeu_ps(U + k, _mm512_sub_ps(vm, v1));
-        _mm512_storeu_ps(U + cu + k, _mm512_add_ps(v0, v1));
-        _mm512_storeu_ps(U + 2 * cu + k, _mm512_sub_ps(v1, v0));
-        _mm512_storeu_ps(U + 3 * cu + k, _mm512_sub_ps(v2, v0));
-      }
-      // the gradient side of Q_0..Q_3: g_0, g_0 + g_1, g_0 - g_1, g_1 (the sums formed per tile)
       for (int64_t cb = 0; cb < coutp; cb += 16)
         for (int64_t ci = 0; ci < cin; ci += 16) {
-          float* q = gwq + (i * cin + ci) * coutp + cb;
-          const int64_t qj = 6 * cin * coutp;  // from Q_j to Q_j+1
-          wino_accumulate_z_avx512<0>(U + ci, cin, z0 + cb, nullptr, coutp, nc, q, coutp);
-          wino_accumulate_z_avx512<1>(U + cu + ci, cin, z0 + cb, z1 + cb, coutp, nc, q + qj, coutp);
-          wino_accumulate_z_avx512<2>(U + 2 * cu + ci, cin, z0 + cb, z1 + cb, coutp, nc, q + 2 * qj, coutp);
-          wino_accumulate_z_avx512<0>(U + 3 * cu + ci, cin, z1 + cb, nullptr, coutp, nc, q + 3 * qj, coutp);
+          float* q = gwq + (i * coutp + cb) * cin + ci;
+          wino_accumulate_pair_avx512<true>(am + ci, a1 + ci, cin, Z0 + zo + cb, coutp, nc, q, cin);
+          wino_accumulate_pair_avx512<false>(a0 + ci, a1 + ci, cin, ZP + zo + cb, coutp, nc, q + qj, cin);
+          wino_accumulate_pair_avx512<true>(a1 + ci, a0 + ci, cin, ZM + zo + cb, coutp, nc, q + 2 * qj, cin);
+          wino_accumulate_pair_avx512<true>(a2 + ci, a0 + ci, cin, Z1 + zo + cb, coutp, nc, q + 3 * qj, cin);
         }
     }
 }
@@ -1161,9 +1183,11 @@ inline bool wgrad_winograd_applies(int64_t cin, int64_t d) {
   return false;
 }
 
-// P[ky][i] += sum_j G2[j][ky] Q[j][i] for the row-pair sums Q ([4][6][n], right after P's [3][6][n];
-// wgrad_rows_pair_winograd_avx512), in double: G2 of F(2,3) (rows 1, (1 1 1)/2, (1 -1 1)/2, (0 0 1)).
-inline void wino_fold_row_pairs(double* P, int64_t n) {
+// P[ky][i] += sum_j G2[j][ky] Q[j][i] for the row-pair sums Q ([4][6][coutp][cin], right after P's
+// [3][6][cin][coutp]; wgrad_rows_pair_winograd_avx512), in double: G2 of F(2,3) (rows 1, (1 1 1)/2,
+// (1 -1 1)/2, (0 0 1)).
+inline void wino_fold_row_pairs(double* P, int64_t cin, int64_t coutp) {
+  const int64_t n = cin * coutp;
   const double* Q = P + 18 * n;
   for (int i = 0; i < 6; ++i) {
     double* p0 = P + (0 * 6 + i) * n;
@@ -1173,12 +1197,14 @@ inline void wino_fold_row_pairs(double* P, int64_t n) {
     const double* q1 = Q + (1 * 6 + i) * n;
     const double* q2 = Q + (2 * 6 + i) * n;
     const double* q3 = Q + (3 * 6 + i) * n;
-    for (int64_t c = 0; c < n; ++c) {
-      const double s = 0.5 * (q1[c] + q2[c]);
-      p0[c] += q0[c] + s;
-      p1[c] += 0.5 * (q1[c] - q2[c]);
-      p2[c] += s + q3[c];
-    }
+    for (int64_t ci = 0; ci < cin; ++ci)
+      for (int64_t co = 0; co < coutp; ++co) {
+        const int64_t c = ci * coutp + co, cq = co * cin + ci;
+        const double s = 0.5 * (q1[cq] + q2[cq]);
+        p0[c] += q0[cq] + s;
+        p1[c] += 0.5 * (q1[cq] - q2[cq]);
+        p2[c] += s + q3[cq];
+      }
   }
 }
 
@@ -1384,7 +1410,7 @@ struct Layer {
   T* gw = nullptr;  // WeightGrad accumulators [9][cin][coutp] and [coutp], in T
   T* gb = nullptr;
   T* gwp = nullptr;  // WeightGrad: Winograd point accumulators [3][6][cin][coutp] (nullptr: direct kernel only)
-  T* gwq = nullptr;  // WeightGrad: row-pair accumulators [4][6][cin][coutp] (nullptr: no row pairs)
+  T* gwq = nullptr;  // WeightGrad: row-pair accumulators [4][6][coutp][cin] (nullptr: no row pairs)
   std::vector<std::pair<int, int64_t>> deps;  // (producer layer, rows of reach)
   const T* wg_shared = nullptr;  // Conv: Winograd weights prepared once per op (winograd_weights_for)
   std::vector<T> wg;             // Conv: own Winograd weights (add_layer, when none are shared)
