@@ -976,26 +976,28 @@ inline void wino_transform_grad_any(const float* g, int64_t coutp, int64_t d, in
 // shuffle intrinsics: a false positive.)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// acc[c] += s[c] * x for c < 16: s[0..7] as broadcast memory operands, s[8..15] from one vector
+// load split by shuffles (the mix described above).
+inline void outer16_fma_avx512(__m512 (&acc)[16], const float* s, __m512 x) {
+#pragma GCC unroll 8
+  for (int c = 0; c < 8; ++c) acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(s[c]), x, acc[c]);
+  const __m512 ss = _mm512_loadu_ps(s);
+#pragma GCC unroll 2
+  for (int k = 2; k < 4; ++k) {
+    const __m512 lane = _mm512_shuffle_f32x4(ss, ss, 0x55 * k);  // 128-bit lane k everywhere
+    acc[4 * k + 0] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0x00), x, acc[4 * k + 0]);
+    acc[4 * k + 1] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0x55), x, acc[4 * k + 1]);
+    acc[4 * k + 2] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0xAA), x, acc[4 * k + 2]);
+    acc[4 * k + 3] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0xFF), x, acc[4 * k + 3]);
+  }
+}
+
 inline void wino_accumulate_avx512(const float* V, int64_t vs, const float* Z, int64_t zs, int64_t ntiles, float* P,
                                    int64_t coutp) {
   __m512 acc[16];
 #pragma GCC unroll 16
   for (int c = 0; c < 16; ++c) acc[c] = _mm512_setzero_ps();
-  for (int64_t t = 0; t < ntiles; ++t) {
-    const __m512 z = _mm512_loadu_ps(Z + t * zs);
-    const float* v = V + t * vs;
-#pragma GCC unroll 8
-    for (int c = 0; c < 8; ++c) acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(v[c]), z, acc[c]);
-    const __m512 vv = _mm512_loadu_ps(v);
-#pragma GCC unroll 2
-    for (int k = 2; k < 4; ++k) {
-      const __m512 lane = _mm512_shuffle_f32x4(vv, vv, 0x55 * k);  // 128-bit lane k everywhere
-      acc[4 * k + 0] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0x00), z, acc[4 * k + 0]);
-      acc[4 * k + 1] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0x55), z, acc[4 * k + 1]);
-      acc[4 * k + 2] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0xAA), z, acc[4 * k + 2]);
-      acc[4 * k + 3] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0xFF), z, acc[4 * k + 3]);
-    }
-  }
+  for (int64_t t = 0; t < ntiles; ++t) outer16_fma_avx512(acc, V + t * vs, _mm512_loadu_ps(Z + t * zs));
 #pragma GCC unroll 16
   for (int c = 0; c < 16; ++c) {
     float* dst = P + c * coutp;
@@ -1017,19 +1019,7 @@ inline void wino_accumulate_pair_avx512(const float* A, const float* B, int64_t 
   for (int c = 0; c < 16; ++c) acc[c] = _mm512_setzero_ps();
   for (int64_t t = 0; t < ntiles; ++t) {
     const __m512 a = _mm512_loadu_ps(A + t * vs), b = _mm512_loadu_ps(B + t * vs);
-    const __m512 v = SUB ? _mm512_sub_ps(a, b) : _mm512_add_ps(a, b);
-    const float* z = Z + t * zs;
-#pragma GCC unroll 8
-    for (int c = 0; c < 8; ++c) acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(z[c]), v, acc[c]);
-    const __m512 zz = _mm512_loadu_ps(z);
-#pragma GCC unroll 2
-    for (int k = 2; k < 4; ++k) {
-      const __m512 lane = _mm512_shuffle_f32x4(zz, zz, 0x55 * k);
-      acc[4 * k + 0] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0x00), v, acc[4 * k + 0]);
-      acc[4 * k + 1] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0x55), v, acc[4 * k + 1]);
-      acc[4 * k + 2] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0xAA), v, acc[4 * k + 2]);
-      acc[4 * k + 3] = _mm512_fmadd_ps(_mm512_permute_ps(lane, 0xFF), v, acc[4 * k + 3]);
-    }
+    outer16_fma_avx512(acc, Z + t * zs, SUB ? _mm512_sub_ps(a, b) : _mm512_add_ps(a, b));
   }
 #pragma GCC unroll 16
   for (int c = 0; c < 16; ++c) {
