@@ -788,3 +788,50 @@ def test_output_cache_bounded_and_evicts_the_oldest(monkeypatch):
     out = dk.self_correcting_block(large, *p)
     del out
     assert dk.empty_output_cache() == 0
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_configurations_float32(seed):
+    # seeded random mixes of what the targeted tests above vary one at a time: batch, channels (row
+    # kernels, Winograd 16/32, padded 17), odd sizes down to 1, dilations 1-4, thread counts 1-4 (one
+    # band per image or several), layouts, weight scales; the forward and all five gradients of the
+    # training pair against float64 through the float32 forward's ReLU masks (gradients) and the
+    # float64 reference (forward); the float64 kernel's gradients against autograd through the reference
+    import random
+
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    old = torch.get_num_threads()
+    try:
+        for _ in range(8):
+            n, c = rng.choice([1, 1, 2, 3]), rng.choice([1, 3, 16, 16, 17, 32])
+            h, w, d = rng.randint(1, 40), rng.randint(1, 60), rng.choice([1, 2, 3, 3, 4])
+            torch.set_num_threads(rng.choice([1, 2, 3, 4]))
+            scale = rng.choice([0.05, 0.25, 1.0])
+            p = [t * scale for t in (torch.randn(c, c, 3, 3, generator=gen), torch.randn(c, generator=gen),
+                                     torch.randn(c, c, 3, 3, generator=gen), torch.randn(c, generator=gen))]
+            x0 = torch.rand(n, c, h, w, generator=gen) - 0.3
+            name, x = dict(enumerate(layouts(x0)))[rng.randrange(4)]
+            g = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+            what = f"N={n} C={c} H={h} W={w} d={d} threads={torch.get_num_threads()} {name} scale={scale}"
+            out, _ = torch.ops.derain.self_correcting_block_train(x, *p, d)
+            exact = ref.self_correcting_block(x.double(), *[t.double() for t in p], d)
+            torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=3e-5 * max(1.0, exact.abs().max().item()),
+                                       msg=what)
+            want = _block_grads_f64_same_masks(x, p, g, d)
+            # the float64 kernel (which shares the band schedule) against autograd through the reference
+            xr = x.double().requires_grad_()
+            pr = [t.double().requires_grad_() for t in p]
+            ref.self_correcting_block(xr, *pr, d).backward(g)
+            mine = torch.ops.derain.self_correcting_block_backward_la(
+                g, x.double(), torch.ops.derain.self_correcting_block_train(x.double(), *pr, d)[1],
+                pr[0].detach(), pr[2].detach(), d)
+            for a, b, k in zip(mine, [xr.grad] + [t.grad for t in pr], ("gx", "gw1", "gb1", "gw3", "gb3")):
+                torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * max(1.0, b.abs().max().item()),
+                                           msg=f"float64 {k}: {what}")
+            got = _block_grads_f32(x, p, g.float(), d)
+            for a, b, k in zip(got, want, ("gx", "gw1", "gb1", "gw3", "gb3")):
+                torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=3e-5 * max(1.0, b.abs().max().item()),
+                                           msg=f"{k}: {what}")
+    finally:
+        torch.set_num_threads(old)
