@@ -1,4 +1,6 @@
 """self_correcting_block: C++ and Triton kernels against the reference, gradients, layouts, compile."""
+import random
+
 import pytest
 import torch
 
@@ -797,8 +799,6 @@ def test_random_configurations_float32(seed):
     # band per image or several), layouts, weight scales; the forward and all five gradients of the
     # training pair against float64 through the float32 forward's ReLU masks (gradients) and the
     # float64 reference (forward); the float64 kernel's gradients against autograd through the reference
-    import random
-
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
     old = torch.get_num_threads()
@@ -811,7 +811,7 @@ def test_random_configurations_float32(seed):
             p = [t * scale for t in (torch.randn(c, c, 3, 3, generator=gen), torch.randn(c, generator=gen),
                                      torch.randn(c, c, 3, 3, generator=gen), torch.randn(c, generator=gen))]
             x0 = torch.rand(n, c, h, w, generator=gen) - 0.3
-            name, x = dict(enumerate(layouts(x0)))[rng.randrange(4)]
+            name, x = list(layouts(x0))[rng.randrange(4)]
             g = torch.randn(x.shape, generator=gen, dtype=torch.float64)
             what = f"N={n} C={c} H={h} W={w} d={d} threads={torch.get_num_threads()} {name} scale={scale}"
             out, _ = torch.ops.derain.self_correcting_block_train(x, *p, d)
@@ -823,9 +823,9 @@ def test_random_configurations_float32(seed):
             xr = x.double().requires_grad_()
             pr = [t.double().requires_grad_() for t in p]
             ref.self_correcting_block(xr, *pr, d).backward(g)
-            mine = torch.ops.derain.self_correcting_block_backward_la(
-                g, x.double(), torch.ops.derain.self_correcting_block_train(x.double(), *pr, d)[1],
-                pr[0].detach(), pr[2].detach(), d)
+            with torch.no_grad():
+                la64 = torch.ops.derain.self_correcting_block_train(x.double(), *pr, d)[1]
+                mine = torch.ops.derain.self_correcting_block_backward_la(g, x.double(), la64, pr[0], pr[2], d)
             for a, b, k in zip(mine, [xr.grad] + [t.grad for t in pr], ("gx", "gw1", "gb1", "gw3", "gb3")):
                 torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * max(1.0, b.abs().max().item()),
                                            msg=f"float64 {k}: {what}")
