@@ -166,6 +166,18 @@ inline void wgrad_row_blocked(const T* const rows[3], int64_t ps, int64_t cin, i
   }
 }
 
+// a mod d for 0 <= a < 2^32 and 0 < d < 2^32 by two multiplications (Lemire's fastmod) instead of a
+// division: the pipeline maps rows to ring slots and pair phases several times per layer and row
+// (`y % cap` was ~1 % of the block's training step).
+struct FastMod {
+  uint64_t m = 0, d = 1;
+  FastMod() = default;
+  explicit FastMod(uint64_t divisor) : m(~uint64_t(0) / divisor + 1), d(divisor) {}
+  uint64_t operator()(uint64_t a) const {
+    return static_cast<uint64_t>((static_cast<unsigned __int128>(m * a) * d) >> 64);
+  }
+};
+
 #if defined(__AVX512F__)
 inline bool conv_reuse_enabled() {
   static const bool on = [] { const char* e = std::getenv("DERAIN_CONV_PLAIN"); return !(e && e[0] == '1'); }();
@@ -576,17 +588,6 @@ inline void conv_row_winograd_d(const float* const rows[3], const float* const v
   if (nt - k == 1) winograd_tiles_checked<D, CIN, 1>(rows, v, k, ps, wg, w, bias, coutp, out, W);
 }
 
-// a mod d for 0 <= a < 2^32 and 0 < d < 2^32 by two multiplications (Lemire's fastmod) instead of a
-// division: the pipeline maps rows to ring slots and pair phases several times per layer and row
-// (`y % cap` was ~1 % of the block's training step).
-struct FastMod {
-  uint64_t m = 0, d = 1;
-  FastMod() = default;
-  explicit FastMod(uint64_t divisor) : m(~uint64_t(0) / divisor + 1), d(divisor) {}
-  uint64_t operator()(uint64_t a) const {
-    return static_cast<uint64_t>((static_cast<unsigned __int128>(m * a) * d) >> 64);
-  }
-};
 
 // Transformed input rows of one Winograd layer (convolution or weight gradient), each computed once
 // and kept while the output rows y - d, y, y + d that read it are computed (2d + 1 slots, 3d + 1 for
