@@ -311,3 +311,29 @@ def test_training_runs_and_their_checkpoints_load(tmp_path):
     assert loaded.config["detail"] == "did" and torch.equal(loaded.outc[0].weight, new.outc[0].weight)
     final.save(run / "final.safetensors")
     assert torch.equal(RainOerMeNet.from_checkpoint(run).outc[0].weight, final.outc[0].weight)
+
+
+# --------------------------------------------------------------------- the caller's input is checked up front
+
+@pytest.mark.parametrize("path", ["forward", "forward_train", "residual", "fused"])
+def test_bad_input_names_the_argument_and_the_callers_shape(path):
+    model = RainOerMeNet().eval()
+    call = {"forward": model, "forward_train": model.forward_train, "residual": model.residual,
+            "fused": model.fused()}[path]
+    cases = [
+        (torch.rand(3, 64, 80), ValueError, r"x must be a 4-D tensor \(B, 3, H, W\), got shape \(3, 64, 80\)"),
+        (torch.rand(1, 1, 3, 8, 8), ValueError, r"x must be a 4-D tensor .*got shape \(1, 1, 3, 8, 8\)"),
+        (torch.rand(1, 4, 8, 8), ValueError, r"x must have 3 \(RGB\) channels.*got shape \(1, 4, 8, 8\)"),
+        (torch.rand(2, 3, 0, 8), ValueError, r"x must have a height and width .*got shape \(2, 3, 0, 8\)"),
+        (torch.randint(0, 255, (1, 3, 8, 8), dtype=torch.uint8), TypeError, r"x must be a floating-point .*uint8"),
+        (torch.rand(1, 3, 8, 8).half(), TypeError, r"x must have dtype .*got torch.float16"),
+        ([[0.5]], TypeError, r"x must be a torch.Tensor .*got list"),
+    ]
+    if path != "fused":     # the eager network computes in its weights' dtype (the fused one takes float64 too)
+        cases.append((torch.rand(1, 3, 8, 8, dtype=torch.float64), TypeError, r"x must have dtype torch.float32 .*got torch.float64"))
+    for x, exc, match in cases:
+        with torch.no_grad(), pytest.raises(exc, match=match):
+            call(x)
+    with torch.no_grad():           # a good input still goes through, batch 0 included
+        assert call(torch.rand(2, 3, 9, 7)) is not None
+        assert call(torch.rand(0, 3, 9, 7)) is not None
