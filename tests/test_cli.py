@@ -245,12 +245,39 @@ def test_eval_errors(tmp_path, weights, capsys):
     rc = main(["eval", "--pairs", str(tmp_path / "half"), "-w", str(weights)])
     err = capsys.readouterr().err
     assert rc == 2 and "norain" in err and "missing" in err
-    pairs = make_pairs(tmp_path / "pairs")
+
+
+def test_eval_skips_bad_pairs_with_one_line_each(tmp_path, weights, capsys):
+    """Unreadable, size-mismatched and too-small pairs are skipped, named and counted; the rest is evaluated."""
+    pairs = make_pairs(tmp_path / "pairs", n=5)
     (pairs / "rain" / "0.png").write_bytes(b"not an image")
-    rc = main(["eval", "--pairs", str(pairs), "-w", str(weights)])
+    (pairs / "norain" / "1.png").write_bytes(b"")
+    write_image(pairs / "norain" / "2.png", rgb(40, 50))                  # size mismatch
+    write_image(pairs / "rain" / "3.png", rgb(9, 30))                     # smaller than the 11x11 SSIM window
+    write_image(pairs / "norain" / "3.png", rgb(9, 30, 1))
+    rc = main(["eval", "--pairs", str(pairs), "-w", str(weights), "--json", str(tmp_path / "r.json")])
     captured = capsys.readouterr()
-    assert rc == 1 and "cannot read image" in captured.err and "0.png" in captured.err
-    assert "(1 evaluated)" in captured.out
+    assert rc == 0, captured.err
+    lines = [l for l in captured.err.splitlines() if "warning" in l]
+    assert len(lines) == 4, captured.err
+    assert all(l.startswith("derain eval: warning: skipping ") for l in lines)
+    by_file = {name: next(l for l in lines if str(pairs / "rain" / name) in l) for name in ("0.png", "1.png", "2.png", "3.png")}
+    assert "unreadable rainy image" in by_file["0.png"]
+    assert "unreadable clean image" in by_file["1.png"] and "norain" in by_file["1.png"]
+    assert "size mismatch" in by_file["2.png"] and "52x40" in by_file["2.png"] and "50x40" in by_file["2.png"]
+    assert "too small for SSIM" in by_file["3.png"] and "30x9" in by_file["3.png"] and "11x11" in by_file["3.png"]
+    assert "Traceback" not in captured.err
+    assert "(1 evaluated, 4 skipped)" in captured.out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["count"] == 1 and [s["image"] for s in result["skipped"]] == ["0.png", "1.png", "2.png", "3.png"]
+
+
+def test_eval_fails_when_no_pair_is_usable(tmp_path, weights, capsys):
+    pairs = make_pairs(tmp_path / "pairs", n=2, h=8, w=40)
+    rc = main(["eval", "--pairs", str(pairs), "-w", str(weights)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("too small for SSIM") == 2
+    assert "none of the 2 pairs could be evaluated" in err
 
 
 # --------------------------------------------------------------------- demo
