@@ -33,8 +33,10 @@ def weights(tmp_path):
 
 @pytest.fixture
 def no_shared(monkeypatch, tmp_path):
-    """A fresh machine: no shared folder, no packaged weights."""
+    """A fresh machine without network: no shared folder, no packaged weights, an empty download cache."""
     monkeypatch.setenv("DERAIN_SHARED", str(tmp_path / "no-such-shared"))
+    monkeypatch.setenv("DERAIN_WEIGHTS_DIR", str(tmp_path / "weights-cache"))
+    monkeypatch.setenv("DERAIN_WEIGHTS_URL", (tmp_path / "offline").as_uri())
     monkeypatch.setattr(ckpt, "PACKAGED_WEIGHTS", tmp_path / "no-packaged" / "rain_oer_me.safetensors")
 
 
@@ -141,10 +143,11 @@ def test_wrong_weights(tmp_path, capsys, case, no_shared):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "foreign.pth")
     rc = main(["infer", str(tmp_path / "in"), "--weights", arg, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("derain infer: error:")
+    assert rc == 2 and err.strip().splitlines()[-1].startswith("derain infer: error:")
     expected = {"missing": "no such file or folder: '" + arg, "corrupt": "cannot read weights",
-                "foreign": "not Rain O'er Me weights", "name": "authors' checkpoint is not available"}[case]
+                "foreign": "weights of another network", "name": "could not download the authors' rain1400"}[case]
     assert expected in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2   # the error (+ "downloading ...")
     assert not (tmp_path / "o").exists()
 
 
@@ -152,9 +155,58 @@ def test_default_and_ours_weights_missing(tmp_path, capsys, no_shared):
     write_inputs(tmp_path / "in")
     rc = main(["infer", str(tmp_path / "in"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert rc == 2 and "no weights available" in err and "--weights PATH" in err
+    assert rc == 2 and "--weights ours (the default): the packaged weights ('ours') are missing" in err
+    assert "rain1400" in err                         # says what else to use
     rc = main(["infer", str(tmp_path / "in"), "--weights", "ours", "--out", str(tmp_path / "o")])
-    assert rc == 2 and "packaged weights are missing" in capsys.readouterr().err
+    assert rc == 2 and "packaged weights ('ours') are missing" in capsys.readouterr().err
+
+
+def test_one_default_for_every_command_and_its_help_says_it(tmp_path, weights, monkeypatch, capsys):
+    """infer, eval and demo use the same default weights ("ours"), the shared folder or not, as --help says."""
+    from derain.cli import build_parser
+    from derain.models.checkpoint import DEFAULT_WEIGHTS
+
+    assert DEFAULT_WEIGHTS == "ours"
+    monkeypatch.setattr(ckpt, "PACKAGED_WEIGHTS", weights)
+    monkeypatch.setenv("DERAIN_SHARED", str(tmp_path / "shared"))
+    (tmp_path / "shared" / "weights" / "rain-over-me").mkdir(parents=True)
+    torch.save(RainOerMeNet().state_dict(), tmp_path / "shared" / "weights" / "rain-over-me" / "rain1400.pth")
+    inputs = write_inputs(tmp_path / "in")
+    assert main(["infer", str(inputs / "photo.png"), "--out", str(tmp_path / "o")]) == 0
+    assert "(weights: ours)" in capsys.readouterr().out
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--images", "1", "--synthetic"]) == 0
+    assert "with weights ours" in capsys.readouterr().out
+    pairs = make_pairs(tmp_path / "pairs", n=1)
+    assert main(["eval", "--pairs", str(pairs)]) == 0
+    assert "weights: ours" in capsys.readouterr().out
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for name in ("infer", "eval", "demo"):
+        help_text = " ".join(sub[name].format_help().split())
+        assert "ours (the packaged weights, the default)" in help_text, name
+
+
+def test_authors_weights_by_name_are_downloaded_on_first_use(tmp_path, monkeypatch, capsys):
+    """A fresh machine (no shared folder): --weights did fetches the file from the repository URL (here a
+    local file:// mirror), checks it and caches it; the next run uses the cache."""
+    from derain.models import hub
+
+    mirror = tmp_path / "mirror"
+    model = RainOerMeNet(detail="did")
+    rel = hub.AUTHORS_CHECKPOINTS["did"][0]
+    (mirror / rel).parent.mkdir(parents=True)
+    torch.save(model.state_dict(), mirror / rel)
+    monkeypatch.setitem(hub.AUTHORS_CHECKPOINTS, "did", (rel, hub.sha256_of(mirror / rel)))
+    monkeypatch.setenv("DERAIN_SHARED", str(tmp_path / "no-shared"))
+    monkeypatch.setenv("DERAIN_WEIGHTS_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DERAIN_WEIGHTS_URL", mirror.as_uri())
+    inputs = write_inputs(tmp_path / "in")
+    assert main(["infer", str(inputs / "photo.png"), "-w", "did", "--out", str(tmp_path / "o")]) == 0
+    captured = capsys.readouterr()
+    assert "did (authors')" in captured.out and f"from {mirror.as_uri()}/{rel}" in captured.err
+    assert hub.cache_path("did").is_file()
+    (mirror / rel).unlink()
+    assert main(["infer", str(inputs / "photo.png"), "-w", "did", "--out", str(tmp_path / "o2")]) == 0
+    assert "downloading" not in capsys.readouterr().err
 
 
 def test_packaged_weights_are_the_default(tmp_path, weights, monkeypatch, capsys):
@@ -285,7 +337,7 @@ def test_eval_fails_when_no_pair_is_usable(tmp_path, weights, capsys):
 def test_demo_on_fresh_machine_without_weights_says_how_to_get_them(tmp_path, capsys, no_shared):
     rc = main(["demo", "--out", str(tmp_path / "demo")])
     err = capsys.readouterr().err
-    assert rc == 2 and "no weights available" in err and "get weights" in err and "--weights PATH" in err
+    assert rc == 2 and "packaged weights ('ours') are missing" in err and "rain1400" in err
     assert not (tmp_path / "demo").exists()
 
 
@@ -302,7 +354,7 @@ def test_demo_with_shared_uses_authors_weights_and_real_rain(tmp_path, shared_di
     monkeypatch.setenv("DERAIN_SHARED", str(shared_dir))
     if not (shared_dir / "weights" / "rain-over-me" / "rain1400.pth").is_file():
         pytest.skip("authors' rain1400.pth not in the shared folder")
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--images", "1", "--tile", "0"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--images", "1", "--tile", "0", "-w", "rain1400"]) == 0
     out = capsys.readouterr().out
     assert "rain1400 (authors')" in out and "real rain" in out
     assert (tmp_path / "demo" / "before_after.png").is_file()

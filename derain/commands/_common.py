@@ -5,9 +5,9 @@ import argparse
 
 import torch
 
-WEIGHTS_HELP = ("weights: a checkpoint path (our .safetensors, an authors' .pth, or a folder), or a name: "
-                "ours (packaged), rain1400, rain200l, did (the authors', from the shared folder). "
-                "Default: ours if packaged, else the authors' rain1400")
+WEIGHTS_HELP = ("weights: a name, ours (the packaged weights, the default) or rain1400, rain200l, did (the "
+                "authors' released checkpoints, downloaded once into a cache, see docs/cli.md), or a path: "
+                "a derain .safetensors, an authors' .pth, a `derain train` checkpoint or a finished run folder")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -52,11 +52,16 @@ def load_model(args, weights=None):
     """(Derainer, label of the weights) from the parsed --weights/--device/--tile/--threads."""
     from derain.inference import Derainer
     from derain.models import RainOerMeNet
-    from derain.models.checkpoint import resolve_weights
+    from derain.models.checkpoint import DEFAULT_WEIGHTS, resolve_weights
 
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    path, label = resolve_weights(weights if weights is not None else args.weights)
+    spec = weights if weights is not None else args.weights
+    try:
+        path, label = resolve_weights(spec)
+    except (FileNotFoundError, ValueError) as exc:     # name the option; the same exception type
+        given = f"--weights {spec}" if spec is not None else f"--weights {DEFAULT_WEIGHTS} (the default)"
+        raise type(exc)(f"{given}: {exc}") from None
     device = pick_device(args.device)
     model = RainOerMeNet.from_checkpoint(path, map_location=device)
     return Derainer(model, device=device, tile=args.tile), label, path
