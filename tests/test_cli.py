@@ -382,3 +382,65 @@ def test_bad_option_values_exit_with_usage(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["infer", "x.png", "--tile", "-3"])
     assert exc.value.code == 2 and "non-negative integer" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------- 16-bit colour and small tiles
+
+def test_infer_keeps_16bit_colour_png(tmp_path, weights, capsys):
+    from test_io import png16_bytes, png16_values
+
+    a16 = np.random.default_rng(5).integers(0, 65536, size=(21, 26, 3), dtype=np.uint16)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "deep.png").write_bytes(png16_bytes(a16))
+    assert main(["infer", str(tmp_path / "in" / "deep.png"), "-w", str(weights), "--out", str(tmp_path / "o")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    out, ctype = png16_values((tmp_path / "o" / "deep.png").read_bytes())
+    assert ctype == 2 and out.dtype == np.uint16
+    x = torch.from_numpy(a16.astype(np.float32) / 65535).permute(2, 0, 1)
+    want = Derainer(RainOerMeNet.from_checkpoint(weights), tile=0)(x).clamp(0, 1)
+    got = torch.from_numpy(out.astype(np.float64) / 65535).permute(2, 0, 1)
+    assert (got - want.double()).abs().max() <= 1e-4          # 16-bit precision, not 8-bit (≈ 2e-3)
+    assert len(np.unique(out % 256)) > 64                     # low bytes carry information
+
+
+def tiff16_rgb_bytes(a16: np.ndarray) -> bytes:
+    """An uncompressed little-endian 16-bit RGB TIFF built by hand (one strip)."""
+    import struct
+
+    h, w, _ = a16.shape
+    pixels = a16.astype("<u2").tobytes()
+    n_tags = 10
+    ifd_at = 8
+    extra_at = ifd_at + 2 + 12 * n_tags + 4           # BitsPerSample values, then the pixels
+    data_at = extra_at + 6
+    tags = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, 3, extra_at), (259, 3, 1, 1), (262, 3, 1, 2),
+            (273, 4, 1, data_at), (277, 3, 1, 3), (278, 4, 1, h), (279, 4, 1, len(pixels)), (284, 3, 1, 1)]
+    ifd = struct.pack("<H", n_tags) + b"".join(
+        struct.pack("<HHI", tag, typ, count) + (struct.pack("<HH", value, 0) if typ == 3 and count == 1
+                                                else struct.pack("<I", value))
+        for tag, typ, count, value in tags) + struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", ifd_at) + ifd + struct.pack("<HHH", 16, 16, 16) + pixels
+
+
+def test_infer_warns_when_16bit_colour_becomes_8bit(tmp_path, weights, capsys):
+    """A 16-bit colour TIFF is read at 16 bits, but colour TIFF is written at 8: one warning line, not silence."""
+    a16 = np.random.default_rng(6).integers(0, 65536, size=(12, 15, 3), dtype=np.uint16)
+    (tmp_path / "deep.tif").write_bytes(tiff16_rgb_bytes(a16))
+    x, info = read_image(tmp_path / "deep.tif")
+    assert info.bits == 16 and info.format == "TIFF"
+    torch.testing.assert_close(x.double(), torch.from_numpy(a16 / 65535).permute(2, 0, 1), atol=1e-7, rtol=0)
+    assert main(["infer", str(tmp_path / "deep.tif"), "-w", str(weights), "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert f"derain infer: warning: {tmp_path / 'deep.tif'}: 16-bit input written as 8-bit .tif" in err
+    assert Image.open(tmp_path / "o" / "deep.tif").mode == "RGB"
+
+
+@pytest.mark.parametrize("tile,warned", [(8, True), (100, True), (128, False), (512, False), (0, False)])
+def test_small_tile_is_warned_with_the_reason(tmp_path, weights, capsys, tile, warned):
+    inputs = write_inputs(tmp_path / "in")
+    assert main(["infer", str(inputs / "photo.png"), "-w", str(weights), "--out", str(tmp_path / "o"),
+                 "--tile", str(tile)]) == 0
+    err = capsys.readouterr().err
+    assert (f"warning: --tile {tile} is small" in err) == warned, err
+    if warned:
+        assert "31 pixels of context" in err and f"{((tile + 62) / tile) ** 2:.0f}x the pixels" in err
