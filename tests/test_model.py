@@ -481,8 +481,13 @@ def test_training_runs_and_their_checkpoints_load(tmp_path):
     write_training_checkpoint(run / "step_00000020.safetensors", new, 20)
     loaded = RainOerMeNet.from_checkpoint(run / "step_00000010.safetensors")
     assert torch.equal(loaded.inc[0].weight, old.inc[0].weight)
-    loaded = RainOerMeNet.from_checkpoint(run)              # newest step when nothing is exported
+    loaded = RainOerMeNet.from_checkpoint(run / "step_00000020.safetensors")
     assert loaded.config["detail"] == "did" and torch.equal(loaded.outc[0].weight, new.outc[0].weight)
+    # a run without final weights is unfinished: the folder is refused, naming the files that can be used
+    RainOerMeNet().save(run / "best.safetensors")
+    with pytest.raises(ValueError, match=r"unfinished training run \(stopped at step 20; it has no "
+                                         r"final.safetensors\).*--resume.*step_00000020.safetensors.*best.safetensors"):
+        RainOerMeNet.from_checkpoint(run)
     final.save(run / "final.safetensors")
     assert torch.equal(RainOerMeNet.from_checkpoint(run).outc[0].weight, final.outc[0].weight)
 
@@ -511,3 +516,14 @@ def test_bad_input_names_the_argument_and_the_callers_shape(path):
     with torch.no_grad():           # a good input still goes through, batch 0 included
         assert call(torch.rand(2, 3, 9, 7)) is not None
         assert call(torch.rand(0, 3, 9, 7)) is not None
+
+
+def test_saved_weights_get_the_umasks_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = RainOerMeNet().save(tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644 and path.with_suffix(".json").stat().st_mode & 0o777 == 0o644

@@ -67,15 +67,16 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def _checkpoint_in_folder(folder: Path) -> Path:
-    """A training run or weights folder -> its weights: rain_oer_me / final / best .safetensors, else the
-    newest training checkpoint step_*.safetensors, else its only .safetensors."""
-    for name in (DEFAULT_NAME, "final", "best"):
+    """A weights folder or a finished training run -> its weights: rain_oer_me.safetensors, else
+    final.safetensors, else the folder's only .safetensors. A training run without final.safetensors
+    (stopped before --steps) is refused: its checkpoints are loaded only when named as files."""
+    for name in (DEFAULT_NAME, "final"):
         p = folder / f"{name}.safetensors"
         if p.is_file():
             return p
     steps = sorted(folder.glob("step_*.safetensors"))
     if steps:
-        return steps[-1]
+        raise ValueError(_unfinished_run(folder, steps))
     found = sorted(folder.glob("*.safetensors"))
     if len(found) == 1:
         return found[0]
@@ -83,6 +84,25 @@ def _checkpoint_in_folder(folder: Path) -> Path:
         raise FileNotFoundError(f"no weights (*.safetensors) in folder {str(folder)!r}")
     raise ValueError(f"folder {str(folder)!r} holds several checkpoints "
                      f"({', '.join(p.name for p in found)}); name one of them")
+
+
+def _unfinished_run(folder: Path, steps: list[Path]) -> str:
+    latest = steps[-1]
+    where = ""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(latest), framework="pt") as f:
+            meta = f.metadata() or {}
+        planned = json.loads(meta.get("config", "{}")).get("steps")
+        where = f" at step {int(meta['step'])}" + (f" of {planned}" if planned else "")
+    except Exception:  # noqa: BLE001 - the message works without the step
+        pass
+    best = folder / "best.safetensors"
+    also = f", or {str(best)!r} (its best validation weights)" if best.is_file() else ""
+    return (f"{str(folder)!r} is an unfinished training run (stopped{where}; it has no final.safetensors): "
+            f"continue it with `derain train ... --out {folder} --resume`, or load one of its checkpoints "
+            f"by its file name, e.g. {str(latest)!r} (the latest){also}")
 
 
 def _not_weights(path: Path, what: str) -> ValueError:
@@ -249,6 +269,7 @@ def save_checkpoint(model, path, metadata: dict | None = None) -> Path:
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": json.dumps(model.config)}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=header)
+    os.chmod(tmp, _file_mode())      # safetensors creates files 0600; give the umask's mode like open()
     os.replace(tmp, path)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": dict(model.config),
             "parameters": parameter_count(model), "metadata": metadata or {}}
@@ -257,6 +278,12 @@ def save_checkpoint(model, path, metadata: dict | None = None) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- counts
+
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
 
 def parameter_count(model) -> dict:
     """{"G": {"weights", "with_biases"}, "g": {...}}: convolution weights only (TIP Table IV) and total."""
