@@ -447,20 +447,23 @@ def test_ctrl_c_exits_130_and_the_unfinished_run_is_not_taken_as_weights(data, t
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "derain", "train", "--rainy", str(data / "rainy"), "--clean", str(data / "clean"),
            "--out", str(run), "--steps", "100000", "--batch-size", "1", "--crop", "32", "--kernel-size", "3",
-           "--workers", "0", "--no-progress", "--ckpt-every", "1", "--keep", "2"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+           "--workers", "1", "--no-progress", "--ckpt-every", "1", "--keep", "2"]
+    # its own process group, signalled as a whole like Ctrl-C in a terminal (the DataLoader worker too)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         while not list_checkpoints(run) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert list_checkpoints(run), "training did not start"
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
     assert "interrupted (SIGINT)" in err and "--resume" in err and "Traceback" not in err
+    assert err.count("SIGINT: stopping after the current step") == 1          # the worker stays quiet
     assert "unfinished" in out
     assert not (run / "final.safetensors").exists() and list_checkpoints(run)
     # derain infer --weights RUN refuses the unfinished run, and takes a checkpoint named as a file

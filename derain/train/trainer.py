@@ -347,7 +347,11 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
         stop_signal = {"signum": None}
         old_handlers = {}
 
+        main_pid = os.getpid()
+
         def _on_signal(signum, frame):  # checkpoint at the end of the current step, then stop
+            if os.getpid() != main_pid:     # a DataLoader worker (forked with this handler): ignore, the
+                return                      # main process finishes the step and shuts the workers down
             stop_signal["signum"] = signum
             sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping after the current step with a "
                              f"checkpoint (press Ctrl-C again to abort at once)\n")
