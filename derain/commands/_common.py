@@ -9,7 +9,8 @@ import torch
 EFFICIENT_TILE = 128    # smaller --tile values compute more than twice the pixels (31-pixel halo): warned
 
 WEIGHTS_HELP = ("weights: a name, ours (the packaged weights, the default) or rain1400, rain200l, did (the "
-                "authors' released checkpoints, downloaded once into a cache, see docs/cli.md), or a path: "
+                "authors' released checkpoints, downloaded on first use into torch.hub's folder, or "
+                "$DERAIN_WEIGHTS_DIR), or a path: "
                 "a derain .safetensors, an authors' .pth, a `derain train` checkpoint or a finished run folder")
 
 

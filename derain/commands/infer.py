@@ -12,7 +12,7 @@ from ._common import add_model_args, load_model, progress
 def add_parser(sub) -> None:
     p = sub.add_parser("infer", help="derain images (files or folders), keeping their format and size",
                        description="Derain images with Rain O'er Me: Ŷ = X − G(X). Each output has its input's "
-                                   "file name, format, size and mode (grey, RGBA, 16-bit grey).")
+                                   "file name, format, size and mode (grey, RGBA, 16-bit).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     p.add_argument("--out", "-o", default="derained", metavar="DIR", help="output folder (default: ./derained)")
     p.add_argument("--compare", action="store_true",

@@ -78,7 +78,10 @@ class RainOerMeNet(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu") -> "RainOerMeNet":
-        """Authors' .pth (detail variant from the out2 keys), our .safetensors + .json, or a folder."""
+        """Weights by name or path: "ours" (the packaged weights), "rain1400", "rain200l", "did" (the authors'
+        released checkpoints, downloaded once into a cache: derain.models.hub), or a path to an authors'
+        .pth (detail variant from the out2 keys), our .safetensors + .json, a `derain train` checkpoint or
+        a finished run folder. A `str` equal to a name is the name; a pathlib.Path is always a path."""
         from .checkpoint import load_checkpoint
 
         return load_checkpoint(path, map_location=map_location)
