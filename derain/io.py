@@ -2,14 +2,18 @@
 
 `read_image(path)` -> (image, info): image is float32 (3, H, W) in [0, 1]; grey images are replicated
 to 3 channels, an alpha channel is set aside in `info` (re-attached by `write_image`), 16-bit images
-are scaled by 1/65535. `write_image(path, image, info)` writes with the input's mode (grey stays grey,
-RGBA gets its alpha back, 16-bit grey stays 16-bit) in the format of `path`'s extension.
+(grey, grey + alpha, RGB, RGBA) are read at 16 bits and scaled by 1/65535. `write_image(path, image,
+info)` writes with the input's mode (grey stays grey, RGBA gets its alpha back, 16-bit stays 16-bit in
+PNG, and for grey in TIFF) in the format of `path`'s extension; `output_bits` says which depth a file
+will get.
 Unreadable files raise `ImageReadError` (a ValueError), missing files FileNotFoundError.
 """
 from __future__ import annotations
 
 import os
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +39,8 @@ class ImageInfo:
     path: str
     format: str | None = None     # "PNG", "JPEG", ... as Pillow reports it
     grey: bool = False            # input had one colour channel: written back as grey
-    bits: int = 8                 # 8, or 16 for 16-bit grey PNG/TIFF
+    bits: int = 8                 # 8, or 16 for 16-bit images (grey, grey + alpha, RGB, RGBA)
+    reduced: bool = False         # a 16-bit file that could only be read at 8 bits per channel
     alpha: torch.Tensor | None = field(default=None, repr=False)   # (H, W) float in [0, 1]
     icc_profile: bytes | None = field(default=None, repr=False)
     exif: bytes | None = field(default=None, repr=False)
@@ -98,12 +103,18 @@ def read_image(path) -> tuple[torch.Tensor, ImageInfo]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            deep = read_16bit_channels(lambda: Image.open(path))
             with Image.open(path) as im:
+                raw = _rawmode(im)
                 im.load()
                 fmt = im.format
                 info = ImageInfo(path=str(path), format=fmt, icc_profile=im.info.get("icc_profile"),
                                  exif=im.info.get("exif"))
-                array = _to_array(im, info)
+                if deep is not None:
+                    array = _deep_to_array(deep, info)
+                else:
+                    info.reduced = raw in _SWAP16 or (raw is not None and ";16" in raw and im.mode not in _GREY16)
+                    array = _to_array(im, info)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
@@ -115,6 +126,62 @@ def read_image(path) -> tuple[torch.Tensor, ImageInfo]:
 def load_image(path) -> torch.Tensor:
     """`read_image` without the info: float32 (3, H, W) in [0, 1]."""
     return read_image(path)[0]
+
+
+# 16-bit rawmodes that Pillow reduces to 8 bits per channel -> the same data with the other byte order:
+# decoding a file once as it is and once with the swapped rawmode gives the high and the low bytes.
+_SWAP16 = {"RGB;16B": "RGB;16L", "RGB;16L": "RGB;16B", "RGBA;16B": "RGBA;16L", "RGBA;16L": "RGBA;16B",
+           "LA;16B": "LA;16L", "LA;16L": "LA;16B"}
+_GREY16 = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _rawmode(im: Image.Image) -> str | None:
+    """The rawmode of an opened (not yet loaded) image's tiles when they share one, else None."""
+    modes = set()
+    for tile in getattr(im, "tile", None) or []:
+        args = tile[3]
+        raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args else None)
+        modes.add(raw if isinstance(raw, str) else None)
+    return modes.pop() if len(modes) == 1 else None
+
+
+def read_16bit_channels(open_image) -> np.ndarray | None:
+    """(H, W, C) uint16 of a 16-bit grey + alpha, RGB or RGBA image (which Pillow reads at 8 bits),
+    else None. `open_image()` returns a new, unloaded Pillow image of the file each time it is called."""
+    try:
+        with open_image() as im:
+            raw = _rawmode(im)
+            if raw not in _SWAP16:
+                return None
+            im.load()
+            high = np.asarray(im).astype(np.uint16)
+        with open_image() as im:
+            swapped = []
+            for tile in im.tile:
+                args = tile[3]
+                args = _SWAP16[raw] if isinstance(args, str) else (_SWAP16[raw], *args[1:])
+                swapped.append(tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args))
+            im.tile = swapped
+            im.load()
+            low = np.asarray(im).astype(np.uint16)
+    except Exception:  # noqa: BLE001 - a decoder that cannot do this: the caller reads 8 bits
+        return None
+    if high.shape != low.shape:
+        return None
+    return (high << 8) | low
+
+
+def _deep_to_array(a16: np.ndarray, info: ImageInfo) -> np.ndarray:
+    """(H, W, C) uint16 from read_16bit_channels -> float32 (H, W, 3); fills info.grey / bits / alpha."""
+    a = a16.astype(np.float32) / 65535.0
+    info.bits = 16
+    if a.shape[2] in (2, 4):
+        info.alpha = torch.from_numpy(np.ascontiguousarray(a[:, :, -1]))
+        a = a[:, :, :-1]
+    if a.shape[2] == 1:
+        info.grey = True
+        a = np.repeat(a, 3, axis=2)
+    return a
 
 
 def _to_array(im: Image.Image, info: ImageInfo) -> np.ndarray:
@@ -155,12 +222,23 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
     return torch.round(image.detach().float().clamp(0, 1) * 255.0).to(torch.uint8)
 
 
+def output_bits(path, info: ImageInfo | None) -> int:
+    """Bits per channel `write_image(path, ..., info)` writes: 16 for a 16-bit input written as PNG (any
+    mode) or as TIFF (grey without alpha), else 8."""
+    if info is None or info.bits != 16:
+        return 8
+    fmt = _FORMAT_BY_EXT.get(Path(path).suffix.lower())
+    if fmt == "PNG":
+        return 16
+    return 16 if fmt == "TIFF" and info.grey and info.alpha is None else 8
+
+
 def write_image(path, image: torch.Tensor, info: ImageInfo | None = None, quality: int = 95) -> Path:
     """Write a float (3, H, W) image in [0, 1] (clamped) to `path`, in the format of its extension.
 
     With `info` from `read_image`: grey inputs are written grey (mean of the 3 channels), an alpha
-    channel is re-attached when its size matches, 16-bit grey stays 16-bit (PNG/TIFF), the ICC profile
-    and EXIF data are kept. JPEG quality 95 with 4:4:4 chroma.
+    channel is re-attached when its size matches, 16-bit inputs stay 16-bit (`output_bits`), the ICC
+    profile and EXIF data are kept. JPEG quality 95 with 4:4:4 chroma.
     """
     path = Path(path)
     if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
@@ -179,6 +257,14 @@ def write_image(path, image: torch.Tensor, info: ImageInfo | None = None, qualit
         alpha = None
     if fmt == "JPEG":
         alpha = None  # JPEG has no alpha channel
+    if output_bits(path, info) == 16 and fmt == "PNG" and (alpha is not None or not grey):
+        planes = [x.mean(0, keepdim=True)] if grey else [x]
+        if alpha is not None:
+            planes.append(alpha.double().clamp(0, 1).unsqueeze(0))
+        a16 = np.round(torch.cat(planes).permute(1, 2, 0).numpy() * 65535.0).astype(np.uint16)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_png16(path, a16, info.icc_profile, info.exif)
+        return path
     if grey:
         g = x.mean(0)
         if info.bits == 16 and fmt in ("PNG", "TIFF") and alpha is None:
@@ -211,3 +297,26 @@ def write_image(path, image: torch.Tensor, info: ImageInfo | None = None, qualit
     im.save(path, format=fmt, **kwargs)
     return path
 
+
+def _write_png16(path: Path, a16: np.ndarray, icc_profile: bytes | None = None, exif: bytes | None = None) -> None:
+    """(H, W, C) uint16 -> a 16-bit PNG (C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA), which Pillow cannot
+    write. Rows use the "Up" filter; the ICC profile (iCCP) and EXIF data (eXIf) are kept."""
+    h, w, c = a16.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    rows = np.ascontiguousarray(a16.astype(">u2")).view(np.uint8).reshape(h, w * c * 2)
+    up = rows.copy()
+    up[1:] -= rows[:-1]                       # uint8 arithmetic wraps modulo 256, as the filter defines
+    data = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1).tobytes()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    parts = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))]
+    if icc_profile:
+        parts.append(chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
+    if exif:
+        parts.append(chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    parts += [chunk(b"IDAT", zlib.compress(data, 6)), chunk(b"IEND", b"")]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(b"".join(parts))
+    os.replace(tmp, path)

@@ -33,8 +33,10 @@ def weights(tmp_path):
 
 @pytest.fixture
 def no_shared(monkeypatch, tmp_path):
-    """A fresh machine: no shared folder, no packaged weights."""
+    """A fresh machine without network: no shared folder, no packaged weights, an empty download cache."""
     monkeypatch.setenv("DERAIN_SHARED", str(tmp_path / "no-such-shared"))
+    monkeypatch.setenv("DERAIN_WEIGHTS_DIR", str(tmp_path / "weights-cache"))
+    monkeypatch.setenv("DERAIN_WEIGHTS_URL", (tmp_path / "offline").as_uri())
     monkeypatch.setattr(ckpt, "PACKAGED_WEIGHTS", tmp_path / "no-packaged" / "rain_oer_me.safetensors")
 
 
@@ -141,10 +143,11 @@ def test_wrong_weights(tmp_path, capsys, case, no_shared):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "foreign.pth")
     rc = main(["infer", str(tmp_path / "in"), "--weights", arg, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("derain infer: error:")
+    assert rc == 2 and err.strip().splitlines()[-1].startswith("derain infer: error:")
     expected = {"missing": "no such file or folder: '" + arg, "corrupt": "cannot read weights",
-                "foreign": "not Rain O'er Me weights", "name": "authors' checkpoint is not available"}[case]
+                "foreign": "weights of another network", "name": "could not download the authors' rain1400"}[case]
     assert expected in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2   # the error (+ "downloading ...")
     assert not (tmp_path / "o").exists()
 
 
@@ -152,9 +155,58 @@ def test_default_and_ours_weights_missing(tmp_path, capsys, no_shared):
     write_inputs(tmp_path / "in")
     rc = main(["infer", str(tmp_path / "in"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert rc == 2 and "no weights available" in err and "--weights PATH" in err
+    assert rc == 2 and "--weights ours (the default): the packaged weights ('ours') are missing" in err
+    assert "rain1400" in err                         # says what else to use
     rc = main(["infer", str(tmp_path / "in"), "--weights", "ours", "--out", str(tmp_path / "o")])
-    assert rc == 2 and "packaged weights are missing" in capsys.readouterr().err
+    assert rc == 2 and "packaged weights ('ours') are missing" in capsys.readouterr().err
+
+
+def test_one_default_for_every_command_and_its_help_says_it(tmp_path, weights, monkeypatch, capsys):
+    """infer, eval and demo use the same default weights ("ours"), the shared folder or not, as --help says."""
+    from derain.cli import build_parser
+    from derain.models.checkpoint import DEFAULT_WEIGHTS
+
+    assert DEFAULT_WEIGHTS == "ours"
+    monkeypatch.setattr(ckpt, "PACKAGED_WEIGHTS", weights)
+    monkeypatch.setenv("DERAIN_SHARED", str(tmp_path / "shared"))
+    (tmp_path / "shared" / "weights" / "rain-over-me").mkdir(parents=True)
+    torch.save(RainOerMeNet().state_dict(), tmp_path / "shared" / "weights" / "rain-over-me" / "rain1400.pth")
+    inputs = write_inputs(tmp_path / "in")
+    assert main(["infer", str(inputs / "photo.png"), "--out", str(tmp_path / "o")]) == 0
+    assert "(weights: ours)" in capsys.readouterr().out
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--images", "1", "--synthetic"]) == 0
+    assert "with weights ours" in capsys.readouterr().out
+    pairs = make_pairs(tmp_path / "pairs", n=1)
+    assert main(["eval", "--pairs", str(pairs)]) == 0
+    assert "weights: ours" in capsys.readouterr().out
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for name in ("infer", "eval", "demo"):
+        help_text = " ".join(sub[name].format_help().split())
+        assert "ours (the packaged weights, the default)" in help_text, name
+
+
+def test_authors_weights_by_name_are_downloaded_on_first_use(tmp_path, monkeypatch, capsys):
+    """A fresh machine (no shared folder): --weights did fetches the file from the repository URL (here a
+    local file:// mirror), checks it and caches it; the next run uses the cache."""
+    from derain.models import hub
+
+    mirror = tmp_path / "mirror"
+    model = RainOerMeNet(detail="did")
+    rel = hub.AUTHORS_CHECKPOINTS["did"][0]
+    (mirror / rel).parent.mkdir(parents=True)
+    torch.save(model.state_dict(), mirror / rel)
+    monkeypatch.setitem(hub.AUTHORS_CHECKPOINTS, "did", (rel, hub.sha256_of(mirror / rel)))
+    monkeypatch.setenv("DERAIN_SHARED", str(tmp_path / "no-shared"))
+    monkeypatch.setenv("DERAIN_WEIGHTS_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DERAIN_WEIGHTS_URL", mirror.as_uri())
+    inputs = write_inputs(tmp_path / "in")
+    assert main(["infer", str(inputs / "photo.png"), "-w", "did", "--out", str(tmp_path / "o")]) == 0
+    captured = capsys.readouterr()
+    assert "did (authors')" in captured.out and f"from {mirror.as_uri()}/{rel}" in captured.err
+    assert hub.cache_path("did").is_file()
+    (mirror / rel).unlink()
+    assert main(["infer", str(inputs / "photo.png"), "-w", "did", "--out", str(tmp_path / "o2")]) == 0
+    assert "downloading" not in capsys.readouterr().err
 
 
 def test_packaged_weights_are_the_default(tmp_path, weights, monkeypatch, capsys):
@@ -245,12 +297,39 @@ def test_eval_errors(tmp_path, weights, capsys):
     rc = main(["eval", "--pairs", str(tmp_path / "half"), "-w", str(weights)])
     err = capsys.readouterr().err
     assert rc == 2 and "norain" in err and "missing" in err
-    pairs = make_pairs(tmp_path / "pairs")
+
+
+def test_eval_skips_bad_pairs_with_one_line_each(tmp_path, weights, capsys):
+    """Unreadable, size-mismatched and too-small pairs are skipped, named and counted; the rest is evaluated."""
+    pairs = make_pairs(tmp_path / "pairs", n=5)
     (pairs / "rain" / "0.png").write_bytes(b"not an image")
-    rc = main(["eval", "--pairs", str(pairs), "-w", str(weights)])
+    (pairs / "norain" / "1.png").write_bytes(b"")
+    write_image(pairs / "norain" / "2.png", rgb(40, 50))                  # size mismatch
+    write_image(pairs / "rain" / "3.png", rgb(9, 30))                     # smaller than the 11x11 SSIM window
+    write_image(pairs / "norain" / "3.png", rgb(9, 30, 1))
+    rc = main(["eval", "--pairs", str(pairs), "-w", str(weights), "--json", str(tmp_path / "r.json")])
     captured = capsys.readouterr()
-    assert rc == 1 and "cannot read image" in captured.err and "0.png" in captured.err
-    assert "(1 evaluated)" in captured.out
+    assert rc == 0, captured.err
+    lines = [l for l in captured.err.splitlines() if "warning" in l]
+    assert len(lines) == 4, captured.err
+    assert all(l.startswith("derain eval: warning: skipping ") for l in lines)
+    by_file = {name: next(l for l in lines if str(pairs / "rain" / name) in l) for name in ("0.png", "1.png", "2.png", "3.png")}
+    assert "unreadable rainy image" in by_file["0.png"]
+    assert "unreadable clean image" in by_file["1.png"] and "norain" in by_file["1.png"]
+    assert "size mismatch" in by_file["2.png"] and "52x40" in by_file["2.png"] and "50x40" in by_file["2.png"]
+    assert "too small for SSIM" in by_file["3.png"] and "30x9" in by_file["3.png"] and "11x11" in by_file["3.png"]
+    assert "Traceback" not in captured.err
+    assert "(1 evaluated, 4 skipped)" in captured.out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["count"] == 1 and [s["image"] for s in result["skipped"]] == ["0.png", "1.png", "2.png", "3.png"]
+
+
+def test_eval_fails_when_no_pair_is_usable(tmp_path, weights, capsys):
+    pairs = make_pairs(tmp_path / "pairs", n=2, h=8, w=40)
+    rc = main(["eval", "--pairs", str(pairs), "-w", str(weights)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("too small for SSIM") == 2
+    assert "none of the 2 pairs could be evaluated" in err
 
 
 # --------------------------------------------------------------------- demo
@@ -258,7 +337,7 @@ def test_eval_errors(tmp_path, weights, capsys):
 def test_demo_on_fresh_machine_without_weights_says_how_to_get_them(tmp_path, capsys, no_shared):
     rc = main(["demo", "--out", str(tmp_path / "demo")])
     err = capsys.readouterr().err
-    assert rc == 2 and "no weights available" in err and "get weights" in err and "--weights PATH" in err
+    assert rc == 2 and "packaged weights ('ours') are missing" in err and "rain1400" in err
     assert not (tmp_path / "demo").exists()
 
 
@@ -275,7 +354,7 @@ def test_demo_with_shared_uses_authors_weights_and_real_rain(tmp_path, shared_di
     monkeypatch.setenv("DERAIN_SHARED", str(shared_dir))
     if not (shared_dir / "weights" / "rain-over-me" / "rain1400.pth").is_file():
         pytest.skip("authors' rain1400.pth not in the shared folder")
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--images", "1", "--tile", "0"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--images", "1", "--tile", "0", "-w", "rain1400"]) == 0
     out = capsys.readouterr().out
     assert "rain1400 (authors')" in out and "real rain" in out
     assert (tmp_path / "demo" / "before_after.png").is_file()
@@ -303,3 +382,65 @@ def test_bad_option_values_exit_with_usage(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["infer", "x.png", "--tile", "-3"])
     assert exc.value.code == 2 and "non-negative integer" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------- 16-bit colour and small tiles
+
+def test_infer_keeps_16bit_colour_png(tmp_path, weights, capsys):
+    from test_io import png16_bytes, png16_values
+
+    a16 = np.random.default_rng(5).integers(0, 65536, size=(21, 26, 3), dtype=np.uint16)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "deep.png").write_bytes(png16_bytes(a16))
+    assert main(["infer", str(tmp_path / "in" / "deep.png"), "-w", str(weights), "--out", str(tmp_path / "o")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    out, ctype = png16_values((tmp_path / "o" / "deep.png").read_bytes())
+    assert ctype == 2 and out.dtype == np.uint16
+    x = torch.from_numpy(a16.astype(np.float32) / 65535).permute(2, 0, 1)
+    want = Derainer(RainOerMeNet.from_checkpoint(weights), tile=0)(x).clamp(0, 1)
+    got = torch.from_numpy(out.astype(np.float64) / 65535).permute(2, 0, 1)
+    assert (got - want.double()).abs().max() <= 1e-4          # 16-bit precision, not 8-bit (≈ 2e-3)
+    assert len(np.unique(out % 256)) > 64                     # low bytes carry information
+
+
+def tiff16_rgb_bytes(a16: np.ndarray) -> bytes:
+    """An uncompressed little-endian 16-bit RGB TIFF built by hand (one strip)."""
+    import struct
+
+    h, w, _ = a16.shape
+    pixels = a16.astype("<u2").tobytes()
+    n_tags = 10
+    ifd_at = 8
+    extra_at = ifd_at + 2 + 12 * n_tags + 4           # BitsPerSample values, then the pixels
+    data_at = extra_at + 6
+    tags = [(256, 4, 1, w), (257, 4, 1, h), (258, 3, 3, extra_at), (259, 3, 1, 1), (262, 3, 1, 2),
+            (273, 4, 1, data_at), (277, 3, 1, 3), (278, 4, 1, h), (279, 4, 1, len(pixels)), (284, 3, 1, 1)]
+    ifd = struct.pack("<H", n_tags) + b"".join(
+        struct.pack("<HHI", tag, typ, count) + (struct.pack("<HH", value, 0) if typ == 3 and count == 1
+                                                else struct.pack("<I", value))
+        for tag, typ, count, value in tags) + struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", ifd_at) + ifd + struct.pack("<HHH", 16, 16, 16) + pixels
+
+
+def test_infer_warns_when_16bit_colour_becomes_8bit(tmp_path, weights, capsys):
+    """A 16-bit colour TIFF is read at 16 bits, but colour TIFF is written at 8: one warning line, not silence."""
+    a16 = np.random.default_rng(6).integers(0, 65536, size=(12, 15, 3), dtype=np.uint16)
+    (tmp_path / "deep.tif").write_bytes(tiff16_rgb_bytes(a16))
+    x, info = read_image(tmp_path / "deep.tif")
+    assert info.bits == 16 and info.format == "TIFF"
+    torch.testing.assert_close(x.double(), torch.from_numpy(a16 / 65535).permute(2, 0, 1), atol=1e-7, rtol=0)
+    assert main(["infer", str(tmp_path / "deep.tif"), "-w", str(weights), "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert f"derain infer: warning: {tmp_path / 'deep.tif'}: 16-bit input written as 8-bit .tif" in err
+    assert Image.open(tmp_path / "o" / "deep.tif").mode == "RGB"
+
+
+@pytest.mark.parametrize("tile,warned", [(8, True), (100, True), (128, False), (512, False), (0, False)])
+def test_small_tile_is_warned_with_the_reason(tmp_path, weights, capsys, tile, warned):
+    inputs = write_inputs(tmp_path / "in")
+    assert main(["infer", str(inputs / "photo.png"), "-w", str(weights), "--out", str(tmp_path / "o"),
+                 "--tile", str(tile)]) == 0
+    err = capsys.readouterr().err
+    assert (f"warning: --tile {tile} is small" in err) == warned, err
+    if warned:
+        assert "31 pixels of context" in err and f"{((tile + 62) / tile) ** 2:.0f}x the pixels" in err

@@ -173,7 +173,7 @@ def test_corrupt_files(tmp_path):
 
 def test_foreign_state_dicts(tmp_path):
     torch.save({"fc.weight": torch.zeros(2, 2), "fc.bias": torch.zeros(2)}, tmp_path / "resnet.pth")
-    with pytest.raises(ValueError, match="not Rain O'er Me weights.*inc.0.weight"):
+    with pytest.raises(ValueError, match="weights of another network.*inc.0.weight"):
         RainOerMeNet.from_checkpoint(tmp_path / "resnet.pth")
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(ValueError, match="not a state_dict"):
@@ -226,6 +226,180 @@ def test_folder_with_several_checkpoints(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no weights.*empty"):
         RainOerMeNet.from_checkpoint(tmp_path / "empty")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_files_that_are_no_checkpoint_get_one_clear_error(tmp_path):
+    """Each names the path and what was expected; none passes on torch's or safetensors' internals."""
+    import numpy as np
+    from safetensors.torch import save_file
+
+    files = {
+        "random.pth": lambda p: p.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()),
+        "notes.pth": lambda p: p.write_text("these are my notes\nnot weights\n"),
+        "empty.pth": lambda p: p.write_bytes(b""),
+        "empty.safetensors": lambda p: p.write_bytes(b""),
+        "text.safetensors": lambda p: p.write_text("hello"),
+        "module.pth": lambda p: torch.save(torch.nn.Linear(2, 2), p),
+        "optimizer.pth": lambda p: torch.save({"lr": 0.1, "steps": [1, 2]}, p),
+        "list.pth": lambda p: torch.save([torch.zeros(1)], p),
+        "resnet.pth": lambda p: torch.save({"fc.weight": torch.zeros(2, 2)}, p),
+        "array.pth": lambda p: np.save(open(p, "wb"), np.zeros(3)),
+        "other.safetensors": lambda p: save_file({"fc.weight": torch.zeros(2, 2)}, str(p)),
+        "pickle.pth": lambda p: p.write_bytes(b"\x80\x04garbage" * 10),
+        "truncated.pth": lambda p: p.write_bytes((tmp_path / "good.pth").read_bytes()[:3000]),
+    }
+    torch.save(RainOerMeNet().state_dict(), tmp_path / "good.pth")
+    for name, make in files.items():
+        path = tmp_path / name
+        make(path)
+        with pytest.raises(ValueError) as info:
+            RainOerMeNet.from_checkpoint(path)
+        msg = str(info.value)
+        assert msg.startswith(f"cannot read weights {str(path)!r}: "), msg
+        assert "expected Rain O'er Me weights" in msg, msg
+        assert "weights_only" not in msg and "pop from empty list" not in msg and "deserializ" not in msg, msg
+        assert len(msg.splitlines()) == 1, msg
+    # a .pth that is really a safetensors file (and the reverse) is read by content
+    good = RainOerMeNet()
+    saved = good.save(tmp_path / "ours.safetensors")
+    (tmp_path / "renamed.pth").write_bytes(saved.read_bytes())
+    assert torch.equal(RainOerMeNet.from_checkpoint(tmp_path / "renamed.pth").inc[0].weight, good.inc[0].weight)
+    (tmp_path / "renamed.safetensors").write_bytes((tmp_path / "good.pth").read_bytes())
+    RainOerMeNet.from_checkpoint(tmp_path / "renamed.safetensors")
+
+
+def test_names_load_through_the_python_api(tmp_path, monkeypatch):
+    """The command line's names work in from_checkpoint: "ours" and the authors' (here from a local mirror)."""
+    from derain.models.checkpoint import packaged_weights
+
+    ours = RainOerMeNet.from_checkpoint("ours")
+    assert torch.equal(ours.inc[0].weight, RainOerMeNet.from_checkpoint(packaged_weights()).inc[0].weight)
+    mirror, entries = fake_authors_mirror(tmp_path, monkeypatch)
+    for name, model in entries.items():
+        loaded = RainOerMeNet.from_checkpoint(name)
+        assert loaded.config["detail"] == model.config["detail"]
+        assert torch.equal(loaded.outc[0].weight, model.outc[0].weight)
+    # a Path is always a path, even when it is spelled like a name
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="'ours'"):
+        RainOerMeNet.from_checkpoint(__import__("pathlib").Path("ours"))
+
+
+# --------------------------------------------------------------------- the authors' weights by name: download + cache
+
+def fake_authors_mirror(tmp_path, monkeypatch):
+    """A file:// folder laid out like the authors' repository, holding random checkpoints pinned by their
+    sha256; no shared folder, an empty cache. Returns (mirror, {name: model})."""
+    from derain.models import hub
+
+    mirror = tmp_path / "mirror"
+    table, models = {}, {}
+    for name, detail in (("rain1400", "rain1400"), ("rain200l", "rain1400"), ("did", "did")):
+        model = RainOerMeNet(detail=detail)
+        rel = f"code_for_{name}/checkpoints/pretrained/latest_net_G.pth"
+        (mirror / rel).parent.mkdir(parents=True)
+        torch.save(model.state_dict(), mirror / rel)
+        table[name] = (rel, hub.sha256_of(mirror / rel))
+        models[name] = model
+    monkeypatch.setattr(hub, "AUTHORS_CHECKPOINTS", table)
+    monkeypatch.setenv("DERAIN_SHARED", str(tmp_path / "no-shared"))
+    monkeypatch.setenv("DERAIN_WEIGHTS_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DERAIN_WEIGHTS_URL", mirror.as_uri())
+    return mirror, models
+
+
+def test_download_is_cached_checked_and_atomic(tmp_path, monkeypatch, capsys):
+    import os
+    from derain.models import hub
+
+    mirror, models = fake_authors_mirror(tmp_path, monkeypatch)
+    old_mask = os.umask(0o022)
+    try:
+        path = hub.authors_checkpoint("did")
+    finally:
+        os.umask(old_mask)
+    assert path == tmp_path / "cache" / f"rain-over-me-did-{hub.AUTHORS_CHECKPOINTS['did'][1][:8]}.pth"
+    assert hub.sha256_of(path) == hub.AUTHORS_CHECKPOINTS["did"][1]
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert "downloading the authors' did checkpoint from file:" in capsys.readouterr().err
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]          # no temporary file left
+    # the second use reads the cache: no download, works without the mirror
+    (mirror / hub.AUTHORS_CHECKPOINTS["did"][0]).rename(tmp_path / "moved.pth")
+    assert hub.authors_checkpoint("did") == path and "downloading" not in capsys.readouterr().err
+    # a damaged cached file is deleted and downloaded again
+    (tmp_path / "moved.pth").rename(mirror / hub.AUTHORS_CHECKPOINTS["did"][0])
+    path.write_bytes(b"damaged")
+    assert hub.authors_checkpoint("did") == path and hub.sha256_of(path) == hub.AUTHORS_CHECKPOINTS["did"][1]
+    err = capsys.readouterr().err
+    assert "damaged" in err and "downloading" in err
+
+
+def test_download_with_the_wrong_content_is_deleted_and_refused(tmp_path, monkeypatch):
+    from derain.models import hub
+
+    mirror, _ = fake_authors_mirror(tmp_path, monkeypatch)
+    rel, sha = hub.AUTHORS_CHECKPOINTS["rain200l"]
+    torch.save(RainOerMeNet().state_dict(), mirror / rel)                    # other weights than pinned
+    with pytest.raises(ValueError, match=f"not the authors' released rain200l checkpoint .*expected {sha}"):
+        RainOerMeNet.from_checkpoint("rain200l")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_offline_error_names_the_url_and_where_to_put_the_file(tmp_path, monkeypatch):
+    from derain.models import hub
+
+    fake_authors_mirror(tmp_path, monkeypatch)
+    monkeypatch.setenv("DERAIN_WEIGHTS_URL", (tmp_path / "unreachable").as_uri())
+    with pytest.raises(hub.WeightsUnavailableError) as info:
+        RainOerMeNet.from_checkpoint("rain1400")
+    msg = str(info.value)
+    want_url = f"{(tmp_path / 'unreachable').as_uri()}/{hub.AUTHORS_CHECKPOINTS['rain1400'][0]}"
+    assert f"could not download the authors' rain1400 checkpoint from {want_url}" in msg
+    assert f"save it as {hub.cache_path('rain1400')}" in msg and hub.AUTHORS_CHECKPOINTS["rain1400"][1] in msg
+    assert isinstance(info.value, FileNotFoundError)
+    assert not any((tmp_path / "cache").iterdir())                           # no partial file
+    # placing the file by hand, as the message says, is enough
+    (tmp_path / "cache" / hub.cache_path("rain1400").name).write_bytes(
+        (tmp_path / "mirror" / hub.AUTHORS_CHECKPOINTS["rain1400"][0]).read_bytes())
+    RainOerMeNet.from_checkpoint("rain1400")
+
+
+def test_cache_folder_follows_torch_hub(tmp_path, monkeypatch):
+    from derain.models import hub
+
+    monkeypatch.delenv("DERAIN_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    assert hub.cache_dir() == tmp_path / "th" / "hub" / "checkpoints" / "derain"
+    monkeypatch.delenv("TORCH_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hub.cache_dir() == tmp_path / "xdg" / "torch" / "hub" / "checkpoints" / "derain"
+    monkeypatch.setenv("DERAIN_WEIGHTS_DIR", str(tmp_path / "mine"))
+    assert hub.cache_dir() == tmp_path / "mine"
+    assert hub.DEFAULT_BASE_URL.startswith("https://raw.githubusercontent.com/HuangxingLin123/Rain-Over-Me/")
+
+
+@pytest.mark.parametrize("name", AUTHORS)
+def test_pinned_hashes_are_the_shared_checkpoints(shared_dir, name, tmp_path, monkeypatch):
+    """The pinned sha256 and repository paths are those of the released files (the shared copies), and a
+    mirror laid out like the repository serves them."""
+    from derain.models import hub
+
+    src = shared_dir / "weights" / "rain-over-me" / f"{name}.pth"
+    if not src.is_file():
+        pytest.skip(f"{src} not found")
+    rel, sha = hub.AUTHORS_CHECKPOINTS[name]
+    assert hub.sha256_of(src) == sha
+    assert rel == {"rain1400": "code_for_Rain1400", "rain200l": "code_for_Rain200L",
+                   "did": "code_for_DID_data"}[name] + "/checkpoints/pretrained/latest_net_G.pth"
+    (tmp_path / "mirror" / rel).parent.mkdir(parents=True)
+    (tmp_path / "mirror" / rel).write_bytes(src.read_bytes())
+    monkeypatch.setenv("DERAIN_SHARED", str(tmp_path / "no-shared"))
+    monkeypatch.setenv("DERAIN_WEIGHTS_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DERAIN_WEIGHTS_URL", (tmp_path / "mirror").as_uri())
+    model = RainOerMeNet.from_checkpoint(name)
+    assert model.config["detail"] == ("did" if name == "did" else "rain1400")
+    assert hub.cache_path(name).is_file()
 
 
 # --------------------------------------------------------------------- exact tiled inference
@@ -307,7 +481,49 @@ def test_training_runs_and_their_checkpoints_load(tmp_path):
     write_training_checkpoint(run / "step_00000020.safetensors", new, 20)
     loaded = RainOerMeNet.from_checkpoint(run / "step_00000010.safetensors")
     assert torch.equal(loaded.inc[0].weight, old.inc[0].weight)
-    loaded = RainOerMeNet.from_checkpoint(run)              # newest step when nothing is exported
+    loaded = RainOerMeNet.from_checkpoint(run / "step_00000020.safetensors")
     assert loaded.config["detail"] == "did" and torch.equal(loaded.outc[0].weight, new.outc[0].weight)
+    # a run without final weights is unfinished: the folder is refused, naming the files that can be used
+    RainOerMeNet().save(run / "best.safetensors")
+    with pytest.raises(ValueError, match=r"unfinished training run \(stopped at step 20; it has no "
+                                         r"final.safetensors\).*--resume.*step_00000020.safetensors.*best.safetensors"):
+        RainOerMeNet.from_checkpoint(run)
     final.save(run / "final.safetensors")
     assert torch.equal(RainOerMeNet.from_checkpoint(run).outc[0].weight, final.outc[0].weight)
+
+
+# --------------------------------------------------------------------- the caller's input is checked up front
+
+@pytest.mark.parametrize("path", ["forward", "forward_train", "residual", "fused"])
+def test_bad_input_names_the_argument_and_the_callers_shape(path):
+    model = RainOerMeNet().eval()
+    call = {"forward": model, "forward_train": model.forward_train, "residual": model.residual,
+            "fused": model.fused()}[path]
+    cases = [
+        (torch.rand(3, 64, 80), ValueError, r"x must be a 4-D tensor \(B, 3, H, W\), got shape \(3, 64, 80\)"),
+        (torch.rand(1, 1, 3, 8, 8), ValueError, r"x must be a 4-D tensor .*got shape \(1, 1, 3, 8, 8\)"),
+        (torch.rand(1, 4, 8, 8), ValueError, r"x must have 3 \(RGB\) channels.*got shape \(1, 4, 8, 8\)"),
+        (torch.rand(2, 3, 0, 8), ValueError, r"x must have a height and width .*got shape \(2, 3, 0, 8\)"),
+        (torch.randint(0, 255, (1, 3, 8, 8), dtype=torch.uint8), TypeError, r"x must be a floating-point .*uint8"),
+        (torch.rand(1, 3, 8, 8).half(), TypeError, r"x must have dtype .*got torch.float16"),
+        ([[0.5]], TypeError, r"x must be a torch.Tensor .*got list"),
+    ]
+    if path != "fused":     # the eager network computes in its weights' dtype (the fused one takes float64 too)
+        cases.append((torch.rand(1, 3, 8, 8, dtype=torch.float64), TypeError, r"x must have dtype torch.float32 .*got torch.float64"))
+    for x, exc, match in cases:
+        with torch.no_grad(), pytest.raises(exc, match=match):
+            call(x)
+    with torch.no_grad():           # a good input still goes through, batch 0 included
+        assert call(torch.rand(2, 3, 9, 7)) is not None
+        assert call(torch.rand(0, 3, 9, 7)) is not None
+
+
+def test_saved_weights_get_the_umasks_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = RainOerMeNet().save(tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644 and path.with_suffix(".json").stat().st_mode & 0o777 == 0o644

@@ -122,6 +122,15 @@ def test_folder_skips_corrupt_and_small_files_with_a_warning(tmp_path):
     assert g16.dtype == np.float32 and 0 <= g16.min() and g16.max() <= 1
 
 
+def test_16bit_colour_images_are_decoded_at_16_bits():
+    from test_io import png16_bytes
+
+    a16 = np.random.default_rng(4).integers(0, 65536, size=(7, 9, 4), dtype=np.uint16)
+    arr = decode_image(png16_bytes(a16))
+    assert arr.dtype == np.float32 and arr.shape == (7, 9, 3)           # alpha dropped
+    np.testing.assert_allclose(arr, a16[..., :3] / 65535.0, atol=1e-7, rtol=0)
+
+
 def test_folder_errors_name_the_argument(tmp_path):
     with pytest.raises(FileNotFoundError, match="--clean"):
         ImageFolder(tmp_path / "missing", 32, "--clean")
@@ -279,8 +288,9 @@ def test_train_crash_resume_is_bit_for_bit_and_infer_loads_it(data, tmp_path):
 
 def test_max_minutes_stops_cleanly_with_a_checkpoint(data, tmp_path):
     r = train(_cfg(data, tmp_path / "run", steps=50, max_minutes=1e-6), log=_quiet)
-    assert r.stopped_early and r.step == 1
+    assert r.stopped_early and r.step == 1 and r.interrupted is None
     assert latest_checkpoint(tmp_path / "run").name == "step_00000001.safetensors"
+    assert not (tmp_path / "run" / "final.safetensors").exists()      # unfinished: no final weights
     r2 = train(_cfg(data, tmp_path / "run", steps=3, resume=True), log=_quiet)
     assert r2.step == 3 and r2.steps_this_run == 2
 
@@ -310,9 +320,6 @@ def test_cli_errors(data, tmp_path, capsys):
     rc, err = _cli(["--rainy", data / "rainy", "--clean", data / "clean", "--out", tmp_path / "r4",
                     "--val-pairs", tmp_path / "noval", *common], capsys)
     assert rc == 2 and "--val-pairs" in err
-    rc, err = _cli(["--rainy", data / "rainy", "--clean", data / "clean", "--out", tmp_path / "r5",
-                    "--kernel-size", "4", *common[:-5]], capsys)
-    assert rc == 2 and "kernel_size must be odd" in err
     # a run folder with checkpoints is not silently restarted; a broken checkpoint is named
     rc, err = _cli(["--rainy", data / "rainy", "--clean", data / "clean", "--out", tmp_path / "r6", *common], capsys)
     assert rc == 0
@@ -322,6 +329,162 @@ def test_cli_errors(data, tmp_path, capsys):
     rc, err = _cli(["--rainy", data / "rainy", "--clean", data / "clean", "--out", tmp_path / "r6", "--resume",
                     *common], capsys)
     assert rc == 2 and "step_00000009.safetensors" in err and "not a readable" in err
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--batch-size", "0"), ("--kernel-size", "4"), ("--kernel-size", "-3"), ("--lr", "0"), ("--lr", "nan"),
+    ("--lr", "fast"), ("--steps", "0"), ("--crop", "0"), ("--workers", "-1"), ("--keep", "0"),
+    ("--ckpt-every", "0"), ("--val-every", "0"), ("--val-limit", "0"), ("--log-every", "0"),
+    ("--max-minutes", "0"), ("--max-minutes", "inf"), ("--threads", "0"), ("--seed", "-1"),
+])
+def test_cli_errors_name_the_flag(data, tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["train", "--rainy", str(data / "rainy"), "--clean", str(data / "clean"),
+                  "--out", str(tmp_path / "run"), flag, value])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"argument {flag}: expected" in err and repr(value) in err
+    internal = flag[2:].replace("-", "_")
+    assert internal not in err.replace(flag, "") or internal == flag[2:], err   # no batch_size, kernel_size, ...
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_betas_and_device_errors_name_the_flag(data, tmp_path, capsys):
+    args = ["train", "--rainy", str(data / "rainy"), "--clean", str(data / "clean"), "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit):
+        cli_main([*args, "--betas", "0.5", "1"])
+    assert "argument --betas: expected a number in [0, 1), got '1'" in capsys.readouterr().err
+    assert cli_main([*args, "--device", "tpu"]) == 2
+    assert "--device: expected cpu, cuda or cuda:N, got 'tpu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli_main([*args, "--device", "cuda"]) == 2
+        assert "--device cuda: CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_images_give_one_clean_line_each(data, tmp_path, capsys):
+    """No Python warning machinery (file, line, source), no <_io.BytesIO ...>: one line per file, named."""
+    rainy = tmp_path / "rainy"
+    rainy.mkdir()
+    for p in (data / "rainy").iterdir():
+        (rainy / p.name).write_bytes(p.read_bytes())
+    (rainy / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (rainy / "notes.jpg").write_text("hello")
+    (rainy / "empty.png").write_bytes(b"")
+    (rainy / "cut.png").write_bytes((rainy / "0.png").read_bytes()[:300])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = cli_main(["train", "--rainy", str(rainy), "--clean", str(data / "clean"), "--out", str(tmp_path / "run"),
+                       "--steps", "1", "--batch-size", "1", "--crop", "32", "--kernel-size", "3", "--workers", "0",
+                       "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert not [w for w in caught if "skipping" in str(w.message)]
+    lines = [l for l in err.splitlines() if "skipping" in l]
+    assert len(lines) == 4, err
+    for name in ("corrupt.png", "notes.jpg", "empty.png", "cut.png"):
+        line = next(l for l in lines if name in l)
+        assert line.startswith(f"warning: --rainy: skipping {rainy / name}: ")
+    assert "BytesIO" not in err and "UserWarning" not in err and ".py:" not in err
+    assert "not an image" in next(l for l in lines if "notes.jpg" in l)
+    assert "empty file" in next(l for l in lines if "empty.png" in l)
+    assert "truncated" in next(l for l in lines if "cut.png" in l)
+
+
+def test_failed_start_leaves_no_run_folder(data, tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"garbage")
+    common = ["--steps", "2", "--batch-size", "1", "--crop", "32", "--kernel-size", "3", "--workers", "0",
+              "--no-progress"]
+    # no usable clean image: an error naming the option, and no run folder
+    rc, err = _cli(["--rainy", data / "rainy", "--clean", bad, "--out", tmp_path / "runs" / "new", *common], capsys)
+    assert rc == 2 and "--clean: no usable image" in err and f"skipping {bad / 'x.png'}" in err
+    assert not (tmp_path / "runs").exists()
+    # a folder that existed keeps its files and gets none
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    rc, err = _cli(["--rainy", data / "rainy", "--clean", bad, "--out", mine, *common], capsys)
+    assert rc == 2 and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    rc, err = _cli(["--rainy", data / "rainy", "--clean", data / "clean", "--out", mine,
+                    "--val-pairs", tmp_path / "no-val", *common], capsys)
+    assert rc == 2 and "--val-pairs" in err and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    # Ctrl-C while the soft labels are computed (before the first step): removed again, exit status 130
+    from derain.train import data as train_data
+
+    def interrupted(self, folder, progress=True):
+        self.store(folder.entries[0].digest, self.compute(folder.image(0)))
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_data.SoftLabelCache, "warm", interrupted)
+    rc, err = _cli(["--rainy", data / "rainy", "--clean", data / "clean", "--out", tmp_path / "r2", *common], capsys)
+    assert rc == 130 and not (tmp_path / "r2").exists()
+    rc, err = _cli(["--rainy", data / "rainy", "--clean", data / "clean", "--out", mine, *common], capsys)
+    assert rc == 130 and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_interrupt_saves_a_resumable_checkpoint_not_final_weights(data, tmp_path):
+    """Ctrl-C (SIGINT) in the training loop: a step checkpoint, no final.safetensors, TrainResult.interrupted."""
+    import signal
+
+    def ctrl_c(t):
+        if t == 2:
+            signal.raise_signal(signal.SIGINT)
+    logs = []
+    r = train(_cfg(data, tmp_path / "run", steps=6, ckpt_every=100), log=logs.append, on_step=ctrl_c)
+    assert r.stopped_early and r.step == 2 and r.interrupted == signal.SIGINT
+    assert latest_checkpoint(tmp_path / "run").name == "step_00000002.safetensors"
+    assert not (tmp_path / "run" / "final.safetensors").exists()
+    assert any("interrupted (SIGINT) at step 2 of 6" in m and "--resume" in m for m in logs)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # handler restored
+    r2 = train(_cfg(data, tmp_path / "run", steps=6, ckpt_every=100, resume=True), log=_quiet)
+    assert r2.step == 6 and r2.interrupted is None and (tmp_path / "run" / "final.safetensors").is_file()
+
+
+def test_ctrl_c_exits_130_and_the_unfinished_run_is_not_taken_as_weights(data, tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "derain", "train", "--rainy", str(data / "rainy"), "--clean", str(data / "clean"),
+           "--out", str(run), "--steps", "100000", "--batch-size", "1", "--crop", "32", "--kernel-size", "3",
+           "--workers", "1", "--no-progress", "--ckpt-every", "1", "--keep", "2"]
+    # its own process group, signalled as a whole like Ctrl-C in a terminal (the DataLoader worker too)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list_checkpoints(run) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list_checkpoints(run), "training did not start"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "interrupted (SIGINT)" in err and "--resume" in err and "Traceback" not in err
+    assert err.count("SIGINT: stopping after the current step") == 1          # the worker stays quiet
+    assert "unfinished" in out
+    assert not (run / "final.safetensors").exists() and list_checkpoints(run)
+    # derain infer --weights RUN refuses the unfinished run, and takes a checkpoint named as a file
+    img = tmp_path / "in.png"
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(img)
+    rc = cli_main(["infer", str(img), "--weights", str(run), "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert cli_main(["infer", str(img), "--weights", str(latest_checkpoint(run)), "--out", str(tmp_path / "o")]) == 0
+
+
+def test_checkpoints_and_weights_get_normal_permissions(data, tmp_path):
+    old = os.umask(0o022)
+    try:
+        train(_cfg(data, tmp_path / "run", steps=2, ckpt_every=1), log=_quiet)
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert any(p.name.startswith("step_") for p in files) and any(p.parent.name == "soft_labels" for p in files)
+    assert (tmp_path / "run" / "final.safetensors") in files
+    for p in files:
+        assert p.stat().st_mode & 0o777 == 0o644, p
 
 
 def test_load_pairs_matches_names(data, tmp_path):

@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 
-WEIGHTS_HELP = ("weights: a checkpoint path (our .safetensors, an authors' .pth, or a folder), or a name: "
-                "ours (packaged), rain1400, rain200l, did (the authors', from the shared folder). "
-                "Default: ours if packaged, else the authors' rain1400")
+EFFICIENT_TILE = 128    # smaller --tile values compute more than twice the pixels (31-pixel halo): warned
+
+WEIGHTS_HELP = ("weights: a name, ours (the packaged weights, the default) or rain1400, rain200l, did (the "
+                "authors' released checkpoints, downloaded on first use into torch.hub's folder, or "
+                "$DERAIN_WEIGHTS_DIR), or a path: "
+                "a derain .safetensors, an authors' .pth, a `derain train` checkpoint or a finished run folder")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", "-w", default=None, metavar="W", help=WEIGHTS_HELP)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
     p.add_argument("--tile", type=_non_negative_int, default=None, metavar="N",
-                   help="tile size in pixels for large images (exact: tiles overlap by the receptive field); "
+                   help="tile size in pixels for large images (exact: tiles overlap by the receptive field, "
+                        "31 pixels, so tiles below 128 cost over twice the work and get a warning); "
                         "0 = never tile; default: tile 512 above 1024x1024 pixels")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for torch (default: torch's)")
 
@@ -36,6 +41,35 @@ _positive_int = _int_at_least(1, "positive")
 _non_negative_int = _int_at_least(0, "non-negative")
 
 
+def _odd_positive_int(s: str) -> int:
+    v = _positive_int(s)
+    if v % 2 == 0:
+        raise argparse.ArgumentTypeError(f"expected an odd positive integer, got {s!r}")
+    return v
+
+
+def _float_in(low: float, high: float | None, what: str, low_open: bool = False, high_open: bool = True):
+    """argparse type: a finite float in the interval [low, high) (or (low, ...) with low_open)."""
+    import math
+
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
+        ok = math.isfinite(v) and (v > low if low_open else v >= low)
+        if high is not None:
+            ok = ok and (v < high if high_open else v <= high)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}")
+        return v
+    return parse
+
+
+_positive_float = _float_in(0.0, None, "a positive number", low_open=True)
+_beta = _float_in(0.0, 1.0, "a number in [0, 1)")
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -52,14 +86,28 @@ def load_model(args, weights=None):
     """(Derainer, label of the weights) from the parsed --weights/--device/--tile/--threads."""
     from derain.inference import Derainer
     from derain.models import RainOerMeNet
-    from derain.models.checkpoint import resolve_weights
+    from derain.models.checkpoint import DEFAULT_WEIGHTS, resolve_weights
 
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    path, label = resolve_weights(weights if weights is not None else args.weights)
+    spec = weights if weights is not None else args.weights
+    try:
+        path, label = resolve_weights(spec)
+    except (FileNotFoundError, ValueError) as exc:     # name the option; the same exception type
+        given = f"--weights {spec}" if spec is not None else f"--weights {DEFAULT_WEIGHTS} (the default)"
+        raise type(exc)(f"{given}: {exc}") from None
     device = pick_device(args.device)
     model = RainOerMeNet.from_checkpoint(path, map_location=device)
-    return Derainer(model, device=device, tile=args.tile), label, path
+    derainer = Derainer(model, device=device, tile=args.tile)
+    if args.tile and args.tile < EFFICIENT_TILE:
+        t, halo = args.tile, derainer.halo
+        cost = ((t + 2 * halo) / t) ** 2
+        print(f"derain {getattr(args, 'command', '')}: warning: --tile {t} is small: each tile is computed with "
+              f"{halo} pixels of context on every side, so about {cost:.0f}x the pixels of an untiled run are "
+              f"computed (--tile {EFFICIENT_TILE}: {((EFFICIENT_TILE + 2 * halo) / EFFICIENT_TILE) ** 2:.1f}x, "
+              f"512: {((512 + 2 * halo) / 512) ** 2:.1f}x); use a larger --tile, or 0 not to tile, unless memory "
+              f"is short", file=sys.stderr)
+    return derainer, label, path
 
 
 def progress(iterable=None, **kwargs):

@@ -1,8 +1,8 @@
 """`derain demo`: derain a few sample images and write a before/after picture. No arguments needed.
 
 Samples: real rainy photos from the shared data folder when present (SIRR real rain), otherwise
-procedurally generated rainy scenes (nothing is shipped). Weights: the authors' Rain1400 checkpoint
-from the shared folder when present, otherwise our packaged weights.
+procedurally generated rainy scenes (nothing is shipped). Weights: `--weights`, by default the packaged
+ones ("ours"), as every command.
 """
 from __future__ import annotations
 
@@ -144,14 +144,9 @@ def before_after(rows: list[tuple[torch.Tensor, torch.Tensor]], labels=("rainy i
 
 
 def run(args) -> int:
-    from derain.models.checkpoint import authors_weights
-
     if args.images < 1:
         raise ValueError(f"--images must be >= 1, got {args.images}")
-    weights = args.weights
-    if weights is None and authors_weights("rain1400") is not None:
-        weights = "rain1400"   # else the default: ours if packaged, else a "how to get weights" error
-    derainer, label, _ = load_model(args, weights=weights)
+    derainer, label, _ = load_model(args)
     samples, source = sample_images(args.images, args.synthetic)
     rows = []
     for name, x in progress(samples, desc="demo", unit="img"):

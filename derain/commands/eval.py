@@ -8,6 +8,7 @@ from pathlib import Path
 from ._common import add_model_args, load_model, progress
 
 BASELINES = ("median", "median-min", "input")
+SSIM_WINDOW = 11    # derain.metrics.ssim_y: 11x11 window, valid positions only
 
 
 def add_parser(sub) -> None:
@@ -82,19 +83,30 @@ def run(args) -> int:
     derainer, label, weights_path = load_model(args)
 
     rows = {label: [], **{_baseline_name(b, args.kernel): [] for b in args.baseline}, "rainy input": []}
-    failed = 0
+    skipped = []
+
+    def skip(rain_path, why):
+        print(f"derain eval: warning: skipping {rain_path}: {why}", file=sys.stderr)
+        skipped.append({"image": rain_path.name, "reason": why})
+
     for rain_path, clean_path in progress(pairs, desc="eval", unit="pair"):
         try:
             x, info = read_image(rain_path)
+        except (ImageReadError, OSError) as exc:
+            skip(rain_path, f"unreadable rainy image ({_reason(exc, rain_path)})")
+            continue
+        try:
             y, _ = read_image(clean_path)
-        except ImageReadError as exc:
-            print(f"derain eval: error: {exc} (pair skipped)", file=sys.stderr)
-            failed += 1
+        except (ImageReadError, OSError) as exc:
+            skip(rain_path, f"unreadable clean image {str(clean_path)!r} ({_reason(exc, clean_path)})")
             continue
         if x.shape != y.shape:
-            print(f"derain eval: error: {rain_path.name}: rainy {tuple(x.shape[1:])} and clean "
-                  f"{tuple(y.shape[1:])} sizes differ (pair skipped)", file=sys.stderr)
-            failed += 1
+            skip(rain_path, f"size mismatch: rainy {x.shape[2]}x{x.shape[1]}, clean {clean_path.name} "
+                            f"{y.shape[2]}x{y.shape[1]} (width x height)")
+            continue
+        if min(x.shape[1:]) < SSIM_WINDOW:
+            skip(rain_path, f"too small for SSIM: {x.shape[2]}x{x.shape[1]}, needs at least "
+                            f"{SSIM_WINDOW}x{SSIM_WINDOW} pixels")
             continue
         preds = {label: derainer(x).cpu()}
         for b in args.baseline:
@@ -109,11 +121,13 @@ def run(args) -> int:
             rows[name].append({"image": rain_path.name, "psnr": float(psnr_y(pred, y)), "ssim": float(ssim_y(pred, y))})
     n = len(rows[label])
     if n == 0:
-        raise ValueError(f"--pairs {args.pairs!r}: none of the {len(pairs)} pairs could be evaluated")
+        raise ValueError(f"--pairs {args.pairs!r}: none of the {len(pairs)} pairs could be evaluated "
+                         f"({len(skipped)} skipped, see the warnings above)")
     summary = {name: {"psnr": sum(r["psnr"] for r in v) / n, "ssim": sum(r["ssim"] for r in v) / n}
                for name, v in rows.items()}
     width = max(len(k) for k in summary) + 2
-    table = [f"pairs: {args.pairs} ({n} evaluated)    weights: {label} ({weights_path})",
+    counted = f"{n} evaluated" + (f", {len(skipped)} skipped" if skipped else "")
+    table = [f"pairs: {args.pairs} ({counted})    weights: {label} ({weights_path})",
              f"{'method':{width}s} {'PSNR (dB)':>10s} {'SSIM':>8s}"]
     for name, s in summary.items():
         table.append(f"{name:{width}s} {s['psnr']:10.2f} {s['ssim']:8.4f}")
@@ -121,6 +135,7 @@ def run(args) -> int:
     print("\n".join(table), file=sys.stderr if args.json == "-" else sys.stdout)
     if args.json:
         result = {"pairs": str(args.pairs), "weights": str(weights_path), "label": label, "count": n,
+                  "skipped": skipped,
                   "convention": "Y (BT.601 16-235) of uint8 images; SSIM gaussian 11x11 sigma 1.5, valid, "
                                 "data range 255 (skimage)",
                   "mean": summary, "per_image": rows}
@@ -130,7 +145,13 @@ def run(args) -> int:
         else:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(text + "\n")
-    return 1 if failed else 0
+    return 0
+
+
+def _reason(exc: Exception, path) -> str:
+    """The cause of a read error without repeating the path."""
+    text = str(exc.__cause__ or exc)
+    return text.replace(f"{str(path)!r}", "").replace(str(path), "").strip(" :") or type(exc).__name__
 
 
 def _baseline_name(b: str, k: int) -> str:

@@ -12,7 +12,7 @@ from ._common import add_model_args, load_model, progress
 def add_parser(sub) -> None:
     p = sub.add_parser("infer", help="derain images (files or folders), keeping their format and size",
                        description="Derain images with Rain O'er Me: Ŷ = X − G(X). Each output has its input's "
-                                   "file name, format, size and mode (grey, RGBA, 16-bit grey).")
+                                   "file name, format, size and mode (grey, RGBA, 16-bit).")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
     p.add_argument("--out", "-o", default="derained", metavar="DIR", help="output folder (default: ./derained)")
     p.add_argument("--compare", action="store_true",
@@ -49,7 +49,7 @@ def output_names(files, out_dir: Path) -> list[Path]:
 
 
 def run(args) -> int:
-    from derain.io import ImageReadError, list_images, read_image, write_image
+    from derain.io import ImageReadError, list_images, output_bits, read_image, write_image
 
     files = list_images(args.inputs, name="INPUT")
     out_dir = Path(args.out)
@@ -69,6 +69,12 @@ def run(args) -> int:
             failed += 1
             bar.update(1)
             continue
+        if info.reduced:
+            print(f"derain infer: warning: {f}: a 16-bit image in a layout that can only be read at 8 bits per "
+                  f"channel; its output is 8-bit", file=sys.stderr)
+        elif output_bits(o, info) < info.bits:
+            print(f"derain infer: warning: {f}: 16-bit input written as 8-bit {o.suffix} (16-bit output is "
+                  f"PNG, or TIFF for grey images)", file=sys.stderr)
         n_tiles = len(derainer.tiles(*x.shape[1:]))
         if n_tiles > 1:
             with progress(total=n_tiles, desc=f"{f.name} tiles", unit="tile", leave=False) as tiles_bar:

@@ -1,6 +1,10 @@
-"""Loading and saving RainOerMeNet weights, and finding the weights the command line uses.
+"""Loading and saving RainOerMeNet weights, and finding weights by name.
 
-Formats read by `load_checkpoint(path)`:
+Names (a `str` equal to one of WEIGHT_NAMES; a Path is always a path): "ours" (the packaged weights,
+the default of every command), "rain1400", "rain200l", "did" (the authors' released checkpoints, from
+the shared folder or downloaded once into a cache: derain.models.hub).
+
+Formats read by `load_checkpoint(path)` (recognised by content, not by file extension):
 - the authors' checkpoints (`.pth`/`.pt`, a plain state_dict, `out2.4.*` present -> detail "rain1400",
   absent -> "did"); also a dict wrapping one under "state_dict"/"model"/"net", and "module." prefixes;
 - ours: `NAME.safetensors` + `NAME.json` (config, format version, parameter counts, free metadata).
@@ -25,24 +29,37 @@ DEFAULT_NAME = "rain_oer_me"
 # Weights that ship in the package (written by the trainer at the end of its run).
 PACKAGED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / f"{DEFAULT_NAME}.safetensors"
 AUTHORS_NAMES = ("rain1400", "rain200l", "did")
+WEIGHT_NAMES = ("ours",) + AUTHORS_NAMES
+DEFAULT_WEIGHTS = "ours"       # what every command uses without --weights
+
+EXPECTED = ("expected Rain O'er Me weights: an authors' .pth state_dict, a derain .safetensors (with its "
+            ".json), a `derain train` step_*.safetensors, a run folder, or a name: " + ", ".join(WEIGHT_NAMES))
 
 
 # ----------------------------------------------------------------------------------------------- load
 
 def load_checkpoint(path, map_location="cpu"):
-    """path -> RainOerMeNet with the checkpoint's weights (eval mode). See module doc for formats."""
+    """path or name -> RainOerMeNet with the checkpoint's weights (eval mode). See module doc for formats."""
     from .rain_oer_me import RainOerMeNet
 
+    if isinstance(path, str) and path in WEIGHT_NAMES:
+        path, _ = resolve_weights(path)
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"weights file not found: {str(path)!r}")
+        raise FileNotFoundError(f"weights file not found: {str(path)!r} (or use one of the names "
+                                f"{', '.join(WEIGHT_NAMES)})")
     if path.is_dir():
         path = _checkpoint_in_folder(path)
-    if path.suffix == ".safetensors":
+    kind = _sniff(path)
+    if kind == "safetensors":
         config, state = _read_ours(path)
-    else:
+    elif kind in ("zip", "pickle"):
         state = _read_torch(path, map_location)
         config = _config_from_state(path, state)
+    else:
+        raise _not_weights(path, {"empty": "the file is empty",
+                                  "text": "it is a text file",
+                                  "unknown": "it is neither a PyTorch (.pth) nor a safetensors file"}[kind])
     model = RainOerMeNet(**config)
     _load_strict(model, state, path)
     model.to(map_location if map_location is not None else "cpu")
@@ -50,15 +67,16 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def _checkpoint_in_folder(folder: Path) -> Path:
-    """A training run or weights folder -> its weights: rain_oer_me / final / best .safetensors, else the
-    newest training checkpoint step_*.safetensors, else its only .safetensors."""
-    for name in (DEFAULT_NAME, "final", "best"):
+    """A weights folder or a finished training run -> its weights: rain_oer_me.safetensors, else
+    final.safetensors, else the folder's only .safetensors. A training run without final.safetensors
+    (stopped before --steps) is refused: its checkpoints are loaded only when named as files."""
+    for name in (DEFAULT_NAME, "final"):
         p = folder / f"{name}.safetensors"
         if p.is_file():
             return p
     steps = sorted(folder.glob("step_*.safetensors"))
     if steps:
-        return steps[-1]
+        raise ValueError(_unfinished_run(folder, steps))
     found = sorted(folder.glob("*.safetensors"))
     if len(found) == 1:
         return found[0]
@@ -68,29 +86,80 @@ def _checkpoint_in_folder(folder: Path) -> Path:
                      f"({', '.join(p.name for p in found)}); name one of them")
 
 
+def _unfinished_run(folder: Path, steps: list[Path]) -> str:
+    latest = steps[-1]
+    where = ""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(latest), framework="pt") as f:
+            meta = f.metadata() or {}
+        planned = json.loads(meta.get("config", "{}")).get("steps")
+        where = f" at step {int(meta['step'])}" + (f" of {planned}" if planned else "")
+    except Exception:  # noqa: BLE001 - the message works without the step
+        pass
+    best = folder / "best.safetensors"
+    also = f", or {str(best)!r} (its best validation weights)" if best.is_file() else ""
+    return (f"{str(folder)!r} is an unfinished training run (stopped{where}; it has no final.safetensors): "
+            f"continue it with `derain train ... --out {folder} --resume`, or load one of its checkpoints "
+            f"by its file name, e.g. {str(latest)!r} (the latest){also}")
+
+
+def _not_weights(path: Path, what: str) -> ValueError:
+    return ValueError(f"cannot read weights {str(path)!r}: {what}; {EXPECTED}")
+
+
+def _sniff(path: Path) -> str:
+    """What a file holds, from its first bytes: zip / pickle (PyTorch), safetensors, empty, text, unknown."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise _not_weights(path, f"the file cannot be read ({exc.strerror or exc})") from None
+    if not head:
+        return "empty"
+    if head[:4] == b"PK\x03\x04":                     # torch.save's zip format
+        return "zip"
+    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:   # a pickle (torch's legacy format)
+        return "pickle"
+    if len(head) > 8 and 2 <= int.from_bytes(head[:8], "little") <= size - 8 and head[8:9] == b"{":
+        return "safetensors"                          # u64 header length, then a JSON header
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "unknown"
+    return "text" if all(c.isprintable() or c in "\r\n\t" for c in text) else "unknown"
+
+
 def _read_torch(path: Path, map_location) -> dict:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:     # a file object: torch.load reads by content, not by extension
+            obj = torch.load(f, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as exc:  # a garbage pickle can raise anything (UnpicklingError, IndexError, ...)
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot read weights {str(path)!r}: not a readable PyTorch checkpoint ({msg})") from None
+        if "Unsupported global" in str(exc):
+            raise _not_weights(path, "a PyTorch file holding Python objects other than tensors (e.g. a pickled "
+                                     "module or optimizer); only state_dicts of tensors are read") from None
+        raise _not_weights(path, "a damaged or truncated PyTorch file") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "net", "netG", "model_state_dict"):
             if key in obj and isinstance(obj[key], dict):
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"weights {str(path)!r} are not a state_dict of tensors (got {type(obj).__name__})")
+        what = "an empty dict" if isinstance(obj, dict) and not obj else (
+            "a dict of values other than tensors" if isinstance(obj, dict) else f"a {type(obj).__name__}")
+        raise _not_weights(path, f"a PyTorch file holding {what}, not a state_dict of tensors")
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
 def _config_from_state(path: Path, state: dict) -> dict:
     w = state.get("inc.0.weight")
     if w is None or w.dim() != 4:
-        raise ValueError(f"weights {str(path)!r} are not Rain O'er Me weights: no 'inc.0.weight' "
-                         f"(keys start with {_preview(sorted(state))})")
+        raise _not_weights(path, f"the weights of another network (no 'inc.0.weight'; its keys: "
+                                 f"{_preview(sorted(state))})")
     return {"channels": int(w.shape[0]), "dilation": 3,
             "detail": "rain1400" if "out2.4.weight" in state else "did"}
 
@@ -104,8 +173,8 @@ def _read_ours(path: Path):
         state = load_file(str(path))
     except FileNotFoundError:
         raise
-    except Exception as exc:  # SafetensorError, header JSON errors, ...
-        raise ValueError(f"cannot read weights {str(path)!r}: not a readable safetensors file ({exc})") from None
+    except Exception:  # SafetensorError, header JSON errors, ...
+        raise _not_weights(path, "a damaged or truncated safetensors file") from None
     if header.get("format") == TRAIN_FORMAT:     # a `derain train` checkpoint: model.* tensors + optimizer
         state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
         config = _config_from_state(path, state)
@@ -116,6 +185,8 @@ def _read_ours(path: Path):
         if isinstance(run, dict) and isinstance(run.get("dilation"), int):
             config["dilation"] = run["dilation"]
         return config, state
+    if "inc.0.weight" not in state:
+        _config_from_state(path, state)       # a safetensors file of another network: say so
     meta = None
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
@@ -198,6 +269,7 @@ def save_checkpoint(model, path, metadata: dict | None = None) -> Path:
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": json.dumps(model.config)}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=header)
+    os.chmod(tmp, _file_mode())      # safetensors creates files 0600; give the umask's mode like open()
     os.replace(tmp, path)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": dict(model.config),
             "parameters": parameter_count(model), "metadata": metadata or {}}
@@ -206,6 +278,12 @@ def save_checkpoint(model, path, metadata: dict | None = None) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- counts
+
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
 
 def parameter_count(model) -> dict:
     """{"G": {"weights", "with_biases"}, "g": {...}}: convolution weights only (TIP Table IV) and total."""
@@ -232,54 +310,37 @@ def shared_dir() -> Path | None:
 
 
 def authors_weights(name: str) -> Path | None:
-    base = shared_dir()
-    p = None if base is None else base / "weights" / "rain-over-me" / f"{name}.pth"
-    return p if p is not None and p.is_file() else None
+    """The local copy (shared folder or download cache) of an authors' checkpoint, or None."""
+    from .hub import local_checkpoint
+
+    return local_checkpoint(name)
 
 
 def packaged_weights() -> Path | None:
     return PACKAGED_WEIGHTS if PACKAGED_WEIGHTS.is_file() else None
 
 
-HOW_TO_GET_WEIGHTS = (
-    "get weights in one of these ways: pass --weights PATH (one of our .safetensors checkpoints, or an "
-    "authors' .pth from HuangxingLin123/Rain-Over-Me); put the authors' checkpoints in "
-    "SHARED/weights/rain-over-me/{rain1400,rain200l,did}.pth and set DERAIN_SHARED=SHARED; or train "
-    "your own with `derain train`")
+def resolve_weights(spec: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """Weights by name or path -> (path, label).
 
-
-def resolve_weights(spec: str | os.PathLike | None) -> tuple[Path, str]:
-    """A --weights argument -> (path, label).
-
-    spec: a path; "rain1400" / "rain200l" / "did" (the authors', from the shared folder); "ours" (the
-    packaged weights); None -> "ours" if packaged, else the authors' rain1400, else FileNotFoundError.
+    spec: None -> DEFAULT_WEIGHTS ("ours"); "ours" -> the packaged weights; "rain1400" / "rain200l" /
+    "did" -> the authors' checkpoint (shared folder, download cache, else downloaded: derain.models.hub);
+    anything else is a path (a str equal to a name is the name; pass a Path or "./ours" for such a file).
     """
     if spec is None:
-        if packaged_weights() is not None:
-            return PACKAGED_WEIGHTS, "ours"
-        p = authors_weights("rain1400")
-        if p is not None:
-            return p, "rain1400 (authors')"
-        raise FileNotFoundError("no weights available: the packaged weights "
-                                f"({PACKAGED_WEIGHTS}) are missing and no shared folder with the "
-                                f"authors' checkpoints was found; {HOW_TO_GET_WEIGHTS}")
-    spec_s = str(spec)
-    if spec_s == "ours":
+        spec = DEFAULT_WEIGHTS
+    if isinstance(spec, str) and spec == "ours":
         if packaged_weights() is None:
-            raise FileNotFoundError(f"--weights ours: the packaged weights are missing ({PACKAGED_WEIGHTS}); "
-                                    f"{HOW_TO_GET_WEIGHTS}")
+            raise FileNotFoundError(f"the packaged weights ('ours') are missing: {str(PACKAGED_WEIGHTS)!r} does not "
+                                    f"exist (a broken install?); reinstall derain, or use the authors' weights "
+                                    f"by name ({', '.join(AUTHORS_NAMES)}) or a checkpoint by its path")
         return PACKAGED_WEIGHTS, "ours"
-    if spec_s in AUTHORS_NAMES:
-        p = authors_weights(spec_s)
-        if p is None:
-            base = shared_dir()
-            where = (f"{base / 'weights' / 'rain-over-me' / (spec_s + '.pth')} does not exist" if base else
-                     "no shared folder found ($DERAIN_SHARED or shared/ next to the checkout)")
-            raise FileNotFoundError(f"--weights {spec_s}: the authors' checkpoint is not available: {where}; "
-                                    f"{HOW_TO_GET_WEIGHTS}")
-        return p, f"{spec_s} (authors')"
-    p = Path(spec_s).expanduser()
+    if isinstance(spec, str) and spec in AUTHORS_NAMES:
+        from .hub import authors_checkpoint
+
+        return authors_checkpoint(spec), f"{spec} (authors')"
+    p = Path(spec).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"--weights: no such file or folder: {spec_s!r} (or use one of the names "
-                                f"ours, {', '.join(AUTHORS_NAMES)})")
+        raise FileNotFoundError(f"no such file or folder: {str(spec)!r} (or use one of the names "
+                                f"{', '.join(WEIGHT_NAMES)})")
     return p, p.name

@@ -37,6 +37,8 @@ class RainOerMeNet(nn.Module):
 
     `model(x)` -> derained image Ŷ = X − G(X), shape (B, 3, H, W) like x.
     `model.forward_train(x)` -> (R, Ŷ, R_e, Ŷ_e) with R = G(X), R_e = g(R), Ŷ_e = X − R_e.
+    x: a 4-D float tensor (B, 3, H, W), RGB in [0, 1], with the dtype and device of the weights;
+    anything else raises TypeError/ValueError naming `x` and the shape/dtype given.
     `detail="rain1400"` is the 3-conv g (conv 3→16, ReLU, conv 16→16, ReLU, conv 16→3);
     `detail="did"` the DID variant (conv 3→16, ReLU, conv 16→3, ReLU).
     """
@@ -69,9 +71,17 @@ class RainOerMeNet(nn.Module):
                 nn.init.normal_(m.weight, 0.0, 0.02)
                 nn.init.zeros_(m.bias)
 
+    def _check_input(self, x, name: str = "x") -> None:
+        """The caller's image must be (B, 3, H, W), floating point, with the weights' dtype and device."""
+        weight = self.inc[0].weight
+        _check_image(x, name, dtypes=(weight.dtype,), device=weight.device)
+
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu") -> "RainOerMeNet":
-        """Authors' .pth (detail variant from the out2 keys), our .safetensors + .json, or a folder."""
+        """Weights by name or path: "ours" (the packaged weights), "rain1400", "rain200l", "did" (the authors'
+        released checkpoints, downloaded once into a cache: derain.models.hub), or a path to an authors'
+        .pth (detail variant from the out2 keys), our .safetensors + .json, a `derain train` checkpoint or
+        a finished run folder. A `str` equal to a name is the name; a pathlib.Path is always a path."""
         from .checkpoint import load_checkpoint
 
         return load_checkpoint(path, map_location=map_location)
@@ -90,6 +100,10 @@ class RainOerMeNet(nn.Module):
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """R = G(X) = tanh(outc(...)), shape like x."""
+        self._check_input(x)
+        return self._residual(x)
+
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
         fi = self.inc(x)
         f0 = self.block1(fi)
         f1 = self.block2(f0)
@@ -99,7 +113,8 @@ class RainOerMeNet(nn.Module):
         return torch.tanh(self.outc(f33))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x - self.residual(x)
+        self._check_input(x)
+        return x - self._residual(x)
 
     def fused(self) -> nn.Module:
         """Fused CPU inference of this network: a module whose call equals `self(x)` (float32 round-off).
@@ -107,9 +122,43 @@ class RainOerMeNet(nn.Module):
         Built from a snapshot of the current weights (derain_kernels.nn.FusedRainOerMe),
         in eval mode; no gradient. Rebuild it after changing the weights.
         """
-        return derain_kernels.nn.FusedRainOerMe(self.state_dict(), dilation=self.config["dilation"]).eval()
+        return _CheckedFusedRainOerMe(self.state_dict(), dilation=self.config["dilation"]).eval()
 
     def forward_train(self, x: torch.Tensor):
-        r = self.residual(x)
+        self._check_input(x)
+        r = self._residual(x)
         r_e = self.out2(r)
         return r, x - r, r_e, x - r_e
+
+
+class _CheckedFusedRainOerMe(derain_kernels.nn.FusedRainOerMe):
+    """FusedRainOerMe that checks the caller's image first (3 channels: the network's input is RGB)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image(x, "x", dtypes=(torch.float32, torch.float64), device=self.inc_0_weight.device)
+        return super().forward(x)
+
+
+def _check_image(x, name: str, dtypes, device) -> None:
+    """TypeError/ValueError naming `name` unless x is a (B, 3, H, W) tensor of one of `dtypes` on `device`."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, 3, H, W), got {type(x).__name__}")
+    shape = tuple(x.shape)
+    if x.dim() != 4:
+        hint = f" (for one image use {name}.unsqueeze(0))" if x.dim() == 3 else ""
+        raise ValueError(f"{name} must be a 4-D tensor (B, 3, H, W), got shape {shape}{hint}")
+    if shape[1] != 3:
+        raise ValueError(f"{name} must have 3 (RGB) channels in dimension 1, i.e. shape (B, 3, H, W), "
+                         f"got shape {shape}")
+    if shape[2] < 1 or shape[3] < 1:
+        raise ValueError(f"{name} must have a height and width of at least 1 pixel, got shape {shape}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point image in [0, 1], got dtype {x.dtype} "
+                        f"(shape {shape}); convert it, e.g. {name}.float() / 255 for 8-bit values")
+    if x.dtype not in dtypes:
+        want = " or ".join(str(d) for d in dtypes)
+        raise TypeError(f"{name} must have dtype {want} (what the network computes in), got {x.dtype}: "
+                        f"convert the image ({name}.to({dtypes[0]})) or the model (model.to(dtype))")
+    if x.device != device:
+        raise ValueError(f"{name} is on {x.device} but the network's weights are on {device}: move one of them "
+                         f"({name}.to(device) or model.to(device))")

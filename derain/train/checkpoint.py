@@ -19,6 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .data import file_mode
+
 FORMAT = "derain-train-checkpoint/1"
 _NAME = re.compile(r"^step_(\d+)\.safetensors$")
 
@@ -53,6 +55,7 @@ def _atomic_save(tensors: dict, metadata: dict, path: Path) -> None:
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())       # mkstemp's 0600 -> the umask's mode, like any file the run writes
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

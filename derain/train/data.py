@@ -41,12 +41,40 @@ def list_images(folder, arg_name: str = "folder") -> list[Path]:
     return files
 
 
+class UnreadableImage(ValueError):
+    """Bytes that are not a decodable image; the message is the reason, without a file name."""
+
+
 def decode_image(data: bytes) -> np.ndarray:
     """Decode PNG/JPEG/... bytes into an (H, W, 3) RGB array: uint8 for 8-bit images,
-    float32 in [0, 1] for 16-bit/float ones. Grey is repeated to RGB; alpha is dropped."""
+    float32 in [0, 1] for 16-bit/float ones. Grey is repeated to RGB; alpha is dropped.
+    Raises UnreadableImage (a ValueError) saying why when the bytes are not a readable image."""
     import io
 
-    with Image.open(io.BytesIO(data)) as img:
+    from PIL import UnidentifiedImageError
+
+    from derain.io import read_16bit_channels
+
+    if not data:
+        raise UnreadableImage("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            deep = read_16bit_channels(lambda: Image.open(io.BytesIO(data)))
+            if deep is not None:     # 16-bit RGB(A) / grey + alpha, which Pillow alone reads at 8 bits
+                arr = deep[:, :, :3 if deep.shape[2] >= 3 else 1].astype(np.float32) / np.float32(65535.0)
+                return np.ascontiguousarray(np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else arr)
+            return _decode(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise UnreadableImage("not an image in a format Pillow can read") from None
+    except Image.DecompressionBombWarning as exc:
+        raise UnreadableImage(f"too large to decode safely ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise UnreadableImage(f"damaged or truncated image ({exc})") from None
+
+
+def _decode(fp) -> np.ndarray:
+    with Image.open(fp) as img:
         img.load()
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(img).astype(np.float32) / 65535.0
@@ -79,21 +107,27 @@ class ImageEntry:
 class ImageFolder:
     """The readable images of a folder that are at least `min_size` on both sides.
 
-    Unreadable (corrupt, not an image) and too small files are skipped with a warning; a folder
-    with no usable image raises ValueError naming `arg_name`.
+    Unreadable (corrupt, not an image) and too small files are skipped, each reported once through
+    `on_skip(message)` (default: a UserWarning) with the file's path and the reason; a folder with no
+    usable image raises ValueError naming `arg_name`.
     """
 
-    def __init__(self, folder, min_size: int, arg_name: str, preload: bool = True):
+    def __init__(self, folder, min_size: int, arg_name: str, preload: bool = True, on_skip=None):
         self.folder = Path(folder)
         self.arg_name = arg_name
+        self.on_skip = on_skip
         self.entries: list[ImageEntry] = []
         self.skipped: list[tuple[Path, str]] = []
         for path in list_images(folder, arg_name):
             try:
                 data = path.read_bytes()
                 arr = decode_image(data)
+            except OSError as exc:
+                self._skip(path, f"cannot read the file ({exc.strerror or exc})")
+                continue
             except Exception as exc:  # noqa: BLE001 - any decoder failure means "skip this file"
-                self._skip(path, f"unreadable image ({type(exc).__name__}: {exc})")
+                why = str(exc) if isinstance(exc, UnreadableImage) else f"{type(exc).__name__}: {exc}"
+                self._skip(path, f"unreadable image: {why}")
                 continue
             h, w = arr.shape[:2]
             if h < min_size or w < min_size:
@@ -107,7 +141,11 @@ class ImageFolder:
 
     def _skip(self, path: Path, why: str) -> None:
         self.skipped.append((path, why))
-        warnings.warn(f"{self.arg_name}: skipping {path.name}: {why}", stacklevel=3)
+        message = f"{self.arg_name}: skipping {path}: {why}"
+        if self.on_skip is not None:
+            self.on_skip(message)
+        else:
+            warnings.warn(message, stacklevel=3)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -124,6 +162,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())       # mkstemp's 0600 -> what a plain open() would give
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -210,6 +249,13 @@ class SoftLabelCache:
             e = folder.entries[i]
             self.store(e.digest, self.compute(folder.image(i)))
         return len(todo)
+
+
+def file_mode() -> int:
+    """0o666 less the process umask: the permissions a new file gets from open()."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _crop(arr: np.ndarray, top: int, left: int, size: int) -> np.ndarray:

@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -123,6 +124,7 @@ class TrainResult:
     last_val: dict | None = None
     sec_per_step: float | None = None
     extra: dict = field(default_factory=dict)
+    interrupted: int | None = None  # the signal (SIGINT, SIGTERM) that stopped the run early, if one did
 
 
 class _Dist:
@@ -240,6 +242,11 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
     """Run (or resume) the distillation; see the module docstring. Returns the trained model.
 
     on_step(t) is called after each optimizer step (tests use it to simulate a crash).
+    Nothing is written before the data has been read and checked; a start that fails (bad data, an
+    error or Ctrl-C before the first step) removes the run folder it created, and leaves the files of a
+    folder that existed before alone. SIGINT/SIGTERM stop the run at the end of the current step with
+    a step checkpoint (TrainResult.interrupted = the signal); final.safetensors is written only when
+    the run reaches cfg.steps.
     """
     from derain.models import RainOerMeNet
 
@@ -252,6 +259,9 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run_dir = Path(cfg.out)
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "soft_labels"
+    created: list[Path] = []        # folders and files this start created, removed again if it fails
+    started = False                 # True once the first optimizer step is done
     try:
         start = 0
         resume_from = None
@@ -272,6 +282,17 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
         elif list_checkpoints(run_dir):
             raise ValueError(f"--out: {run_dir} already holds checkpoints; pass --resume to continue "
                              f"that run, or choose another folder")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise NotADirectoryError(f"--out: {run_dir} exists and is not a folder")
+
+        # data first: a folder without usable images fails here, before anything is written
+        def skipped(message):
+            if dist.main:
+                log(f"warning: {message}")
+        rainy = ImageFolder(cfg.rainy, cfg.crop, "--rainy", preload=cfg.preload, on_skip=skipped)
+        clean = ImageFolder(cfg.clean, cfg.crop, "--clean", preload=cfg.preload, on_skip=skipped)
+        val_pairs = (usable_pairs(load_pairs(cfg.val_pairs), cfg.val_limit, on_skip=skipped)
+                     if cfg.val_pairs else None)
 
         torch.manual_seed(cfg.seed)
         model = RainOerMeNet(detail=cfg.detail).to(device)
@@ -284,17 +305,12 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
                 log(f"resumed from {resume_from.name} (step {start} of {cfg.steps})")
             if start >= cfg.steps:
                 log(f"nothing to do: the run is at step {start} >= --steps {cfg.steps}")
-        if dist.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with open(run_dir / "config.json", "w") as f:
-                json.dump(_run_config(cfg), f, indent=1)
 
-        # data: folders, soft labels (computed once at full resolution, cached on disk)
-        rainy = ImageFolder(cfg.rainy, cfg.crop, "--rainy", preload=cfg.preload)
-        clean = ImageFolder(cfg.clean, cfg.crop, "--clean", preload=cfg.preload)
-        val_pairs = load_pairs(cfg.val_pairs) if cfg.val_pairs else None
-        cache = SoftLabelCache(cfg.cache_dir or run_dir / "soft_labels", cfg.kernel_size, cfg.padding,
-                               cfg.min_composite, device=device)
+        # soft labels (computed once at full resolution, cached on disk)
+        if dist.main:
+            created += _missing_parents(run_dir) + _missing_parents(cache_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+        cache = SoftLabelCache(cache_dir, cfg.kernel_size, cfg.padding, cfg.min_composite, device=device)
         if dist.main:
             t0 = time.perf_counter()
             n = cache.warm(rainy, progress=cfg.progress)
@@ -317,6 +333,10 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
 
         log_csv = val_csv = writer = None
         if dist.main:
+            created += [p for p in (run_dir / "config.json", run_dir / "log.csv", run_dir / "val.csv",
+                                    run_dir / "tensorboard") if not p.exists()]
+            with open(run_dir / "config.json", "w") as f:
+                json.dump(_run_config(cfg), f, indent=1)
             cols = ["step", "loss", "loss_label", "loss_clean", "alpha", "beta", "lr", "sec_per_step"]
             log_csv = _CsvLog(run_dir / "log.csv", cols, start if cfg.resume else None)
             if val_pairs:
@@ -324,12 +344,19 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
                                                         "ssim_y_input", "n"], start if cfg.resume else None)
             writer = _tensorboard(run_dir)
 
-        stop_requested = {"flag": False}
+        stop_signal = {"signum": None}
+        old_handlers = {}
+
+        main_pid = os.getpid()
 
         def _on_signal(signum, frame):  # checkpoint at the end of the current step, then stop
-            stop_requested["flag"] = True
+            if os.getpid() != main_pid:     # a DataLoader worker (forked with this handler): ignore, the
+                return                      # main process finishes the step and shuts the workers down
+            stop_signal["signum"] = signum
+            sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping after the current step with a "
+                             f"checkpoint (press Ctrl-C again to abort at once)\n")
+            signal.signal(signum, old_handlers.get(signum, signal.SIG_DFL))  # a second signal is not delayed
 
-        old_handlers = {}
         if dist.main or not dist.enabled:
             for s in (signal.SIGTERM, signal.SIGINT):
                 try:
@@ -353,78 +380,149 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
         channels_last = torch.channels_last if cfg.channels_last else torch.contiguous_format
         model.train()
         tick = time.perf_counter()
-        for batch in loader:
-            t += 1
-            x, y_s, c = (batch[k].to(device, non_blocking=True).contiguous(memory_format=channels_last)
-                         for k in ("x", "y_s", "c"))
-            alpha, beta = schedule(t)
-            lr = cfg.lr * lr_factor(t, cfg.steps)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            loss, loss_label, loss_clean = step_module(x, y_s, c, alpha, beta)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if on_step is not None:
-                on_step(t)
-            now = time.perf_counter()
-            sec = now - tick
-            tick = now
-            times.append(sec)
-            if dist.main:
-                ll, lc, lv = loss_label.item(), loss_clean.item(), loss.item()
-                bar.update(1)
-                bar.set_postfix_str(f"L_s {ll:.4f} L_h {lc:.4f} a {alpha:.3g} b {beta:.3g}", refresh=False)
-                if t % cfg.log_every == 0 or t == cfg.steps or t == start + 1:
-                    log_csv.add({"step": t, "loss": f"{lv:.6g}", "loss_label": f"{ll:.6g}",
-                                 "loss_clean": f"{lc:.6g}", "alpha": f"{alpha:.6g}", "beta": f"{beta:.6g}",
-                                 "lr": f"{lr:.6g}", "sec_per_step": f"{sec:.4f}"})
-                    if writer is not None:
-                        for k, v in (("loss", lv), ("loss_label", ll), ("loss_clean", lc), ("alpha", alpha),
-                                     ("beta", beta), ("lr", lr), ("sec_per_step", sec)):
-                            writer.add_scalar(k, v, t)
-            stop = (deadline is not None and time.monotonic() > deadline) or stop_requested["flag"]
-            stop = dist.any(stop)
-            last = t == cfg.steps or stop
-            if dist.main and (t % cfg.ckpt_every == 0 or last):
-                save_checkpoint(checkpoint_path(run_dir, t), t, model, optimizer, _run_config(cfg))
-                prune_checkpoints(run_dir, cfg.keep)
-            if val_pairs and (t % cfg.val_every == 0 or last):
+        try:
+            for batch in loader:
+                t += 1
+                x, y_s, c = (batch[k].to(device, non_blocking=True).contiguous(memory_format=channels_last)
+                             for k in ("x", "y_s", "c"))
+                alpha, beta = schedule(t)
+                lr = cfg.lr * lr_factor(t, cfg.steps)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                loss, loss_label, loss_clean = step_module(x, y_s, c, alpha, beta)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                started = True
+                if on_step is not None:
+                    on_step(t)
+                now = time.perf_counter()
+                sec = now - tick
+                tick = now
+                times.append(sec)
                 if dist.main:
-                    v0 = time.perf_counter()
-                    last_val = evaluate_pairs(model, val_pairs, cfg.val_limit, device, cfg.channels_last)
-                    last_val["step"] = t
-                    val_csv.add({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in last_val.items()})
-                    if writer is not None:
-                        writer.add_scalar("val/psnr_y", last_val["psnr_y"], t)
-                        writer.add_scalar("val/ssim_y", last_val["ssim_y"], t)
-                    bar.write(f"step {t}: val PSNR_Y {last_val['psnr_y']:.2f} dB SSIM_Y {last_val['ssim_y']:.4f} "
-                              f"(input {last_val['psnr_y_input']:.2f} / {last_val['ssim_y_input']:.4f}, "
-                              f"n={last_val['n']}, {time.perf_counter() - v0:.0f} s)")
-                    if last_val["psnr_y"] > best_psnr:
-                        best_psnr = last_val["psnr_y"]
-                        export_weights(model, run_dir / "best.safetensors")
-                dist.barrier()
-                tick = time.perf_counter()  # validation time is not training time
-            if stop:
-                stopped_early = t < cfg.steps
-                break
-        bar.close()
+                    ll, lc, lv = loss_label.item(), loss_clean.item(), loss.item()
+                    bar.update(1)
+                    bar.set_postfix_str(f"L_s {ll:.4f} L_h {lc:.4f} a {alpha:.3g} b {beta:.3g}", refresh=False)
+                    if t % cfg.log_every == 0 or t == cfg.steps or t == start + 1:
+                        log_csv.add({"step": t, "loss": f"{lv:.6g}", "loss_label": f"{ll:.6g}",
+                                     "loss_clean": f"{lc:.6g}", "alpha": f"{alpha:.6g}", "beta": f"{beta:.6g}",
+                                     "lr": f"{lr:.6g}", "sec_per_step": f"{sec:.4f}"})
+                        if writer is not None:
+                            for k, v in (("loss", lv), ("loss_label", ll), ("loss_clean", lc), ("alpha", alpha),
+                                         ("beta", beta), ("lr", lr), ("sec_per_step", sec)):
+                                writer.add_scalar(k, v, t)
+                stop = (deadline is not None and time.monotonic() > deadline) or stop_signal["signum"] is not None
+                stop = dist.any(stop)
+                last = t == cfg.steps or stop
+                if dist.main and (t % cfg.ckpt_every == 0 or last):
+                    save_checkpoint(checkpoint_path(run_dir, t), t, model, optimizer, _run_config(cfg))
+                    prune_checkpoints(run_dir, cfg.keep)
+                if val_pairs and (t % cfg.val_every == 0 or last):
+                    if dist.main:
+                        v0 = time.perf_counter()
+                        last_val = evaluate_pairs(model, val_pairs, cfg.val_limit, device, cfg.channels_last)
+                        last_val["step"] = t
+                        val_csv.add({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in last_val.items()})
+                        if writer is not None:
+                            writer.add_scalar("val/psnr_y", last_val["psnr_y"], t)
+                            writer.add_scalar("val/ssim_y", last_val["ssim_y"], t)
+                        bar.write(f"step {t}: val PSNR_Y {last_val['psnr_y']:.2f} dB SSIM_Y {last_val['ssim_y']:.4f} "
+                                  f"(input {last_val['psnr_y_input']:.2f} / {last_val['ssim_y_input']:.4f}, "
+                                  f"n={last_val['n']}, {time.perf_counter() - v0:.0f} s)")
+                        if last_val["psnr_y"] > best_psnr:
+                            best_psnr = last_val["psnr_y"]
+                            export_weights(model, run_dir / "best.safetensors",
+                                           metadata={"step": t, "steps": cfg.steps, "selected_by": "val psnr_y"})
+                    dist.barrier()
+                    tick = time.perf_counter()  # validation time is not training time
+                if stop:
+                    stopped_early = t < cfg.steps
+                    break
+        finally:
+            bar.close()
+            for s, h in old_handlers.items():
+                if signal.getsignal(s) is _on_signal:
+                    signal.signal(s, h)
         if dist.enabled:
             _check_ranks_in_sync(model, dist, log)
-        if dist.main and t > start:
-            export_weights(model, run_dir / "final.safetensors")
-            if writer is not None:
-                writer.close()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
+        if dist.main and t == cfg.steps and t > start:     # only a finished run gets final weights
+            export_weights(model, run_dir / "final.safetensors", metadata={"step": t, "steps": cfg.steps})
+        if dist.main and writer is not None:
+            writer.close()
         sec_per_step = float(sorted(times)[len(times) // 2]) if times else None
+        interrupted = stop_signal["signum"] if stopped_early else None
         if dist.main and stopped_early:
-            log(f"stopped at step {t} of {cfg.steps} (checkpoint saved; continue with --resume)")
+            why = (f"interrupted ({signal.Signals(interrupted).name})" if interrupted is not None
+                   else "stopped by --max-minutes")
+            log(f"{why} at step {t} of {cfg.steps}: the run is unfinished (no final.safetensors); its checkpoint "
+                f"is {checkpoint_path(run_dir, t)}. Continue it with:\n  {resume_command(cfg)}")
         return TrainResult(model=model, step=t, steps_this_run=t - start, stopped_early=stopped_early,
-                           run_dir=run_dir, last_val=last_val, sec_per_step=sec_per_step)
+                           run_dir=run_dir, last_val=last_val, sec_per_step=sec_per_step, interrupted=interrupted)
+    except BaseException:
+        if dist.main and not started:
+            for p in created:               # what this start created; nothing that existed before
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                elif p.exists():
+                    p.unlink()
+        raise
     finally:
         dist.close()
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The outermost folder that `path.mkdir(parents=True)` would create, as a list (empty if none)."""
+    path = Path(path).absolute()
+    if path.exists():
+        return []
+    while not path.parent.exists():
+        path = path.parent
+    return [path]
+
+
+def resume_command(cfg: TrainConfig) -> str:
+    """The command line that continues the run of `cfg` (its numbers come from the checkpoint)."""
+    import shlex
+
+    parts = ["derain", "train", "--rainy", cfg.rainy, "--clean", cfg.clean, "--out", cfg.out,
+             "--steps", str(cfg.steps)]
+    if cfg.val_pairs:
+        parts += ["--val-pairs", cfg.val_pairs]
+    if cfg.cache_dir:
+        parts += ["--cache-dir", cfg.cache_dir]
+    return " ".join(shlex.quote(str(p)) for p in parts + ["--resume"])
+
+
+def usable_pairs(pairs, limit: int | None = None, on_skip=None) -> list:
+    """The (rainy, clean) pairs (the first `limit` usable ones) that can be validated on: both readable,
+    the same size, at least 11x11 (the SSIM window). Others are reported through on_skip(message) (default:
+    a UserWarning) and left out; ValueError if none is usable."""
+    from derain.io import read_image
+
+    report = on_skip or (lambda m: warnings.warn(m, stacklevel=3))
+    good = []
+    for rain_path, clean_path in pairs:
+        try:
+            rain, _ = read_image(rain_path)
+            clean, _ = read_image(clean_path)
+        except (ValueError, OSError) as exc:
+            report(f"--val-pairs: skipping {rain_path}: {exc}")
+            continue
+        if rain.shape != clean.shape:
+            report(f"--val-pairs: skipping {rain_path}: size {rain.shape[2]}x{rain.shape[1]} differs from "
+                   f"{clean_path} ({clean.shape[2]}x{clean.shape[1]})")
+            continue
+        if min(rain.shape[1:]) < 11:
+            report(f"--val-pairs: skipping {rain_path}: {rain.shape[2]}x{rain.shape[1]} is smaller than the "
+                   f"11x11 SSIM window")
+            continue
+        good.append((rain_path, clean_path))
+        if limit and len(good) == limit:
+            break
+    if not good:
+        raise ValueError("--val-pairs: no usable pair (see the warnings above)")
+    return good
 
 
 warnings.filterwarnings("default", category=UserWarning, module=__name__)
