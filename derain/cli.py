@@ -21,7 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports torch: a Ctrl-C in these first seconds is not a crash
+    except KeyboardInterrupt:
+        print("derain: interrupted", file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -444,3 +444,15 @@ def test_small_tile_is_warned_with_the_reason(tmp_path, weights, capsys, tile, w
     assert (f"warning: --tile {tile} is small" in err) == warned, err
     if warned:
         assert "31 pixels of context" in err and f"{((tile + 62) / tile) ** 2:.0f}x the pixels" in err
+
+
+def test_ctrl_c_while_importing_exits_130_without_traceback(monkeypatch, capsys):
+    import derain.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["infer", "--help"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
