@@ -105,6 +105,12 @@ def _ninja_times(log_path: str, offset: int) -> dict:
     return times
 
 
+def _short_path(path: str) -> str:
+    """`path` relative to the checkout when inside it."""
+    inside = os.path.isabs(path) and path.startswith(ROOT + os.sep)
+    return os.path.relpath(path, ROOT) if inside else path
+
+
 def _source_of(command: str) -> str:
     """The source file a compile command compiles, relative to the checkout when inside it."""
     try:
@@ -113,7 +119,7 @@ def _source_of(command: str) -> str:
         args = command.split()
     for arg in args:
         if arg.endswith((".cpp", ".cc", ".cxx", ".c", ".cu")):
-            return os.path.relpath(arg, ROOT) if os.path.isabs(arg) and arg.startswith(ROOT + os.sep) else arg
+            return _short_path(arg)
     return command.strip()[:80]
 
 
@@ -135,7 +141,7 @@ def _run_ninja_with_progress(build_directory: str, verbose: bool, error_prefix: 
     pending = sum(1 for line in dry.stdout.splitlines() if line.startswith("["))
     if pending:
         progress(f"derain-kernels: compiling {pending} C++ file(s), {jobs} at a time (MAX_JOBS), objects "
-                 f"kept in {os.path.relpath(build_directory, ROOT)} for the next build")
+                 f"kept in {_short_path(os.path.abspath(build_directory))} for the next build")
     start = time.perf_counter()
     output = []
     sys.stdout.flush()
