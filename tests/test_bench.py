@@ -336,6 +336,7 @@ def test_goals_of_the_issues():
     assert judge("median_filter", "forward", "derain_kernels uint8", "cpu", 0.85)["goal_min_ratio"] is None
     assert judge("self_correcting_block", "forward+backward", "eager channels-last", "cpu", 1.9)["goal_met"] is False
     assert judge("self_correcting_block", "forward", "eager channels-last", "cpu", 1.9)["goal_min_ratio"] == 1.0
+    assert judge("self_correcting_block", "forward+backward", "eager channels-last", "cuda", 1.9)["goal_met"]
     assert judge("RainOerMeNet G", "inference", "torch.compile (eager contiguous)", "cpu", 1.0)["goal_met"] is False
     assert judge("RainOerMeNet G", "inference", "eager contiguous", "cuda", 0.99)["goal_min_ratio"] is None
     assert judge("tv_loss", "forward", "eager torch.diff", "cpu", 1.5) == {
