@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 
-from derain.bench import harness, network, report, train_step
+from derain.bench import PEERS, goals, harness, network, peers_install_command, report, train_step
 from derain.bench.harness import Case, Contender, Settings, measure, run_case
 from derain.cli import main
 
@@ -268,6 +268,146 @@ def test_report_marks_skipped_failed_and_missing():
                                              ("op forward 1x3x8x8 vs slow", 15000.0)]
 
 
+# ---------------------------------------------------------------- peers, goals, the two network figures
+def _results(*cases, peers=None, load=0.3):
+    return {"machine": {"cpu": "test cpu", "threads": 2, "torch": "x", "load_average_1min": load,
+                        "peers": peers or {m: "1.0" for m in PEERS}},
+            "command": "derain bench", "settings": {"network": {"images": 100, "warmup": 2}},
+            "cases": [dict(c) for c in cases]}
+
+
+def _case(section, op, mode, shape, rows):
+    rows = [dict(r, op=op, mode=mode, shape=shape) for r in rows]
+    return {"section": section, "op": op, "mode": mode, "shape": shape, "missing": [], "rows": rows}
+
+
+def test_bench_extra_installs_every_peer_the_bench_imports():
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    sources = [*(root / "derain" / "bench").glob("*.py"), root / "derain" / "commands" / "bench.py"]
+    imported = {m for f in sources for m in re.findall(r'find_spec\("(\w+)', f.read_text())}
+    assert imported - {"matplotlib"} and imported - {"matplotlib"} <= set(PEERS), imported
+    extra = re.search(r'"bench":\s*\[([^\]]*)\]', (root / "setup.py").read_text())
+    assert extra, "setup.py has no bench extra"
+    packages = set(re.findall(r'"([\w.-]+)"', extra.group(1)))
+    assert set(PEERS.values()) | {"matplotlib"} <= packages
+    assert not any(p.startswith("torch") and p != "torchmetrics" for p in packages)  # never another torch
+    assert peers_install_command(["kornia", "cv2"]) == "pip install kornia opencv-python-headless"
+
+
+def test_missing_peers_are_said_at_the_top_and_in_every_report(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    gone = {"kornia", "cv2"}
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.split(".")[0] in gone else real(name, *a))
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    assert main(["bench", "--smoke", "--threads", "1", "--no-progress", "--only", "composite",
+                 "--json", str(js), "--markdown", str(md)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = len(report.header_lines({"machine": {}, "command": ""}))
+    warning = lines[head]  # the line right under the machine header, before the run
+    assert warning.startswith("WARNING: peers not installed: ") and "kornia" in warning and "cv2" in warning
+    assert "pip install " in warning and "kornia" in warning.split("pip install ")[1]
+    assert "opencv-python-headless" in warning.split("pip install ")[1]
+    assert lines.count(warning) == 2  # at the top and in the final report
+    assert warning in md.read_text()
+    data = json.loads(js.read_text())
+    assert {"kornia", "cv2"} <= set(data["missing_peers"]["modules"])
+    assert data["missing_peers"]["install"] == peers_install_command(data["missing_peers"]["modules"])
+
+
+def test_no_peer_warning_when_all_are_installed():
+    results = _results(_case("ops", "op", "forward", "1x3x8x8", [_row("ours", 1.0, ours=True)]))
+    assert report.missing_peers_line(results) is None
+    assert "WARNING" not in report.render_text(results) and "WARNING" not in report.render_markdown(results)
+
+
+def test_goals_of_the_issues():
+    judge = goals.judge
+    assert judge("ssim_loss", "forward+backward", "pytorch_msssim", "cpu", 9.0)["goal_met"] is False
+    assert judge("ssim_loss", "forward+backward", "pytorch_msssim", "cpu", 12.0)["goal_met"] is True
+    assert judge("median_filter", "forward", "kornia median_blur", "cpu", 400.0)["goal_min_ratio"] == 500.0
+    g = judge("median_filter", "forward", "opencv medianBlur uint8", "cpu", 0.8)
+    assert g["goal_met"] is True and g["below_one_note"] and "uint8" in g["below_one_note"]
+    assert judge("median_filter", "forward", "derain_kernels uint8", "cpu", 0.85)["goal_min_ratio"] is None
+    assert judge("self_correcting_block", "forward+backward", "eager channels-last", "cpu", 1.9)["goal_met"] is False
+    assert judge("self_correcting_block", "forward", "eager channels-last", "cpu", 1.9)["goal_min_ratio"] == 1.0
+    assert judge("self_correcting_block", "forward+backward", "eager channels-last", "cuda", 1.9)["goal_met"]
+    assert judge("RainOerMeNet G", "inference", "torch.compile (eager contiguous)", "cpu", 1.0)["goal_met"] is False
+    assert judge("RainOerMeNet G", "inference", "eager contiguous", "cuda", 0.99)["goal_min_ratio"] is None
+    assert judge("tv_loss", "forward", "eager torch.diff", "cpu", 1.5) == {
+        "goal": goals.DEFAULT_GOAL[1], "goal_min_ratio": 1.0, "goal_met": True, "below_one_note": None}
+    assert judge("tv_loss", "forward", "eager torch.diff", "cpu", 0.8)["below_one_note"] == goals.UNKNOWN_BELOW_ONE
+    assert "Triton" in judge("ssim", "forward", "kornia", "cuda", 0.3)["below_one_note"]
+    # a note is for its own mode only: forward's fixed-cost reason does not excuse forward+backward
+    assert "fixed cost" in judge("rain_composite", "forward", "torch add+clamp", "cpu", 0.9)["below_one_note"]
+    assert judge("rain_composite", "forward+backward", "torch add+clamp", "cpu", 0.9)["below_one_note"] \
+        == goals.UNKNOWN_BELOW_ONE
+
+
+def test_report_gives_each_ratio_its_goal_and_explains_rows_below_one():
+    results = _results(
+        _case("ops", "min_composite", "forward", "8x3x128x128",
+              [_row("derain_kernels", 0.13, ours=True), _row("torch.minimum", 0.12, ratio=0.95)]),
+        _case("ops", "min_composite", "forward", "1x3x512x512",
+              [_row("derain_kernels", 0.3, ours=True), _row("torch.where", 1.7, ratio=5.6),
+               _row("torch.minimum", 0.158, ratio=0.52)]),
+        _case("ops", "self_correcting_block", "forward+backward", "8x16x128x128",
+              [_row("derain_kernels", 12.0, ours=True), _row("eager channels-last", 23.0, ratio=1.9)]),
+        _case("ops", "tv_loss", "forward", "8x3x128x128",
+              [_row("derain_kernels", 12.0, ours=True), _row("eager torch.diff", 10.0, ratio=0.8)]))
+    text, md = report.render_text(results), report.render_markdown(results)
+    minimum_note = goals.below_one_note("min_composite", "forward", "torch.minimum", "cpu")
+    assert minimum_note != goals.UNKNOWN_BELOW_ONE and "fixed cost per call" in minimum_note
+    for out in (text, md):
+        assert "| ours faster | goal | note |" in out or any(
+            line.startswith("op ") and "  ours faster  goal" in line for line in out.splitlines())
+        assert "≥ 1× (below)" in out and "≥ 2× (below)" in out
+        assert "Rows below 1× (that contender was faster than ours), and why:" in out
+        assert (f"- min_composite forward vs torch.minimum (8x3x128x128 0.95×; 1x3x512x512 0.52×): "
+                f"{minimum_note}") in out
+        assert f"- tv_loss forward vs eager torch.diff (8x3x128x128 0.80×): {goals.UNKNOWN_BELOW_ONE}" in out
+        assert ("- self_correcting_block forward+backward 8x16x128x128 vs eager channels-last: 1.90× "
+                "(goal ≥ 2×)") in out
+        assert "min_composite forward vs torch.where (" not in out  # a row above its goal gets no note
+        assert "goal = the ratio the comparison should reach" in out
+    case = report.annotate(results["cases"][1])
+    by = {r["impl"]: r for r in case["rows"]}
+    assert by["torch.where"]["goal_met"] is True and by["torch.where"]["below_one_note"] is None
+    assert by["torch.minimum"]["goal_met"] is False and by["torch.minimum"]["below_one_note"] == minimum_note
+    assert by["derain_kernels"]["goal"] is None
+
+
+def test_table_iv_and_op_table_network_figures_are_reconciled():
+    def net(impl, mean, median, ours=False, repeats=100):
+        return dict(_row(impl, median, ours=ours, repeats=repeats), mean_ms=mean)
+
+    t4 = _case("network", "RainOerMeNet G", "inference", "1x3x512x512",
+               [net("fused (derain_kernels)", 130.0, 100.0, ours=True), net("eager contiguous", 420.0, 400.0)])
+    op = _case("ops", "rain_oer_me network", "inference", "1x3x512x512",
+               [net("derain_kernels fused", 96.0, 95.9, ours=True, repeats=7),
+                net("eager contiguous", 383.0, 383.0, repeats=7)])
+    results = _results(t4, op, load=1.5)
+    cross = report.network_cross_check(results)
+    assert cross["table_iv_mean_ms"] == 130.0 and cross["op_table_median_ms"] == 95.9
+    assert cross["median_difference_percent"] == pytest.approx(100 * (100.0 / 95.9 - 1))
+    for part in ("mean over 100 distinct images", "0.130 s; median 0.100 s", "median of 7 calls on one image",
+                 "95.90 ms", "differ by +4 %", "1-min load average 1.5"):
+        assert part in cross["text"], part
+    for out in (report.render_text(results), report.render_markdown(results)):
+        assert cross["text"] in out
+        assert "Goal: ours faster than every eager and compiled variant" in out
+        assert "3.23×" in out  # Table IV's ratio is from means (420 / 130)
+    assert report.row_goal(t4, t4["rows"][1])["goal_met"] is True
+    assert report.network_cross_check(_results(t4)) is None  # only when both sections ran
+    other = _case("ops", "rain_oer_me network", "inference", "1x3x40x36", op["rows"])
+    assert report.network_cross_check(_results(t4, other)) is None  # and on the same image size
+
+
 # ---------------------------------------------------------------- end to end
 def _fmt_in(md: str, row: dict) -> bool:
     return report.fmt_ms(row["median_ms"]) in md or report.fmt_s(row["mean_ms"]) in md
@@ -285,7 +425,12 @@ def test_bench_smoke_end_to_end(tmp_path, capsys):
     assert data["parameters"]["G_weights"] == 51_552
     assert {c["section"] for c in data["cases"]} == {"network", "ops", "train_step"}
     assert data["rows"] and len(data["rows"]) == sum(len(c["rows"]) for c in data["cases"])
+    assert data["missing_peers"].keys() == {"modules", "install"}
+    assert data["smoke"] is True and report.SMOKE_GOALS in out.lower() and report.SMOKE_GOALS in text.lower()
     for row in data["rows"]:
+        assert {"goal", "goal_min_ratio", "goal_met", "below_one_note"} <= row.keys()
+        assert (row["goal"] is None) == row["ours"]
+        assert row["goal_met"] is None and row["below_one_note"] is None  # tiny sizes: no verdict
         assert row["status"] in ("ok", "skipped", "failed")
         assert row["impl"] in text and row["impl"] in out
         if row["status"] == "ok":

@@ -3,12 +3,14 @@
 All renderers read the same results dict that `--json` writes:
   {"machine": {...}, "command": str, "settings": {...}, "parameters": {...},
    "cases": [{"section", "op", "mode", "shape", "missing": [...], "rows": [row, ...]}, ...]}
-A row is what derain.bench.harness.run_case returns.
+A row is what derain.bench.harness.run_case returns, plus its goal (derain.bench.goals.judge:
+"goal", "goal_min_ratio", "goal_met", "below_one_note").
 """
 from __future__ import annotations
 
 import math
 
+from . import goals, peers_install_command
 from .harness import shape_numel
 from .network import PAPER_SECONDS, QUOTED, QUOTED_SOURCE
 
@@ -125,6 +127,15 @@ def header_lines(results: dict) -> list[str]:
     return lines
 
 
+def missing_peers_line(results: dict) -> str | None:
+    """One loud line when peers are not installed (None when all are)."""
+    missing = missing_peers(results)
+    if not missing:
+        return None
+    return (f"WARNING: peers not installed: {', '.join(missing)}; the op table and the training step "
+            f"leave out their rows. Install them: {peers_install_command(missing)}")
+
+
 def _cases(results: dict, section: str) -> list[dict]:
     """The section's cases grouped by op, then mode, then shape (small to large), else in run order."""
     cases = [c for c in results["cases"] if c["section"] == section]
@@ -135,6 +146,103 @@ def _cases(results: dict, section: str) -> list[dict]:
         i, c = item
         return ops[c["op"]], modes[c["mode"]], shape_numel(c["shape"]) or 0, i
     return [c for _, c in sorted(enumerate(cases), key=key)]
+
+
+def row_ratio(case: dict, row: dict) -> float | None:
+    """The "ours faster" ratio the report shows for `row`: Table IV from means, else from medians."""
+    if row["ours"]:
+        return None
+    if case.get("section") == "network":
+        ours = next((r for r in case["rows"] if r["ours"] and r["mean_ms"]), None)
+        if ours is None or not row.get("mean_ms"):
+            return None
+        return row["mean_ms"] / ours["mean_ms"]
+    return row.get("speedup_vs_ours")
+
+
+SMOKE_GOALS = "goals are not judged in --smoke (tiny sizes, one timed call each)"
+
+
+def row_goal(case: dict, row: dict, judged: bool = True) -> dict:
+    """derain.bench.goals.judge for one row of a results case (judged=False: the goal only,
+    no verdict, as in --smoke runs)."""
+    if row["ours"]:
+        return {"goal": None, "goal_min_ratio": None, "goal_met": None, "below_one_note": None}
+    ratio = row_ratio(case, row) if judged else None
+    return goals.judge(case["op"], case["mode"], row["impl"], row.get("device", "cpu"), ratio)
+
+
+def annotate(case: dict, judged: bool = True) -> dict:
+    """Adds each row's goal fields (row_goal) to a results case, in place; returns it."""
+    for row in case["rows"]:
+        row.update(row_goal(case, row, judged))
+    return case
+
+
+def _judged(results: dict) -> bool:
+    return not results.get("smoke", False)
+
+
+def _goal_cell(case: dict, row: dict, judged: bool = True) -> str:
+    g = row_goal(case, row, judged)
+    if row["ours"] or g["goal_min_ratio"] is None:
+        return ""
+    cell = goals.short(g["goal_min_ratio"])
+    return cell + (" (below)" if g["goal_met"] is False else "")
+
+
+def goal_lines(results: dict, sections=("network", "ops", "train_step")) -> list[str]:
+    """Rows below 1× grouped with their reason, then the other rows that missed their goal."""
+    if not _judged(results):
+        return [SMOKE_GOALS[0].upper() + SMOKE_GOALS[1:] + "."]
+    below: dict = {}
+    missed = []
+    for section in sections:
+        for case in _cases(results, section):
+            for r in case["rows"]:
+                g = row_goal(case, r)
+                ratio = row_ratio(case, r)
+                where = f"{case['shape']}{'' if r.get('device', 'cpu') == 'cpu' else ' ' + r['device']}"
+                if g["below_one_note"]:
+                    key = (case["op"], case["mode"], r["impl"], g["below_one_note"])
+                    below.setdefault(key, []).append(f"{where} {fmt_ratio(ratio)}")
+                elif g["goal_met"] is False:
+                    missed.append(f"{case['op']} {case['mode']} {where} vs {r['impl']}: {fmt_ratio(ratio)} "
+                                  f"(goal {goals.short(g['goal_min_ratio'])})")
+    out = []
+    if below:
+        out.append("Rows below 1× (that contender was faster than ours), and why:")
+        out += [f"- {op} {mode} vs {impl} ({'; '.join(where)}): {note}"
+                for (op, mode, impl, note), where in below.items()]
+    if missed:
+        out.append("Below their goal in this run (though ours is faster):")
+        out += [f"- {m}" for m in missed]
+    return out
+
+
+def network_cross_check(results: dict) -> dict | None:
+    """The fused network appears in Table IV and in the op table (block suite): the two figures
+    side by side, with what each one measures. None unless both were measured on the CPU."""
+    t4 = next(((c, r) for c in _cases(results, "network") for r in c["rows"]
+               if r["ours"] and r.get("device", "cpu") == "cpu" and r["mean_ms"]), None)
+    op = next(((c, r) for c in _cases(results, "ops") if c["op"] == "rain_oer_me network" for r in c["rows"]
+               if r["ours"] and r.get("device", "cpu") == "cpu" and r["median_ms"]), None)
+    if t4 is None or op is None or t4[0]["shape"] != op[0]["shape"]:
+        return None
+    shape = t4[0]["shape"].replace("x", "×")
+    t4, op = t4[1], op[1]
+    load = results.get("machine", {}).get("load_average_1min")
+    diff = 100.0 * (t4["median_ms"] / op["median_ms"] - 1.0)
+    text = (f"The fused network is timed twice, on the same call (model.fused() on one {shape} image, "
+            f"no autograd): Table IV reports the mean over {t4['repeats']} distinct images, as the paper does "
+            f"({fmt_s(t4['mean_ms'])} s; median {fmt_s(t4['median_ms'])} s), the op table the median of "
+            f"{op['repeats']} calls on one image ({fmt_ms(op['median_ms'])} ms). Compare medians with medians: "
+            f"they differ by {diff:+.0f} %. The mean counts every call that other processes slowed"
+            + ("" if load is None else f" (1-min load average {load} at the start)")
+            + ", the median does not; the two sections also run minutes apart.")
+    return {"table_iv_mean_ms": t4["mean_ms"], "table_iv_median_ms": t4["median_ms"], "table_iv_images": t4["repeats"],
+            "op_table_median_ms": op["median_ms"], "op_table_repeats": op["repeats"],
+            "median_difference_percent": diff, "text": text}
 
 
 def network_tables(results: dict) -> tuple[list[str], list[Table], list[str]]:
@@ -150,6 +258,8 @@ def network_tables(results: dict) -> tuple[list[str], list[Table], list[str]]:
         before.append(f"Timing: mean (ratios from means; median, min..max) seconds per image over {settings.get('images')} "
                       f"pre-generated random images, after {settings.get('warmup')} warm-up call(s); "
                       f"random weights; torch.inference_mode.")
+    before.append("Goal: ours faster than every eager and compiled variant (> 1× in \"ours faster\"). The paper's "
+                  "times (last column) were measured on another machine: compare the ratios, not the seconds.")
     t = Table(["variant", "device", "images", "mean s", "median s", "min..max s", "peak MiB",
                "ours faster", "vs eager contiguous", "setup s", "paper s (other machine)"],
               right={"images", "mean s", "median s", "peak MiB", "ours faster", "vs eager contiguous",
@@ -182,7 +292,7 @@ def network_tables(results: dict) -> tuple[list[str], list[Table], list[str]]:
 
 
 def op_table(results: dict, section: str = "ops") -> tuple[Table, list[str]]:
-    t = Table(["op", "mode", "shape", "impl", "median ms", "min..max ms", "peak MiB", "ours faster", "note"],
+    t = Table(["op", "mode", "shape", "impl", "median ms", "min..max ms", "peak MiB", "ours faster", "goal", "note"],
               right={"median ms", "min..max ms", "peak MiB", "ours faster"})
     missing = []
     prev = (None, None)
@@ -196,7 +306,7 @@ def op_table(results: dict, section: str = "ops") -> tuple[Table, list[str]]:
         for r in case["rows"]:
             key = (op, mode, shape) if first else ("", "", "")
             t.add(*key, r["impl"], _time_cell(r), _spread_cell(r), fmt_mib(r["peak_extra_mib"]),
-                  _ours_ratio_cell(r), _note_cell(r))
+                  _ours_ratio_cell(r), _goal_cell(case, r, _judged(results)), _note_cell(r))
             first = False
         missing += [f"{case['op']} {case['mode']} {case['shape']}: {m}" for m in case["missing"]]
     return t, missing
@@ -230,12 +340,25 @@ def ratio_summary(results: dict) -> list[tuple[str, float]]:
 
 
 # ---------------------------------------------------------------- whole reports
+LEGEND = ("ours faster = contender's median / ours' median (Table IV: means; > 1: ours is faster); "
+          "goal = the ratio the comparison should reach (≥ 1× where none was set: at least as fast as "
+          "the peer; \"(below)\" when this run missed it); peak MiB = peak extra memory of one call; "
+          "~ = from a single over-budget call")
+
+
 def render_text(results: dict) -> str:
     parts = header_lines(results)
+    warning = missing_peers_line(results)
+    if warning:
+        parts.append(warning)
     if _cases(results, "network"):
         before, (t, q), after = network_tables(results)
-        parts += ["", "== " + SECTION_TITLES["network"], *before, t.text(), *after, "",
-                  f"Peers' rows, {QUOTED_SOURCE}:", q.text()]
+        parts += ["", "== " + SECTION_TITLES["network"], *before, t.text(), *after]
+        parts += goal_lines(results, ("network",))
+        cross = network_cross_check(results)
+        if cross is not None:
+            parts.append(cross["text"])
+        parts += ["", f"Peers' rows, {QUOTED_SOURCE}:", q.text()]
     for section in ("ops", "train_step"):
         if _cases(results, section) or (section == "ops" and results.get("suite_errors")):
             t, missing = op_table(results, section)
@@ -244,21 +367,32 @@ def render_text(results: dict) -> str:
             if section == "ops":
                 parts += [f"  suite {k} failed: {v}" for k, v in results.get("suite_errors", {}).items()]
             if section == "ops" and missing_peers(results):
-                parts.append("  peers not installed: " + ", ".join(missing_peers(results)))
-    legend = ("ours faster = contender's median / ours' median (>1: ours is faster); "
-              "peak MiB = peak extra memory of one call; ~ = from a single over-budget call")
-    parts += ["", legend]
+                parts.append("  peers not installed: " + ", ".join(missing_peers(results))
+                             + f" ({peers_install_command(missing_peers(results))})")
+            parts += [f"  {line}" for line in goal_lines(results, (section,))]
+    parts += ["", LEGEND]
     return "\n".join(parts) + "\n"
+
+
+def _md_block(lines: list[str]) -> list[str]:
+    """goal_lines as Markdown: a blank line before each heading line and its list."""
+    out = []
+    for line in lines:
+        out += [line] if line.startswith("- ") else ["", line, ""]
+    return out
 
 
 def render_markdown(results: dict) -> str:
     m = results["machine"]
     out = ["# `derain bench` results", "",
            f"Produced by `{results.get('command', 'derain bench')}` on {m.get('date', '?')} "
-           "(after `pip install -r requirements.txt -r requirements-test.txt && "
-           "pip install --no-build-isolation -e .`; the peers come from requirements-test.txt). "
+           "(after `pip install -r requirements.txt && pip install --no-build-isolation -e \".[bench]\"`; "
+           "the peers come from the `bench` extra). "
            "Timings on a shared machine vary by ±10–15 % between runs: compare the ratios measured "
            "side by side in one run.", ""]
+    warning = missing_peers_line(results)
+    if warning:
+        out += [f"**{warning}**", ""]
     out += [f"- {line}" for line in header_lines(results)[1:-1]]
     out.append("")
     interleaved = results.get("settings", {}).get("ops", {}).get("interleave", True)
@@ -268,11 +402,17 @@ def render_markdown(results: dict) -> str:
                   "after the other (--sequential)")
                + "; median and min..max in ms; peak MiB = peak extra resident memory (CPU) or "
                "allocated memory (CUDA) of one call; ours faster = contender's median / ours' median "
-               "(> 1: ours is faster; ~ = estimate from a single over-budget call).")
+               "(> 1: ours is faster; ~ = estimate from a single over-budget call); goal = the ratio the "
+               "comparison should reach (≥ 1× where none was set: at least as fast as the peer; \"(below)\" "
+               "when this run missed it). Rows below 1× are listed under each table with the reason.")
     if _cases(results, "network"):
         before, (t, q), after = network_tables(results)
         out += ["", "## " + SECTION_TITLES["network"], "", *before, "", t.markdown(), ""]
         out += [f"- {a}" for a in after]
+        out += _md_block(goal_lines(results, ("network",)))
+        cross = network_cross_check(results)
+        if cross is not None:
+            out += ["", cross["text"]]
         out += ["", f"Peers' rows, {QUOTED_SOURCE}:", "", q.markdown()]
     for section in ("ops", "train_step"):
         if _cases(results, section) or (section == "ops" and results.get("suite_errors")):
@@ -283,7 +423,9 @@ def render_markdown(results: dict) -> str:
             if missing:
                 out += ["", "Not measured:", ""] + [f"- {x}" for x in missing]
             if section == "ops" and missing_peers(results):
-                out += ["", "Peers not installed: " + ", ".join(missing_peers(results)) + "."]
+                out += ["", "Peers not installed: " + ", ".join(missing_peers(results))
+                        + f" (`{peers_install_command(missing_peers(results))}`)."]
+            out += _md_block(goal_lines(results, (section,)))
     return "\n".join(out) + "\n"
 
 

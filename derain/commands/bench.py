@@ -22,8 +22,7 @@ import sys
 
 import torch
 
-PEERS = {"kornia": "kornia", "pytorch_msssim": "pytorch-msssim", "torchmetrics": "torchmetrics",
-         "cv2": "opencv-python-headless", "scipy": "scipy", "skimage": "scikit-image"}
+from derain.bench import PEERS, peers_install_command
 
 
 def add_parser(sub) -> None:
@@ -210,18 +209,24 @@ def collect(args, head: dict | None = None) -> dict:
             rows = run_case(case, Settings(warmup=s["warmup"], repeats=s["repeats"], max_seconds=max_seconds,
                                            budget_s=s["budget_s"], interleave=s["interleave"]),
                             on_result=tick, over_budget=over_budget, on_round=round_note)
-        results_cases.append({"section": section, "suite": suite, "op": case.op, "mode": case.mode,
-                              "shape": case.shape, "missing": list(case.missing), "rows": rows})
+        results_cases.append(report.annotate({"section": section, "suite": suite, "op": case.op,
+                                              "mode": case.mode, "shape": case.shape,
+                                              "missing": list(case.missing), "rows": rows},
+                                             judged=not args.smoke))
         if reason is None:
             line = report.case_line(results_cases[-1])
             bar.write(line, file=sys.stderr) if bar is not None else print(line, file=sys.stderr, flush=True)
     if bar is not None:
         bar.close()
-    results = {"machine": head or machine_header(), "command": _command_line(args), "settings": settings,
+    results = {"machine": head or machine_header(), "command": _command_line(args), "smoke": bool(args.smoke),
+               "settings": settings,
                "suite_errors": suite_errors, "cases": results_cases,
                "rows": [dict(r, section=c["section"]) for c in results_cases for r in c["rows"]]}
     if "network" in chosen:
         results["parameters"] = network.parameter_counts()
+    missing = report.missing_peers(results)
+    results["missing_peers"] = {"modules": missing, "install": peers_install_command(missing) if missing else None}
+    results["network_cross_check"] = report.network_cross_check(results)
     return results
 
 
@@ -271,9 +276,12 @@ def run(args) -> int:
     head = machine_header()
     preview = {"machine": head, "command": _command_line(args)}
     print("\n".join(report.header_lines(preview)), flush=True)
+    warning = report.missing_peers_line(preview)
+    if warning:  # before the run, so that it can be stopped and the peers installed
+        print(warning, flush=True)
     results = collect(args, head)
     text = report.render_text(results)
-    print("\n" + text.split("\n", len(report.header_lines(results)))[-1], end="")
+    print("\n" + text.split("\n", len(report.header_lines(results)))[-1], end="")  # (the header was printed)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(_strict_json(results), f, indent=1, default=str, allow_nan=False)

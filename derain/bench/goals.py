@@ -1,0 +1,133 @@
+"""What each "ours faster" ratio of `derain bench` should reach, and why a row may sit below 1×.
+
+Every ratio is a peer's median time over ours (Table IV: over means), so > 1× means ours is
+faster. `judge(op, mode, impl, device, ratio)` gives the row's goal (the minimum ratio and
+its wording), whether this run met it, and for a row below 1× (ours slower than that
+contender) the known reason. The renderers (derain/bench/report.py) print them; `derain
+bench --json` stores them in every row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: A comparison with no goal of its own: a fused op should be at least as fast as the
+#: eager composition (or the library) it replaces.
+DEFAULT_GOAL = (1.0, "≥ 1× (at least as fast as the peer)")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A goal for the rows whose op and contender start with these prefixes and whose mode is
+    this one (None: any)."""
+    op: str
+    mode: str | None
+    impl: str | None
+    min_ratio: float | None  # None: a reference row, no goal (e.g. our own other path)
+    text: str
+    device: str | None = None  # "cpu", "cuda" or None (any)
+
+
+GOALS = [
+    Goal("median_filter", "forward", "derain_kernels uint8", None,
+         "none: our own uint8 path, shown beside float32 as the like-for-like row for OpenCV"),
+    Goal("median_filter", "forward", "opencv medianBlur", 1 / 1.3,
+         "≥ 0.77× (float32 median within 1.3× of OpenCV's uint8 medianBlur)"),
+    # the issues' goals, set for the CPU kernels (on CUDA these comparisons have the default goal)
+    Goal("median_filter", None, "kornia", 500.0, "≥ 500× (kornia's median_blur)", device="cpu"),
+    Goal("ssim_loss", "forward+backward", "pytorch_msssim", 10.0, "≥ 10× (pytorch_msssim, forward+backward)",
+         device="cpu"),
+    Goal("self_correcting_block", "forward+backward", "eager", 2.0, "≥ 2× (eager PyTorch in its best layout)",
+         device="cpu"),
+    Goal("rain_oer_me network", None, None, 1.0 + 1e-12, "> 1× (faster than every eager and compiled variant)"),
+    Goal("RainOerMeNet G", None, None, None, "none on CUDA: no fused GPU kernel, the row runs the eager reference",
+         device="cuda"),
+    Goal("RainOerMeNet G", None, None, 1.0 + 1e-12, "> 1× (faster than every eager and compiled variant)"),
+]
+
+
+@dataclass(frozen=True)
+class Note:
+    """Why the rows matching these (op and contender: prefixes; mode: exact) can be below 1×
+    (ours slower than that contender)."""
+    op: str
+    mode: str | None
+    impl: str | None
+    device: str | None  # "cpu", "cuda" or None (any)
+    text: str
+
+
+# Measured causes (docs/ops/bench.md, "Rows below 1×").
+BELOW_ONE_NOTES = [
+    Note("median_filter", "forward", "derain_kernels uint8", None,
+         "not a peer: our own uint8 path (replicate borders), the like-for-like row for OpenCV's "
+         "uint8 medianBlur; being faster than our float32 path is expected"),
+    Note("median_filter", "forward", "opencv medianBlur", "cpu",
+         "float32 against OpenCV's uint8-only medianBlur (its histogram of 256 bins works only on "
+         "8-bit images); the goal allows 1.3×, and our own uint8 row is the like-for-like one"),
+    Note("min_composite", "forward", "torch.minimum", "cpu",
+         "mostly a fixed cost per call: ours pays ≈30–50 µs per call on the project's 2-core "
+         "machine (Python argument checks, mostly torch.broadcast_shapes, and the dispatch through "
+         "the custom op's Python-registered autograd wrapper) against ≈4 µs for torch.minimum, on "
+         "0.05–0.2 ms of element-wise work; same with 1 or 2 threads and with the fastest of 1,500 "
+         "calls. torch.minimum also splits the gradient of ties, unlike ours; with gradients (vs "
+         "torch.where, the eager form of our tie rule) ours is faster"),
+    Note("rain_composite", "forward", "torch add+clamp", "cpu",
+         "a fixed cost per call: ours pays ≈30–50 µs per call (Python argument checks and the dispatch "
+         "through the custom op's Python-registered autograd wrapper) against ≈9 µs for add and clamp, "
+         "more than the temporary it saves on 1.5 MB images; at 1×3×512² and with gradients ours is "
+         "faster"),
+    Note("RainOerMeNet G", None, None, "cuda",
+         "on CUDA the \"fused\" row runs the eager reference (there is no fused GPU kernel), so ratios "
+         "near 1× are expected"),
+    Note("", None, None, "cuda",
+         "on CUDA our ops are Triton kernels launched from Python: ≈85 µs of host work per call "
+         "(benchmarks/results/gpu.md), more than a small ATen/cuDNN kernel takes"),
+]
+
+UNKNOWN_BELOW_ONE = ("no known cause: ours was expected to be faster here; rerun on a quiet machine "
+                     "(see the load average in the header) and report it if it stays")
+
+
+def _matches(prefix: str | None, value: str) -> bool:
+    return prefix is None or value.startswith(prefix)
+
+
+def _same(expected: str | None, value: str) -> bool:
+    return expected is None or value == expected
+
+
+def goal_for(op: str, mode: str, impl: str, device: str = "cpu") -> tuple[float | None, str]:
+    """(minimum ratio or None, wording) of the goal for contender `impl` in the (op, mode) comparison."""
+    dev = device.split(":")[0]
+    for g in GOALS:
+        if _matches(g.op, op) and _same(g.mode, mode) and _matches(g.impl, impl) and _same(g.device, dev):
+            return g.min_ratio, g.text
+    return DEFAULT_GOAL
+
+
+def below_one_note(op: str, mode: str, impl: str, device: str = "cpu") -> str:
+    """Why this contender can be faster than ours (UNKNOWN_BELOW_ONE when no cause is known)."""
+    dev = device.split(":")[0]
+    for n in BELOW_ONE_NOTES:
+        if _matches(n.op, op) and _same(n.mode, mode) and _matches(n.impl, impl) and _same(n.device, dev):
+            return n.text
+    return UNKNOWN_BELOW_ONE
+
+
+def judge(op: str, mode: str, impl: str, device: str, ratio: float | None) -> dict:
+    """{"goal": wording, "goal_min_ratio": float | None, "goal_met": bool | None,
+    "below_one_note": str | None} for one contender row (ratio: ours faster, None if unmeasured)."""
+    min_ratio, text = goal_for(op, mode, impl, device)
+    met = None if ratio is None or min_ratio is None else bool(ratio >= min_ratio)
+    note = below_one_note(op, mode, impl, device) if ratio is not None and ratio < 1.0 else None
+    return {"goal": text, "goal_min_ratio": min_ratio, "goal_met": met, "below_one_note": note}
+
+
+def short(min_ratio: float | None) -> str:
+    """A goal as a table cell: "≥ 10×", "> 1×", "≥ 0.77×", "-"."""
+    if min_ratio is None:
+        return "-"
+    if min_ratio > 1.0 and min_ratio - 1.0 < 1e-9:
+        return "> 1×"
+    digits = 0 if min_ratio >= 10 else 2 if min_ratio < 1 else 1 if min_ratio % 1 else 0
+    return f"≥ {min_ratio:.{digits}f}×"
