@@ -1,5 +1,12 @@
-"""Argument checks shared by the public ops: clear errors that name the argument."""
+"""Argument checks shared by the public ops: clear errors that name the argument.
+
+Every check is a few integer / type tests (no tensor data is read), so it costs
+the same for any input size.
+"""
 from __future__ import annotations
+
+import math
+import numbers
 
 import torch
 
@@ -33,8 +40,39 @@ def check_broadcastable(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: s
         ) from None
 
 
-def check_odd_size(k, name: str) -> tuple[int, int]:
-    """An odd positive int or pair of odd positive ints -> (kh, kw)."""
+def check_int(v, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    """A Python int (not a bool, not a float) in [lo, hi]; the message names the argument and the limit."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if lo is not None and v < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise ValueError(f"{name} must be <= {hi}, got {v}")
+    return int(v)
+
+
+def check_bool(v, name: str) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"{name} must be a bool, got {type(v).__name__}")
+    return v
+
+
+def check_real(v, name: str, positive: bool = False) -> float:
+    """A finite real number (a Python or NumPy scalar; not a bool, not a tensor) -> float."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+    try:
+        f = float(v)
+    except OverflowError:  # an int beyond the float range
+        raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, "
+                         "got an int beyond the float range") from None
+    if not math.isfinite(f) or (positive and f <= 0):
+        raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, got {v}")
+    return f
+
+
+def check_odd_size(k, name: str, max_size: int | None = None) -> tuple[int, int]:
+    """An odd positive int or pair of odd positive ints (each <= max_size) -> (kh, kw)."""
     if isinstance(k, bool):
         raise TypeError(f"{name} must be an int or a pair of ints, got bool")
     if isinstance(k, int):
@@ -46,9 +84,14 @@ def check_odd_size(k, name: str) -> tuple[int, int]:
             raise ValueError(f"{name} must be >= 1, got {v}")
         if v % 2 == 0:
             raise ValueError(f"{name} must be odd, got {v}")
+        if max_size is not None and v > max_size:
+            raise ValueError(f"{name} must be <= {max_size} (per side), got {v}")
     return int(k[0]), int(k[1])
 
 
 def check_choice(value, name: str, choices) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, one of {', '.join(repr(c) for c in choices)}; "
+                        f"got {type(value).__name__}")
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")

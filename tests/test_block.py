@@ -234,6 +234,66 @@ def test_empty_batch():
     assert x.grad.shape == x.shape
 
 
+@pytest.mark.parametrize("shape", [(0, 4, 5, 5), (2, 4, 0, 5), (2, 4, 5, 0), (2, 0, 5, 5)])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_empty_inputs_give_empty_outputs_and_zero_parameter_gradients(shape, recompute):
+    # the package's rule: maps of empty inputs are empty; nothing contributes to the parameters
+    c = shape[1]
+    for impl in (lambda *a: dk.self_correcting_block(*a, recompute=recompute), ref.self_correcting_block):
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        p = [t.requires_grad_() for t in _params(c, torch.float64)]
+        out = impl(x, *p)
+        assert out.shape == shape
+        out.sum().backward()
+        assert x.grad.shape == shape
+        for t in p:
+            assert t.grad.shape == t.shape and not t.grad.any()
+
+
+@pytest.mark.parametrize("dilation", [10, 23, 10**9, 2**63, 10**30])
+def test_dilation_beyond_the_image_is_exact_and_bounded(dilation):
+    # a dilation >= max(H, W) puts every off-centre tap of the dilated convolution into the zero
+    # padding: the block equals its literal formula at any such dilation (here one just past the
+    # image, where torch's conv2d can still run it), with bounded memory and no int64 overflow
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64)
+    p = _params(3, torch.float64)
+    w1, b1, w3, b3 = p
+    d = 9 + 4
+    la = torch.relu(torch.nn.functional.conv2d(x, w1, b1, padding=1))
+    literal = torch.relu(torch.nn.functional.conv2d(x - la, w3, b3, padding=d, dilation=d) + la)
+    for recompute in (False, True):
+        leaf = x.clone().requires_grad_()
+        out = dk.self_correcting_block(leaf, *p, dilation=dilation, recompute=recompute)
+        torch.testing.assert_close(out, literal, rtol=1e-12, atol=1e-12)
+        out.sum().backward()
+        ref_leaf = x.clone().requires_grad_()
+        ref.self_correcting_block(ref_leaf, *p, d).sum().backward()
+        torch.testing.assert_close(leaf.grad, ref_leaf.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ref.self_correcting_block(x, *p, dilation), literal, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_non_finite_inputs_values_and_gradients_match_reference(bad, recompute):
+    # the documented rules, followed by the reference too: ReLU keeps NaN but its derivative
+    # there is 0 (torch.relu would pass the gradient); IEEE arithmetic elsewhere
+    for pos in [(0, 1, 2, 3), (0, 0, 0, 0), (0, 2, 5, 6), (1, 1, 3, 0)]:
+        x = torch.randn(2, 3, 6, 7, dtype=torch.float64)
+        x[pos] = bad
+        p = _params(3, torch.float64)
+        g = torch.randn(2, 3, 6, 7, dtype=torch.float64)
+        grads = []
+        for impl in (lambda *a: dk.self_correcting_block(*a, dilation=2, recompute=recompute),
+                     lambda *a: ref.self_correcting_block(*a, 2)):
+            leaves = [t.clone().requires_grad_() for t in (x, *p)]
+            out = impl(*leaves)
+            out.backward(g)
+            grads.append((out.detach(), *[t.grad for t in leaves]))
+        for i, (got, want) in enumerate(zip(*grads)):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, equal_nan=True,
+                                       msg=lambda m: f"{bad} at {pos}, output {i}: {m}")
+
+
 def test_opcheck():
     x = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
     p = [t.requires_grad_() for t in _params(3, torch.float64)]

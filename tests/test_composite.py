@@ -97,6 +97,20 @@ def test_min_composite_empty():
     assert dk.min_composite(x, x).shape == (0, 3, 4, 5)
 
 
+@pytest.mark.parametrize("x_shape,y_shape", [((0, 3, 4, 5), (0, 3, 4, 5)), ((2, 3, 0, 5), (1, 3, 1, 5)),
+                                             ((2, 0), (1,)), ((3, 1), (3, 0))])
+@pytest.mark.parametrize("name", ["min_composite", "rain_composite"])
+def test_composites_of_empty_inputs_are_empty_with_empty_gradients(x_shape, y_shape, name):
+    for impl in (getattr(dk, name), getattr(ref, name)):
+        x = torch.rand(x_shape, dtype=torch.float64, requires_grad=True)
+        y = torch.rand(y_shape, dtype=torch.float64, requires_grad=True)
+        out = impl(x, y)
+        assert out.shape == torch.broadcast_shapes(x_shape, y_shape) and out.numel() == 0
+        out.sum().backward()
+        assert x.grad.shape == x_shape and not x.grad.any()
+        assert y.grad.shape == y_shape and not y.grad.any()
+
+
 def test_min_composite_opcheck():
     x, y = _pair((2, 3, 8, 9), torch.float64)
     torch.library.opcheck(torch.ops.derain.min_composite, (x.requires_grad_(), y.requires_grad_()))
@@ -148,6 +162,42 @@ def test_rain_composite_matches_reference(shape, dtype, clamp):
 def test_rain_composite_half(dtype):
     clean, rain = torch.rand(3, 17, 19).to(dtype), (torch.rand(3, 17, 19) - 0.3).to(dtype)
     torch.testing.assert_close(dk.rain_composite(clean, rain), ref.rain_composite(clean, rain), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype,a,b", [(torch.bfloat16, 0.5, 0.50390625), (torch.float16, 0.5, 0.5 + 2 ** -11),
+                                       (torch.bfloat16, 0.75, 0.25390625)])
+def test_rain_composite_half_clamps_the_exact_sum(dtype, a, b):
+    # the sum is formed in float32 and the clamp (value and gradient) acts on it: 0.5 + 0.50390625 =
+    # 1.00390625 > 1 is clamped, as in float64, though rounded to bfloat16 first it would be 1.0
+    # (and pass the gradient, as (a + b).clamp(0, 1) in bfloat16 does)
+    exact = torch.tensor(a, dtype=torch.float64) + torch.tensor(b, dtype=torch.float64)
+    assert not 0 <= exact <= 1 and 0 <= (torch.tensor(a, dtype=dtype) + torch.tensor(b, dtype=dtype)) <= 1
+    for impl in (dk.rain_composite, ref.rain_composite):
+        x = torch.tensor([a], dtype=dtype, requires_grad=True)
+        y = torch.tensor([b], dtype=dtype, requires_grad=True)
+        out = impl(x, y)
+        assert out.item() == exact.clamp(0, 1).to(dtype).item()
+        out.backward(torch.ones_like(out))
+        assert x.grad.item() == 0.0 and y.grad.item() == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_rain_composite_half_gradients_match_reference_with_broadcast(dtype):
+    # values on a grid of 1/64 so that many sums land on or next to the clamp bounds
+    for seed in range(4):
+        g = torch.Generator().manual_seed(seed)
+        clean = (torch.randint(-8, 72, (3, 3, 13, 17), generator=g) / 64).to(dtype)
+        rain = (torch.randint(-40, 40, (1, 3, 13, 17), generator=g) / 64
+                + torch.randint(-1, 2, (1, 3, 13, 17), generator=g) * 2.0 ** -9).to(dtype)
+        grad = torch.randn(3, 3, 13, 17, generator=g).to(dtype)
+        got, want = [], []
+        for impl, store in ((dk.rain_composite, got), (ref.rain_composite, want)):
+            c, r = clean.clone().requires_grad_(), rain.clone().requires_grad_()
+            out = impl(c, r)
+            out.backward(grad)
+            store += [out, c.grad, r.grad]
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_rain_composite_gradient_is_zero_where_clamped():
@@ -220,6 +270,7 @@ def test_rain_composite_compiles_fullgraph():
     (lambda: dk.rain_composite(torch.rand(3), torch.rand(3).double()), "same dtype"),
     (lambda: dk.rain_composite(torch.rand(2, 3), torch.rand(3, 2)), "not broadcastable"),
     (lambda: dk.rain_composite("image", torch.rand(3)), "clean must be a torch.Tensor"),
+    (lambda: dk.rain_composite(torch.rand(3), torch.rand(3, device="meta")), "same device"),
 ])
 def test_rain_composite_bad_arguments(bad, match):
     with pytest.raises((TypeError, ValueError), match=match):
@@ -262,3 +313,28 @@ def test_triton_rain_composite(dtype, clamp):
     g = torch.randn_like(clean)
     expected = torch.ops.derain.rain_composite_backward(g.cpu(), clean.cpu(), rain.cpu(), clamp)
     torch.testing.assert_close(tk.rain_composite_backward(g, clean, rain, clamp).cpu(), expected, rtol=0, atol=0)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_rain_composite_half_follows_the_float32_sum(dtype):
+    from derain_kernels.triton import composite as tk
+    dev = triton_device()
+    g = torch.Generator().manual_seed(1)
+    clean = (torch.randint(-8, 72, (2, 3, 9, 11), generator=g) / 64).to(dtype)
+    rain = (torch.randint(-40, 40, (2, 3, 9, 11), generator=g) / 64
+            + torch.randint(-1, 2, (2, 3, 9, 11), generator=g) * 2.0 ** -9).to(dtype)
+    clean[0, 0, 0, :2] = torch.tensor([0.5, 0.75]).to(dtype)
+    rain[0, 0, 0, :2] = torch.tensor([0.50390625, 0.25390625]).to(dtype)  # exact sums just above 1
+    grad = torch.randn(2, 3, 9, 11, generator=g).to(dtype)
+    out = tk.rain_composite(clean.to(dev), rain.to(dev)).cpu()
+    gout = tk.rain_composite_backward(grad.to(dev), clean.to(dev), rain.to(dev)).cpu()
+    c, r = clean.clone().requires_grad_(), rain.clone().requires_grad_()
+    expected = ref.rain_composite(c, r)
+    expected.backward(grad)
+    # (the interpreter casts float32 to bfloat16 by truncation, a GPU rounds to nearest: one ulp)
+    loose = dev == "cpu" and dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected.detach(), rtol=2.0 ** -7 if loose else 0, atol=0)
+    torch.testing.assert_close(gout, c.grad, rtol=0, atol=0)
+    torch.testing.assert_close(torch.ops.derain.rain_composite_backward(grad, clean, rain, True), c.grad,
+                               rtol=0, atol=0)

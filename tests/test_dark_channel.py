@@ -109,6 +109,43 @@ def test_layouts_and_leading_dims():
     assert dk.dark_channel(torch.rand(0, 3, 4, 5), 3).shape == (0, 1, 4, 5)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 3, 13, 0), (2, 3, 0, 5), (0, 3, 4, 5), (3, 0, 4), (2, 2, 3, 0, 0)])
+def test_empty_inputs(shape):
+    # the package's rule: empty maps; "mean" over no values NaN, "sum" 0, per-image means of
+    # images without pixels NaN, an empty batch an empty result (torch.mean / torch.sum)
+    lead, (C, H, W) = shape[:-3], shape[-3:]
+    for impl in (dk.dark_channel, ref.dark_channel):
+        x = torch.rand(shape, dtype=torch.float64, requires_grad=True)
+        out = impl(x, 5)
+        assert out.shape == (*lead, 1, H, W)
+        out.sum().backward()
+        assert x.grad.shape == shape
+    for impl in (dk.dark_channel_loss, ref.dark_channel_loss):
+        for reduction, expected in (("mean", torch.empty(0).mean()), ("sum", torch.tensor(0.0)),
+                                    ("none", torch.full(lead, float("nan")))):
+            x = torch.rand(shape, dtype=torch.float64, requires_grad=True)
+            out = impl(x, 5, reduction)
+            torch.testing.assert_close(out, expected.double(), equal_nan=True)
+            out.sum().backward()
+            assert x.grad.shape == shape and not x.grad.any()
+
+
+@pytest.mark.parametrize("patch", [35, 10 ** 9 + 1, 2 ** 63 + 1, 10 ** 30 + 1])
+def test_patches_beyond_the_image_give_the_global_minimum(patch):
+    # a patch >= 2·max(H, W) − 1 covers the whole periodic extension: any such patch (also past
+    # int64) equals the image minimum, with the gradient at its first (channel, raster) occurrence
+    x = _quantised((2, 3, 6, 9), levels=8)
+    leaf = x.clone().requires_grad_()
+    out = dk.dark_channel(leaf, patch)
+    torch.testing.assert_close(out, x.amin((1, 2, 3)).view(2, 1, 1, 1).expand(2, 1, 6, 9), rtol=0, atol=0)
+    out.sum().backward()
+    r = x.clone().requires_grad_()
+    ref.dark_channel(r, 17).sum().backward()  # 17 = 2 * 9 - 1
+    torch.testing.assert_close(leaf.grad, r.grad, rtol=0, atol=0)
+    torch.testing.assert_close(ref.dark_channel(x, patch), out.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(dk.dark_channel_loss(x, patch), out.detach().abs().mean(), rtol=0, atol=1e-15)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_loss_matches_reference(reduction):
     x = torch.rand(3, 3, 12, 10, dtype=torch.float64) - 0.2  # some negative dark channels
@@ -152,6 +189,8 @@ def test_compiles_fullgraph():
     (lambda: dk.dark_channel(torch.rand(1, 3, 8, 8).half(), 3), "x must have dtype"),
     (lambda: dk.dark_channel([[1.0]], 3), "x must be a torch.Tensor"),
     (lambda: dk.dark_channel_loss(torch.rand(1, 3, 8, 8), 3, reduction="avg"), "reduction must be one of"),
+    (lambda: dk.dark_channel_loss(torch.rand(1, 3, 8, 8), 3, reduction=None), "reduction must be a str"),
+    (lambda: dk.dark_channel(torch.rand(1, 3, 8, 8), True), "patch must be an int"),
 ])
 def test_bad_arguments(bad, match):
     with pytest.raises((TypeError, ValueError), match=match):

@@ -154,6 +154,44 @@ def test_empty():
     assert dk.median_filter(torch.rand(2, 0, 5), 3).shape == (2, 0, 5)
 
 
+@pytest.mark.parametrize("shape", [(0, 3, 4, 5), (2, 0, 5), (2, 5, 0), (0, 0), (1, 1, 3, 13, 0)])
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_empty_inputs_forward_and_backward(shape, padding):
+    # the package's rule: maps of empty inputs are empty, and so are their gradients
+    for impl in (dk.median_filter, ref.median_filter):
+        x = torch.rand(shape, dtype=torch.float64, requires_grad=True)
+        out = impl(x, (3, 5), padding)
+        assert out.shape == shape and out.dtype == x.dtype
+        out.sum().backward()
+        assert x.grad.shape == shape
+    u = torch.zeros(shape, dtype=torch.uint8)
+    assert dk.median_filter(u, 3, padding).shape == shape
+    assert dk.soft_label(torch.rand(shape), 3, padding, min_composite=True).shape == shape
+    assert dk.soft_label(u, 3, padding, min_composite=True).shape == shape
+
+
+@pytest.mark.parametrize("kernel_size,match", [
+    (10 ** 9 + 1, "kernel_size must be <= 65535"),
+    ((1, 2 ** 31 - 1), "kernel_size must be <= 65535"),
+    (2 ** 64 + 1, "kernel_size must be <= 65535"),
+    ((8193, 8193), r"at most 67108864 \(2\*\*26\) elements"),
+    ((65535, 1025), "at most 67108864"),
+])
+def test_windows_beyond_the_limits_raise_value_error(kernel_size, match):
+    # sizes the kernel cannot hold in memory are refused before any work, naming the limit
+    x = torch.rand(1, 1, 8, 8)
+    for f in (dk.median_filter, dk.soft_label):
+        with pytest.raises(ValueError, match=match):
+            f(x, kernel_size)
+
+
+def test_windows_at_the_limits_compute():
+    x = torch.rand(1, 1, 2, 3, dtype=torch.float64)
+    for k in ((8191, 8191), (1, 65535)):
+        torch.testing.assert_close(dk.median_filter(x, k, "replicate"), _numpy_pad_median(x, k, "replicate"),
+                                   rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------- NaN
 def test_nan_propagates_to_every_window_containing_it():
     x = torch.rand(1, 1, 12, 13)
@@ -300,6 +338,8 @@ def test_soft_label():
     (lambda: dk.median_filter(torch.ones(5, dtype=torch.float32), 3), ValueError, "x must have at least 2"),
     (lambda: dk.median_filter(np.ones((5, 5)), 3), TypeError, "x must be a torch.Tensor"),
     (lambda: dk.median_filter(torch.rand(5, 5), 3, padding="circular"), ValueError, "padding must be one of"),
+    (lambda: dk.median_filter(torch.rand(5, 5), 3, padding=None), TypeError, "padding must be a str"),
+    (lambda: dk.median_filter(torch.rand(5, 5), 3, padding=np.array(["zeros"])), TypeError, "padding must be a str"),
     (lambda: dk.soft_label(torch.rand(5, 5), 3, min_composite=1), TypeError, "min_composite must be a bool"),
     (lambda: dk.soft_label(torch.rand(5, 5), 6), ValueError, "kernel_size must be odd"),
 ])

@@ -32,6 +32,21 @@ def test_bank_shape_normalisation_and_axis_kernels():
     torch.testing.assert_close(bank[1:], bank[1:].flip(0).flip(-1))
 
 
+def test_bank_limits_dtypes_and_devices():
+    # the largest bank allowed is built in about a second; floating dtypes only (the kernels are
+    # fractions summing to 1: an integer bank would be zeros); any device, meta included
+    big = dk.directional_kernels(1, 1023, dtype=torch.float64)
+    assert big.shape == (1, 1023, 1023) and big.sum().item() == pytest.approx(1.0, abs=1e-12)
+    assert dk.directional_kernels(4096, 15).shape == (4096, 15, 15)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        bank = dk.directional_kernels(dtype=dtype)
+        assert bank.dtype == dtype
+        torch.testing.assert_close(bank.double().sum((1, 2)), torch.ones(18, dtype=torch.float64),
+                                   rtol=0, atol=1e-2 if bank.element_size() == 2 else 1e-6)
+    assert dk.directional_kernels(device="meta").device.type == "meta"
+    assert dk.directional_kernels(device=torch.device("cpu")).device.type == "cpu"
+
+
 def test_bank_is_a_fresh_tensor():
     k = dk.directional_kernels(dtype=torch.float64)
     k.mul_(0)
@@ -137,6 +152,46 @@ def test_nan_and_empty():
     assert dk.rain_direction_loss(e, e, torch.zeros(0), "sum").item() == 0.0
 
 
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 3, 0, 4), (2, 0, 4, 4), (2, 3, 4, 0)])
+def test_empty_inputs(shape):
+    # the package's rule (torch.mean / torch.sum): "mean" over no values NaN, "sum" 0, per-image
+    # means of images without values NaN, an empty batch an empty result; empty gradients
+    B = shape[0]
+    for impl in (dk.rain_direction_loss, ref.rain_direction_loss):
+        for reduction, expected in (("mean", torch.tensor(float("nan"))), ("sum", torch.tensor(0.0)),
+                                    ("none", torch.full((B,), float("nan")))):
+            z, g = (t.requires_grad_() for t in _pair(shape))
+            out = impl(z, g, 30.0, reduction)
+            torch.testing.assert_close(out, expected.double(), equal_nan=True)
+            out.sum().backward()
+            assert z.grad.shape == shape and g.grad.shape == shape
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("reduction", ["mean", "none", "sum"])
+def test_non_finite_inputs_values_and_gradients_match_reference(bad, reduction):
+    # documented rules, followed by the reference too: responses k ⋆ (z − z_gt) over the kernel's
+    # non-zero taps (a tap outside the kernel reads nothing, so an infinity stays infinite), and
+    # sign(NaN) = NaN in the gradient
+    angle = torch.tensor([10.0, 80.0])
+    for pos in [(0, 0, 2, 3), (1, 1, 0, 0), (0, 1, 5, 6)]:
+        for other in (None, bad, -bad):  # z_gt finite, the same value, the opposite infinity
+            z, g = _pair((2, 2, 6, 7))
+            z[pos] = bad
+            if other is not None:
+                g[pos] = other
+            res = []
+            for impl in (dk.rain_direction_loss, ref.rain_direction_loss):
+                a, b = z.clone().requires_grad_(), g.clone().requires_grad_()
+                out = impl(a, b, angle, reduction)
+                out.backward(torch.ones_like(out))
+                res.append((out.detach(), a.grad, b.grad))
+            for got, want in zip(*res):
+                torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, equal_nan=True)
+            if bad == float("inf") and other is None:
+                assert torch.isinf(res[0][0]).any()  # an infinity in z alone: an infinite loss
+
+
 def test_opcheck():
     z, g = _pair((2, 3, 6, 7))
     k = torch.stack([dk.directional_kernels(dtype=torch.float64)[[1, 10]]] * 2)
@@ -163,12 +218,29 @@ def test_compiles_fullgraph():
     (lambda: dk.rain_direction_loss(torch.rand(3, 8, 8), torch.rand(3, 8, 8), 0.0), "z must be \\(B, C, H, W\\)"),
     (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), torch.zeros(3)), "angle must be"),
     (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), "left"), "angle must be a number"),
-    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), float("nan")), "angle must be finite"),
+    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), float("nan")),
+     "angle must be a finite number"),
     (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), 0.0, "avg"), "reduction must be"),
     (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), 0.0, size=4), "size must be odd"),
     (lambda: dk.directional_kernels(0), "n must be >= 1"),
     (lambda: dk.directional_kernels(18, 4), "size must be odd"),
     (lambda: dk.directional_kernels(18.0), "n must be an int"),
+    (lambda: dk.directional_kernels(10 ** 9), r"at most 1048576 \(2\*\*20\)"),
+    (lambda: dk.directional_kernels(1, 100001), r"at most 1048576 \(2\*\*20\)"),
+    (lambda: dk.directional_kernels(2 ** 64), r"at most 1048576"),
+    (lambda: dk.directional_kernels(dtype=torch.int64), "dtype must be a floating dtype"),
+    (lambda: dk.directional_kernels(dtype=torch.bool), "dtype must be a floating dtype"),
+    (lambda: dk.directional_kernels(dtype="float32"), "dtype must be a torch.dtype"),
+    (lambda: dk.directional_kernels(device="gpu0"), "device"),
+    (lambda: dk.directional_kernels(device=1.5), "device must be a torch.device"),
+    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), 0.0, n=10 ** 9),
+     "at most 1048576"),
+    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8),
+                                    torch.zeros(2, device="meta")), "angle must be on z's device"),
+    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), 10 ** 400),
+     "angle must be a finite number"),
+    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), 0.0, None),
+     "reduction must be a str"),
 ])
 def test_bad_arguments(bad, match):
     with pytest.raises((TypeError, ValueError), match=match):

@@ -195,6 +195,107 @@ def test_nan_propagates():
     assert torch.isnan(dk.ssim(x, y))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("data_range", [1e-30, 1e-300, 5e-324, 3e-8, 1e-9, 1e12, 1e30, 1e300, 1.7e308])
+def test_identical_images_give_one_for_any_data_range(dtype, data_range):
+    # C1 and C2 are kept in a range where C1·C2 and its inverse are normal numbers (float32
+    # computations whose constants would leave it run in float64): never 0/0 or inf/inf
+    x, _ = _images((2, 2, 12, 13), torch.float64)
+    for img in (torch.zeros_like(x), torch.full_like(x, 0.37), x, x * data_range if data_range < 1 else x):
+        img = img.to(dtype)
+        for padding in PADDINGS:
+            a, b = img.clone().requires_grad_(), img.clone().requires_grad_()
+            m = dk.ssim(a, b, 5, data_range=data_range, padding=padding, reduction="map")
+            assert torch.equal(m, torch.ones_like(m)), (padding, m.min(), m.max())
+            m.sum().backward()
+            assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+            assert dk.ssim(img, img.clone(), 5, data_range=data_range, padding=padding).item() == 1.0
+            assert ref.ssim(img, img.clone(), 5, data_range=data_range, padding=padding).item() == 1.0
+
+
+@pytest.mark.parametrize("data_range", [1e-30, 1e-12, 3e-8, 1e12, 1e30])
+def test_small_and_large_data_ranges_are_finite_and_scale_invariant(data_range):
+    # SSIM is invariant under scaling images and data_range together: float32 images at the scale of
+    # a tiny or huge data_range give the same values and (scaled) gradients as at scale 1, finite
+    x, y = _images((2, 3, 17, 19), torch.float64)
+    for padding in PADDINGS:
+        want = ref.ssim(x, y, 7, data_range=1.0, padding=padding, reduction="map")
+        a, b = (x * data_range).float().requires_grad_(), (y * data_range).float().requires_grad_()
+        m = dk.ssim(a, b, 7, data_range=data_range, padding=padding, reduction="map")
+        torch.testing.assert_close(m.double(), want, rtol=0, atol=1e-5)
+        m.sum().backward()
+        xr = x.clone().requires_grad_()
+        ref.ssim(xr, y, 7, data_range=1.0, padding=padding, reduction="map").sum().backward()
+        scale = float(xr.grad.abs().max())
+        torch.testing.assert_close(a.grad.double() * data_range, xr.grad, rtol=0, atol=2e-5 * scale)
+        # images far from data_range's scale: finite, both ways
+        for big in (x, y * 1e3):
+            out = dk.ssim(big.float(), y.float(), 7, data_range=data_range, padding=padding)
+            assert torch.isfinite(out)
+
+
+def test_tiny_sigma_is_the_one_tap_window():
+    # every off-centre tap of a Gaussian with sigma < 0.02 is exactly 0 in double; below ~1e-162,
+    # 2σ² itself underflows: the window is a delta for every such sigma, not NaN
+    x, y = _images((2, 2, 11, 12), torch.float64)
+    want = ref.ssim(x, y, 1, reduction="map")
+    for sigma in (0.01, 1e-100, 1e-200, 5e-324):
+        for padding in PADDINGS:
+            torch.testing.assert_close(dk.ssim(x, y, 5, sigma, padding=padding, reduction="map"),
+                                       ref.ssim(x, y, 5, 0.02, padding=padding, reduction="map"), rtol=0, atol=0)
+            torch.testing.assert_close(ref.ssim(x, y, 5, sigma, padding=padding, reduction="map"),
+                                       ref.ssim(x, y, 5, 0.02, padding=padding, reduction="map"), rtol=0, atol=0)
+        if padding != "valid":
+            torch.testing.assert_close(dk.ssim(x, y, 5, sigma, reduction="map"), want, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_one_tap_window_gradients_match_float64(reduction):
+    # window_size=1: the variances and covariance are identically 0, S is the luminance term alone;
+    # float32 gradients are those of that element-wise formula (within a few ulp), where the general
+    # formula's variance terms cancel only up to round-off amplified by 1/C2 (errors ~1e-5 of the scale)
+    x, y = _images((2, 3, 17, 19), torch.float64, smooth=False)
+    g = torch.linspace(-1, 1, 2 * 3 * 17 * 19, dtype=torch.float64).reshape(2, 3, 17, 19)
+    g = g if reduction == "map" else (torch.tensor([0.7, -1.3], dtype=torch.float64) if reduction == "none"
+                                      else torch.tensor(1.0, dtype=torch.float64))
+    xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
+    ref.ssim(xr, yr, 1, reduction=reduction).backward(g)
+    for impl in (dk.ssim, ref.ssim):
+        a, b = x.float().requires_grad_(), y.float().requires_grad_()
+        impl(a, b, 1, reduction=reduction).backward(g.float())
+        for got, want in ((a.grad, xr.grad), (b.grad, yr.grad)):
+            torch.testing.assert_close(got.double(), want, rtol=2e-6, atol=1e-7 * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", [(2, 3, 0, 8), (2, 3, 8, 0), (0, 8), (0, 3, 12, 12), (2, 0, 12, 12)])
+def test_empty_inputs(padding, reduction, shape):
+    # the package's rule: empty maps, means over no values NaN (torch.mean), empty gradients;
+    # "valid" and "reflect" keep their image-size requirements
+    h, w = shape[-2:]
+    if (padding == "valid" and min(h, w) < 5) or (padding == "reflect" and min(h, w) <= 2):
+        with pytest.raises(ValueError, match="window_size"):
+            dk.ssim(torch.rand(shape), torch.rand(shape), 5, padding=padding)
+        return
+    outs = []
+    for impl in (dk.ssim, ref.ssim, dk.ssim_loss, ref.ssim_loss):
+        a, b = torch.rand(shape, requires_grad=True), torch.rand(shape, requires_grad=True)
+        out = impl(a, b, 5, padding=padding, reduction=reduction)
+        expected = torch.empty(shape).mean() if reduction == "mean" else (
+            torch.empty(shape).flatten(1).mean(1) if reduction == "none" and len(shape) >= 3 else
+            torch.empty(shape).mean() if reduction == "none" else None)
+        if expected is not None:
+            torch.testing.assert_close(out.detach(), expected, equal_nan=True)
+        else:
+            h_out, w_out = (h - 4, w - 4) if padding == "valid" else (h, w)
+            assert out.shape == (*shape[:-2], h_out, w_out)
+        out.sum().backward()
+        assert a.grad.shape == shape and b.grad.shape == shape
+        outs.append(out.detach())
+    torch.testing.assert_close(outs[0], outs[1], equal_nan=True)
+
+
 # ---------------------------------------------------------------- gradients
 @pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -240,9 +341,16 @@ def test_ssim_gradients_match_reference_float32(padding, reduction):
     (lambda x: dk.ssim(x, x, padding="same"), ValueError, "padding must be one of"),
     (lambda x: dk.ssim(x, x, reduction="sum"), ValueError, "reduction must be one of"),
     (lambda x: dk.ssim(x, x[..., :0]), ValueError, "same shape"),
-    (lambda x: dk.ssim(x[..., :0], x[..., :0]), ValueError, "non-empty"),
+    (lambda x: dk.ssim(x[..., :0], x[..., :0], padding="valid"), ValueError, "window_size"),
     (lambda x: dk.SSIMLoss(padding="valdi"), ValueError, "padding"),
     (lambda x: dk.ssim(x, x.to("meta")), ValueError, "same device"),
+    (lambda x: dk.ssim(x, x, window_size=10 ** 9 + 1), ValueError, "window_size must be <= 1023"),
+    (lambda x: dk.ssim(x, x, window_size=2 ** 64 + 1), ValueError, "window_size must be <= 1023"),
+    (lambda x: dk.SSIMLoss(window_size=1025), ValueError, "window_size must be <= 1023"),
+    (lambda x: dk.ssim(x, x, data_range=10 ** 400), ValueError, "data_range must be a finite"),
+    (lambda x: dk.ssim(x, x, sigma=torch.tensor(1.5)), TypeError, "sigma must be a real number"),
+    (lambda x: dk.ssim(x, x, padding=None), TypeError, "padding must be a str"),
+    (lambda x: dk.ssim(x, x, reduction=np.array(["mean", "none"])), TypeError, "reduction must be a str"),
 ])
 def test_bad_arguments(call, exc, match):
     x = torch.rand(1, 2, 12, 12)
@@ -435,3 +543,29 @@ def test_triton_ssim_identical_images_and_no_save():
     assert torch.equal(out, torch.ones_like(out)) and dmaps.numel() == 0
     out, dmaps = ts.ssim_with_dmaps(x, x.clone(), 11, 1.5, 1.0, "zeros", "map", 0.01, 0.03, True)
     assert torch.equal(out, torch.ones_like(out)) and torch.isfinite(dmaps).all()
+
+
+@needs_triton
+@pytest.mark.parametrize("padding,reduction", [("zeros", "map"), ("reflect", "none")])
+def test_triton_one_tap_window_gradients(padding, reduction):
+    from derain_kernels.triton import ssim as ts
+    dev = triton_device()
+    x, y = _images((2, 2, 9, 13), torch.float64, smooth=False)
+    out = ts.ssim(x.float().to(dev), y.float().to(dev), 1, 1.5, 1.0, padding, reduction, 0.01, 0.03)
+    g = torch.randn(out.shape, dtype=torch.float64)
+    gx, gy = ts.ssim_backward(g.float().to(dev), x.float().to(dev), y.float().to(dev), 1, 1.5, 1.0, padding,
+                              reduction, 0.01, 0.03)
+    a, b = x.clone().requires_grad_(), y.clone().requires_grad_()
+    ref.ssim(a, b, 1, padding=padding, reduction=reduction).backward(g)
+    for got, want in ((gx, a.grad), (gy, b.grad)):
+        torch.testing.assert_close(got.cpu().double(), want, rtol=2e-6, atol=1e-7 * float(want.abs().max()))
+
+
+@needs_triton
+def test_triton_empty_images():
+    from derain_kernels.triton import ssim as ts
+    x = torch.rand(2, 3, 0, 8, device=triton_device())
+    assert torch.isnan(ts.ssim(x, x, 5, 1.5, 1.0, "zeros", "mean", 0.01, 0.03))
+    assert ts.ssim(x, x, 5, 1.5, 1.0, "zeros", "map", 0.01, 0.03).shape == x.shape
+    value, gx, gy = ts.ssim_with_grad(x, x, 5, 1.5, 1.0, "zeros", "none", 0.01, 0.03, True)
+    assert value.shape == (2,) and torch.isnan(value).all() and gx.shape == gy.shape == x.shape

@@ -13,9 +13,11 @@ TORCH_LIBRARY_FRAGMENT(derain, m) {
   // grad (B, 1, H, W), index -> grad_x (B, channels, H, W), contiguous.
   m.def("dark_channel_backward(Tensor grad, Tensor index, int channels) -> Tensor");
   // x (N, C, H, W) -> (N, 2): per image, sums of |dy|^p (vertical differences)
-  // and |dx|^p (horizontal differences); p is 1 or 2.
-  m.def("tv_sums(Tensor x, int p) -> Tensor");
-  m.def("tv_sums_backward(Tensor grad, Tensor x, int p) -> Tensor");
+  // and |dx|^p (horizontal differences); p is 1 or 2. padding "valid": the
+  // differences inside the image; "zeros": also the first row against a zero
+  // row above it and the first column against a zero column to its left.
+  m.def("tv_sums(Tensor x, int p, str padding=\"valid\") -> Tensor");
+  m.def("tv_sums_backward(Tensor grad, Tensor x, int p, str padding=\"valid\") -> Tensor");
   // z, z_gt (B, C, H, W), kernels (B, M, K, K) -> (B, M): per image and kernel,
   // sum over (C, H, W) of |k ⋆ (z - z_gt)| (depthwise cross-correlation, zero
   // padding K // 2, "same" size).

@@ -23,7 +23,7 @@ import torch
 
 from .. import reference
 from .._backend import has_op
-from .._checks import check_same, check_tensor
+from .._checks import check_bool, check_int, check_same, check_tensor
 from ._common import register_triton_cuda
 
 _CPP = has_op("self_correcting_block")
@@ -41,11 +41,18 @@ def empty_like_layout(x: torch.Tensor) -> torch.Tensor:
 
 
 def check_dilation(dilation, name: str = "dilation") -> int:
-    if isinstance(dilation, bool) or not isinstance(dilation, int):
-        raise TypeError(f"{name} must be an int, got {type(dilation).__name__}")
-    if dilation < 1:
-        raise ValueError(f"{name} must be >= 1, got {dilation}")
-    return dilation
+    return check_int(dilation, name, 1)
+
+
+def effective_dilation(dilation: int, h: int, w: int) -> int:
+    """The dilation the kernels run: min(dilation, max(H, W)), with the same result.
+
+    The dilated 3x3 convolution reads x − la at offsets ±d (zero padding d): once
+    d >= H and d >= W every off-centre tap lies in the padding, so every d >= max(H, W)
+    computes the centre tap alone. Running d = max(H, W) keeps memory bounded by the
+    image (the kernels hold rows of W + 2d values, 2d + 1 of them) for any int dilation.
+    """
+    return min(dilation, max(h, w, 1))
 
 
 def _check_block(x, w1, b1, w3, b3, dilation) -> None:
@@ -53,8 +60,6 @@ def _check_block(x, w1, b1, w3, b3, dilation) -> None:
     if x.dim() != 4:
         raise ValueError(f"x must be a 4-D tensor (N, C, H, W), got shape {tuple(x.shape)}")
     c = x.shape[1]
-    if c < 1:
-        raise ValueError("x must have at least one channel")
     for name, w in (("w1", w1), ("w3", w3)):
         check_tensor(w, name, _DTYPES)
         check_same(x, "x", w, name)
@@ -72,17 +77,19 @@ def self_correcting_block(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w
                           b3: torch.Tensor, dilation: int = 3, *, recompute: bool = False) -> torch.Tensor:
     """Fused self-correcting dilated block: ReLU(conv_d(x − la) + la), la = ReLU(conv(x)).
 
-    Shapes: x (N, C, H, W); w1, w3 (C, C, 3, 3); b1, b3 (C,) -> (N, C, H, W).
-    Dtypes: float32 or float64, all equal. Output is channels-last when x is.
+    Shapes: x (N, C, H, W); w1, w3 (C, C, 3, 3); b1, b3 (C,) -> (N, C, H, W); empty inputs
+    give empty outputs (and zero parameter gradients).
+    dilation: any int >= 1 (one >= max(H, W) gives the same result as max(H, W), which is
+    what runs). Dtypes: float32 or float64, all equal. Output is channels-last when x is.
     Gradient: to x and all four parameters (first order); ReLU's derivative is
-    taken as 0 at 0, like torch.relu. NaN in x propagates to the output.
+    taken as 0 at 0 (like torch.relu) and at NaN. NaN in x propagates to the output.
     Saved for the backward: x and la (one map more than the output alone);
     `recompute=True` saves x and the output and recomputes la in the backward
     (slower; less memory when the caller keeps the output anyway).
     """
     _check_block(x, w1, b1, w3, b3, dilation)
-    if not isinstance(recompute, bool):
-        raise TypeError(f"recompute must be a bool, got {type(recompute).__name__}")
+    check_bool(recompute, "recompute")
+    dilation = effective_dilation(dilation, x.shape[2], x.shape[3])
     if _CPP:
         if not recompute and torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, b1, w3, b3)):
             return torch.ops.derain.self_correcting_block_train(x, w1, b1, w3, b3, dilation)[0]

@@ -13,7 +13,7 @@ import torch
 
 from .. import reference
 from .._backend import has_op
-from .._checks import check_broadcastable, check_same, check_tensor
+from .._checks import check_bool, check_broadcastable, check_same, check_tensor
 from ._common import empty_elementwise, register_triton_cuda, sum_to
 
 _CPP = has_op("min_composite")
@@ -42,15 +42,17 @@ def rain_composite(clean: torch.Tensor, rain: torch.Tensor, clamp: bool = True) 
     Shapes: clean, rain broadcastable -> broadcast shape. Dtypes: floating, equal.
     Gradient: to both inputs, equal to the incoming gradient where
     0 <= clean + rain <= 1 (torch.clamp's convention at the bounds) and zero
-    where the sum was clamped; NaN sums stay NaN and get zero gradient. The
-    trainer detaches `rain` itself (SPEC §1); the op does not.
+    where the sum was clamped; NaN sums stay NaN and get zero gradient.
+    float16 / bfloat16 are added in float32; value and gradient both follow that
+    sum, rounded to the dtype once: bfloat16 0.5 + 0.50390625 = 1.00390625 > 1 is
+    clamped (gradient 0, as in exact arithmetic), though the sum rounded to
+    bfloat16 first would be 1.0. The trainer detaches `rain` itself (SPEC §1); the op does not.
     """
     check_tensor(clean, "clean")
     check_tensor(rain, "rain")
     check_same(clean, "clean", rain, "rain")
     check_broadcastable(clean, "clean", rain, "rain")
-    if not isinstance(clamp, bool):
-        raise TypeError(f"clamp must be a bool, got {type(clamp).__name__}")
+    check_bool(clamp, "clamp")
     if _CPP:
         return torch.ops.derain.rain_composite(clean, rain, clamp)
     return reference.rain_composite(clean, rain, clamp)

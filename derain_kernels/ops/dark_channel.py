@@ -4,11 +4,13 @@ D(x)(y, x) = min over the patch x patch window centred at (y, x) of min over cha
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import reference
 from .._backend import has_op
-from .._checks import check_choice, check_tensor
+from .._checks import check_choice, check_int, check_tensor
 from ._common import register_triton_cuda
 
 _CPP = has_op("dark_channel")
@@ -17,25 +19,35 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 def _check_patch(patch) -> int:
-    if isinstance(patch, bool) or not isinstance(patch, int):
-        raise TypeError(f"patch must be an int, got {type(patch).__name__}")
-    if patch < 1:
-        raise ValueError(f"patch must be >= 1, got {patch}")
+    patch = check_int(patch, "patch", 1)
     if patch % 2 == 0:
         raise ValueError(f"patch must be odd (a window centred on each pixel), got {patch}")
     return patch
 
 
+def effective_patch(patch: int, h: int, w: int) -> int:
+    """The patch the kernels run: min(patch, 2·max(H, W) − 1), with the same result.
+
+    Borders repeat the image periodically (period 2n − 2), so once a window spans
+    2n − 1 positions along a dimension of size n it covers all of it: every patch
+    >= 2·max(H, W) − 1 gives the minimum of the whole image (values, selected element
+    and gradient alike). Running that patch instead keeps any int patch computable.
+    """
+    return min(patch, max(2 * max(h, w) - 1, 1))
+
+
 def _check_x(x) -> None:
     check_tensor(x, "x", dtypes=REAL_DTYPES, min_dim=3)
     if x.shape[-3] < 1:
-        raise ValueError(f"x must have at least one channel (dim -3), got shape {tuple(x.shape)}")
+        raise ValueError(f"x must have at least one channel (dim -3) to take the minimum over, "
+                         f"got shape {tuple(x.shape)}")
 
 
 def dark_channel(x: torch.Tensor, patch: int = 15) -> torch.Tensor:
     """Dark channel: min over channels and over the patch x patch window centred at each pixel.
 
-    Shapes: x (..., C, H, W) with C >= 1 (RGB: C = 3) -> (..., 1, H, W) (channel dim kept).
+    Shapes: x (..., C, H, W) with C >= 1 (RGB: C = 3) -> (..., 1, H, W) (channel dim kept);
+    empty inputs (any other dimension 0) give empty outputs.
     Dtypes: float32, float64. patch: odd int >= 1, any size, also larger than the image.
     Borders: mirror without edge repeat (torch "reflect", scipy 'mirror'), repeated
     periodically, so a patch wider than 2W - 1 (or taller than 2H - 1) takes the minimum of
@@ -46,10 +58,11 @@ def dark_channel(x: torch.Tensor, patch: int = 15) -> torch.Tensor:
     """
     _check_x(x)
     patch = _check_patch(patch)
+    lead, (C, H, W) = x.shape[:-3], x.shape[-3:]
+    patch = effective_patch(patch, H, W)
     if not _CPP:
         return reference.dark_channel(x, patch)
-    lead, (C, H, W) = x.shape[:-3], x.shape[-3:]
-    x4 = x.reshape(-1, C, H, W) if x.dim() != 4 else x
+    x4 = x.reshape(math.prod(lead), C, H, W) if x.dim() != 4 else x
     out, _ = torch.ops.derain.dark_channel(x4, patch)
     return out.reshape(*lead, 1, H, W) if x.dim() != 4 else out
 
@@ -58,8 +71,9 @@ def dark_channel_loss(x: torch.Tensor, patch: int = 15, reduction: str = "mean")
     """SSID-KD's dark-channel loss: the L1 distance of D(x) from 0.
 
     "mean": mean of |D(x)| over all (…, 1, H, W) values; "sum": their sum; "none": per image,
-    the mean over (H, W), shape x.shape[:-3]. Gradient sign(D) at each window's selected
-    element (sign(0) = 0). For images in [0, 1], |D| = D.
+    the mean over (H, W), shape x.shape[:-3]. Means over no values are NaN and sums 0
+    (torch.mean / torch.sum). Gradient sign(D) at each window's selected element
+    (sign(0) = 0). For images in [0, 1], |D| = D.
     """
     _check_x(x)
     patch = _check_patch(patch)

@@ -2,9 +2,10 @@
 
 Exact median of an odd kh x kw window around every pixel of the last two
 dimensions, for float16, bfloat16, float32, float64 and uint8 (no
-quantisation), any leading dimensions, any odd kernel size (also larger than
-the image). See docs/ops/median.md for the selection (tie) rule, the padding
-rules and the NaN policy, which every kernel (C++, Triton, reference) shares.
+quantisation), any leading dimensions, any odd kernel size up to
+MAX_KERNEL_SIZE per side and MAX_KERNEL_AREA elements (also larger than the
+image). See docs/ops/median.md for the selection (tie) rule, the padding rules
+and the NaN policy, which every kernel (C++, Triton, reference) shares.
 """
 from __future__ import annotations
 
@@ -12,17 +13,26 @@ import torch
 
 from .. import reference
 from .._backend import has_op
-from .._checks import FLOAT_DTYPES, check_choice, check_odd_size, check_tensor
+from .._checks import FLOAT_DTYPES, check_bool, check_choice, check_odd_size, check_tensor
 from ..reference.median import PADDINGS
 from .composite import min_composite as _min_composite
 
 _CPP = has_op("median_filter")
 MEDIAN_DTYPES = FLOAT_DTYPES + (torch.uint8,)
+# The largest windows. The CPU kernel ranks the padded region of each output tile,
+# (tile + window - 1) elements per side, so its scratch grows with the window's sides
+# and area: 8191 x 8191 takes about 250 MB and 3 s on an 8 x 8 image, 65535 x 1 16 s on
+# 128 x 128, and a window of 2**31 elements would need tens of GB.
+MAX_KERNEL_SIZE = 65535  # per side
+MAX_KERNEL_AREA = 1 << 26  # kh * kw
 
 
 def _check(x, kernel_size, padding):
     check_tensor(x, "x", dtypes=MEDIAN_DTYPES, min_dim=2)
-    kh, kw = check_odd_size(kernel_size, "kernel_size")
+    kh, kw = check_odd_size(kernel_size, "kernel_size", MAX_KERNEL_SIZE)
+    if kh * kw > MAX_KERNEL_AREA:
+        raise ValueError(f"kernel_size must cover at most {MAX_KERNEL_AREA} (2**26) elements, kh·kw; "
+                         f"got {kh}x{kw} = {kh * kw}")
     check_choice(padding, "padding", PADDINGS)
     return kh, kw
 
@@ -31,7 +41,7 @@ def median_filter(x: torch.Tensor, kernel_size, padding: str = "reflect") -> tor
     """Exact median over the odd kh x kw window around each element of the last two dims.
 
     x: (..., H, W), float16/bfloat16/float32/float64 or uint8; any layout.
-    kernel_size: odd int k or pair (kh, kw), >= 1, any size (also > H, W).
+    kernel_size: odd int k or pair (kh, kw), each in [1, 65535], kh·kw <= 2**26 (also > H, W).
     padding: "reflect" (= torch reflect = scipy "mirror"; periodic mirror when
     the window is larger than the image), "replicate" (= OpenCV medianBlur =
     scipy "nearest"), "zeros" (= kornia median_blur).
@@ -56,8 +66,7 @@ def soft_label(x: torch.Tensor, kernel_size=31, padding: str = "reflect",
     autograd and returned detached (no gradient flows to x).
     """
     kh, kw = _check(x, kernel_size, padding)
-    if not isinstance(min_composite, bool):
-        raise TypeError(f"min_composite must be a bool, got {type(min_composite).__name__}")
+    check_bool(min_composite, "min_composite")
     with torch.no_grad():
         x = x.detach()
         y = median_filter(x, (kh, kw), padding)

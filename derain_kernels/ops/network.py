@@ -11,7 +11,7 @@ import torch
 from .. import reference
 from .._backend import has_op
 from .._checks import check_tensor
-from .block import check_dilation, empty_like_layout
+from .block import check_dilation, effective_dilation, empty_like_layout
 
 _CPP = has_op("rain_oer_me_derain")
 
@@ -53,6 +53,7 @@ def rain_oer_me_derain(x: torch.Tensor, params: list[torch.Tensor], dilation: in
                              f"got {tuple(p.shape)}")
         if p.device != x.device:
             raise ValueError(f"params[{i}] ({key}) is on {p.device}, x on {x.device}")
+    dilation = effective_dilation(dilation, x.shape[2], x.shape[3])  # the same result (see there)
     params = [p.detach().to(x.dtype) for p in params]
     with torch.no_grad():
         if _CPP and x.device.type == "cpu":

@@ -8,12 +8,16 @@ import torch
 
 from .. import reference
 from .._backend import has_op
-from .._checks import check_choice, check_same, check_tensor
+from .._checks import check_choice, check_int, check_real, check_same, check_tensor
 from ._common import register_triton_cuda
 
 _CPP = has_op("rain_direction_sums")
 REAL_DTYPES = (torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum", "none")
+# The largest bank, n·size² values (8 MiB in float64): the bank is built in Python, one
+# kernel row of Python floats at a time, which takes about a second at this size.
+MAX_BANK_VALUES = 1 << 20
+_CACHED_BANK_VALUES = 1 << 14
 _BANKS: dict = {}
 
 
@@ -46,26 +50,30 @@ def _line_kernel(theta_deg: float, size: int) -> list[list[float]]:
 
 def _bank(n: int, size: int) -> torch.Tensor:
     key = (n, size)
-    if key not in _BANKS:
-        _BANKS[key] = torch.tensor([_line_kernel(i * 180.0 / n, size) for i in range(n)], dtype=torch.float64)
-    return _BANKS[key]
+    bank = _BANKS.get(key)
+    if bank is None:
+        bank = torch.tensor([_line_kernel(i * 180.0 / n, size) for i in range(n)], dtype=torch.float64)
+        if n * size * size <= _CACHED_BANK_VALUES:  # small banks (the usual ones) are kept
+            _BANKS[key] = bank
+    return bank
 
 
 def _check_bank_args(n, size) -> None:
-    for name, v, lo in (("n", n, 1), ("size", size, 1)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-        if v < lo:
-            raise ValueError(f"{name} must be >= {lo}, got {v}")
+    n = check_int(n, "n", 1)
+    size = check_int(size, "size", 1)
     if size % 2 == 0:
         raise ValueError(f"size must be odd (kernels centred on a pixel), got {size}")
+    if n * size * size > MAX_BANK_VALUES:
+        raise ValueError(f"the bank holds n·size² values, at most {MAX_BANK_VALUES} (2**20): "
+                         f"n={n} and size={size} give {n * size * size}; use fewer or smaller kernels")
 
 
 def directional_kernels(n: int = 18, size: int = 5, dtype: torch.dtype = torch.float32,
                         device=None) -> torch.Tensor:
     """UDRDR's bank of n line kernels at 0°, 180/n°, …, (n-1)·180/n° (10° steps for n = 18).
 
-    Returns (n, size, size). Angle 0° points right (along +column), angles grow
+    Returns (n, size, size), n·size² <= MAX_BANK_VALUES (2**20), in a floating dtype.
+    Angle 0° points right (along +column), angles grow
     counter-clockwise as displayed (90° is vertical). Construction: the line through the
     centre pixel is sampled once per pixel step along its major axis (columns when
     |cos θ| >= |sin θ|, rows otherwise), the unit of mass of each step split linearly
@@ -73,6 +81,17 @@ def directional_kernels(n: int = 18, size: int = 5, dtype: torch.dtype = torch.f
     so each sums to 1. Kernels are point-symmetric (convolution = correlation).
     """
     _check_bank_args(n, size)
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {type(dtype).__name__}")
+    if not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating dtype (the kernels are fractions summing to 1), got {dtype}")
+    if device is not None and not isinstance(device, torch.device):
+        if not isinstance(device, (str, int)) or isinstance(device, bool):
+            raise TypeError(f"device must be a torch.device, str or int, got {type(device).__name__}")
+        try:
+            device = torch.device(device)
+        except RuntimeError as exc:
+            raise ValueError(f"device: {exc}") from None
     return _bank(n, size).to(dtype=dtype, device=device, copy=True)  # callers may modify it
 
 
@@ -117,15 +136,19 @@ def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: s
     """UDRDR's rain-direction regularizer Σ_{k ∈ {k∥, k⊥}} L1(k ⊗ z − k ⊗ z_gt) (Eq. 5).
 
     z, z_gt: (B, C, H, W), same shape, float32 / float64. angle: rain direction in degrees,
-    a tensor of shape (B,) (one per image), or a number / one-element tensor for all images.
+    a tensor of shape (B,) (one per image) on z's device or the CPU, or a number /
+    one-element tensor for all images.
     k∥ / k⊥ are the kernels of `directional_kernels(n, size)` nearest to angle and angle + 90°
     (see `kernel_indices`); a non-finite angle in a tensor makes that image's loss NaN.
     Each kernel is applied per channel (depthwise), zero padding
     size // 2, output the input size. "mean": Σ over the two kernels of the mean absolute
     response difference over (B, C, H, W) (F.l1_loss each, summed); "sum": Σ of all absolute
     values; "none": per image (B,), Σ over the two kernels of the mean over (C, H, W).
-    Gradients to z and z_gt (= minus z's), sign(0) = 0; none to angle. The paper's weight
-    (1.2) is the caller's.
+    Means over no values (empty inputs) are NaN, sums 0 (torch.mean / torch.sum).
+    Responses are k ⋆ (z − z_gt) over the kernel's non-zero taps: an infinity in z or z_gt
+    gives an infinite loss (NaN where z and z_gt hold the same infinity), NaN propagates.
+    Gradients to z and z_gt (= minus z's), sign(0) = 0, sign(NaN) = NaN; none to angle.
+    The paper's weight (1.2) is the caller's.
     """
     check_tensor(z, "z", dtypes=REAL_DTYPES)
     check_tensor(z_gt, "z_gt", dtypes=REAL_DTYPES)
@@ -143,10 +166,12 @@ def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: s
         if angle.numel() != 1 and tuple(angle.shape) != (B,):
             raise ValueError(f"angle must be a number or a tensor of shape ({B},) (one per image), "
                              f"got shape {tuple(angle.shape)}")
+        if angle.device != z.device and angle.device.type != "cpu":
+            raise ValueError(f"angle must be on z's device ({z.device}) or on the CPU, got {angle.device}")
     elif isinstance(angle, bool) or not isinstance(angle, numbers.Real):
         raise TypeError(f"angle must be a number or a tensor, got {type(angle).__name__}")
-    elif not math.isfinite(float(angle)):
-        raise ValueError(f"angle must be finite, got {angle}")
+    else:
+        angle = check_real(angle, "angle")  # finite
     if not _CPP:
         return reference.rain_direction_loss(z, z_gt, angle, reduction, n, size)
     kernels = select_kernels(angle, B, n, size, z.dtype, z.device)  # (B, 2, size, size)
@@ -154,8 +179,8 @@ def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: s
     if reduction == "sum":
         return s.sum()
     if reduction == "mean":
-        return s.sum() / z.numel() if z.numel() else s.sum()
-    return s.sum(1) / (C * H * W) if C * H * W else s.sum(1)
+        return s.sum() / z.numel()  # NaN for empty inputs, like torch.mean
+    return s.sum(1) / (C * H * W)
 
 
 def _layout_like(z: torch.Tensor) -> torch.Tensor:

@@ -10,45 +10,34 @@ or constant images give exactly 1 with finite gradients. See docs/ops/ssim.md.
 """
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 
 from .. import reference
 from .._backend import has_op
-from .._checks import check_choice, check_same, check_tensor
+from .._checks import check_choice, check_int, check_real, check_same, check_tensor
+from ..reference.ssim import SIGMA_MIN, effective_constants, map_shape
 from ._common import register_triton_cuda
 
 _CPP = has_op("ssim")
 
 PADDINGS = ("zeros", "valid", "reflect")
 REDUCTIONS = ("mean", "none", "map")
-
-
-def _check_positive_real(v, name: str, allow_zero: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
-    v = float(v)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {v}")
-    return v
+# The largest window. The CPU kernel keeps rings of window_size rows of the padded
+# width (W + window_size - 1) per thread and the Triton kernel loops over window_size²
+# taps per pixel, so memory and time grow with the window without bound; windows past
+# 1023 (already 50x the usual 11 to 21) are refused rather than left to exhaust memory.
+MAX_WINDOW_SIZE = 1023
 
 
 def _check_params(window_size, sigma, data_range, padding, reduction, k1, k2):
-    if isinstance(window_size, bool) or not isinstance(window_size, int):
-        raise TypeError(f"window_size must be an int, got {type(window_size).__name__}")
-    if window_size < 1 or window_size % 2 == 0:
+    window_size = check_int(window_size, "window_size", 1, MAX_WINDOW_SIZE)
+    if window_size % 2 == 0:
         raise ValueError(f"window_size must be an odd int >= 1, got {window_size}")
-    sigma = _check_positive_real(sigma, "sigma")
-    data_range = _check_positive_real(data_range, "data_range")
-    k1 = _check_positive_real(k1, "k1")
-    k2 = _check_positive_real(k2, "k2")
-    if not isinstance(padding, str):
-        raise TypeError(f"padding must be a str, got {type(padding).__name__}")
+    sigma = check_real(sigma, "sigma", positive=True)
+    data_range = check_real(data_range, "data_range", positive=True)
+    k1 = check_real(k1, "k1", positive=True)
+    k2 = check_real(k2, "k2", positive=True)
     check_choice(padding, "padding", PADDINGS)
-    if not isinstance(reduction, str):
-        raise TypeError(f"reduction must be a str, got {type(reduction).__name__}")
     check_choice(reduction, "reduction", REDUCTIONS)
     return window_size, sigma, data_range, padding, reduction, k1, k2
 
@@ -60,8 +49,6 @@ def _check_inputs(x, y, window_size, padding):
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     h, w = x.shape[-2:]
-    if h == 0 or w == 0:
-        raise ValueError(f"x must have non-empty images (H, W), got shape {tuple(x.shape)}")
     r = window_size // 2
     if padding == "valid" and (h < window_size or w < window_size):
         raise ValueError(f"window_size={window_size} is larger than the images ({h}x{w}) and padding='valid' "
@@ -78,19 +65,31 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float =
     Shapes: x, y (..., H, W), same shape (images are (B, C, H, W); every leading
     index is a separate plane). Returns: "mean" -> () the mean of the map over
     everything; "none" -> (B,) the mean per leading index 0 (() for 2-D inputs);
-    "map" -> (..., H, W), or (..., H-w+1, W-w+1) for padding "valid".
+    "map" -> (..., H, W), or (..., H-w+1, W-w+1) for padding "valid". Empty inputs
+    give empty maps, and a mean over no values is NaN (like torch.mean).
     padding: "zeros" (authors/PReNet, zero padding w//2, same size), "valid"
     (skimage/pytorch_msssim), "reflect" (kornia/torchmetrics, torch reflect).
+    window_size: odd, 1 <= window_size <= MAX_WINDOW_SIZE (1023).
     Dtypes: float32, float64; float16/bfloat16 are computed in float32 and cast back.
+    C1 and C2 are kept in a range where identical images give exactly 1 (see
+    docs/ops/ssim.md: tiny or huge data_range runs in float64).
     Gradient: to both x and y. NaN inputs give NaN in every map value whose window touches them.
     """
     window_size, sigma, data_range, padding, reduction, k1, k2 = _check_params(
         window_size, sigma, data_range, padding, reduction, k1, k2)
     _check_inputs(x, y, window_size, padding)
-    if x.dtype in (torch.float16, torch.bfloat16):
-        out = ssim(x.float(), y.float(), window_size, sigma, data_range, padding, reduction, k1, k2)
+    k1, k2, data_range, dtype = effective_constants(k1, k2, data_range, x.dtype)
+    if dtype != x.dtype:
+        out = _ssim(x.to(dtype), y.to(dtype), window_size, sigma, data_range, padding, reduction, k1, k2)
         return out.to(x.dtype)
-    if _CPP:
+    return _ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
+
+
+def _ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
+    """ssim() after the checks, in a compute dtype (float32 / float64) with effective constants."""
+    sigma = max(sigma, SIGMA_MIN)  # the same window (see SIGMA_MIN)
+    h, w = x.shape[-2:]
+    if _CPP and window_size > 1 and h > 0 and w > 0:
         if reduction != "map" and torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
             # value and gradients in one sweep; the backward is then a multiply.
             # SSIM is symmetric in (x, y) (bit for bit), so a y-only gradient runs on (y, x).
@@ -98,6 +97,8 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float =
             return torch.ops.derain.ssim_with_grad(a, b, window_size, sigma, data_range, padding, reduction, k1, k2,
                                                    x.requires_grad and y.requires_grad)[0]
         return torch.ops.derain.ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
+    # one-tap windows are element-wise (the luminance term alone) and empty images have
+    # empty maps: both are computed by the reference, which is exact and cheap for them
     return reference.ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
 
 
@@ -126,11 +127,8 @@ class SSIMLoss(torch.nn.Module):
 
 
 def _output_shape(x: torch.Tensor, window_size: int, padding: str, reduction: str) -> tuple:
-    h, w = x.shape[-2:]
-    if padding == "valid":
-        h, w = h - window_size + 1, w - window_size + 1
     if reduction == "map":
-        return (*x.shape[:-2], h, w)
+        return map_shape(x.shape, window_size, padding)
     if reduction == "none" and x.dim() >= 3:
         return (x.shape[0],)
     return ()

@@ -6,46 +6,51 @@ import torch
 from .. import reference
 from .._backend import has_op
 from .._checks import check_choice, check_tensor
+from ..reference.tv import as_images, tv_counts
 from ._common import register_triton_cuda
 
 _CPP = has_op("tv_sums")
 REAL_DTYPES = (torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum", "none")
+PADDINGS = ("valid", "zeros")
 
 
-def tv_loss(x: torch.Tensor, reduction: str = "mean", p: int = 1) -> torch.Tensor:
+def tv_loss(x: torch.Tensor, reduction: str = "mean", p: int = 1, padding: str = "valid") -> torch.Tensor:
     """Anisotropic total variation ||∇_v x||_p^p + ||∇_h x||_p^p (SSID-KD Eq. 11 with p = 1).
 
     x: (..., C, H, W) or (H, W); float32 / float64. Differences: vertical x[y+1, x] - x[y, x]
     and horizontal x[y, x+1] - x[y, x], within each channel; p = 1 takes |d|, p = 2 takes d²
     (squared differences, not the L2 norm).
+    padding "valid" (default): only the differences inside the image, (H-1)·W vertical and
+    H·(W-1) horizontal per channel (torch.diff). "zeros": the image has a zero row above it
+    and a zero column to its left, so the first row and column count against 0 as well
+    (H·W differences per direction; SSID-KD's zero-padded difference convolutions).
     reduction "mean": mean of |d|^p over all vertical differences of the batch plus the mean
     over all horizontal ones (torch.nn.L1Loss on each term, summed); "sum": the sum of both
     sums; "none": per image (the last three dims), the same per-direction means, shape
-    x.shape[:-3]. A direction without differences (H = 1 or W = 1) contributes 0.
-    Gradient: p = 1 uses sign(d) with sign(0) = 0; p = 2 uses 2d. NaN propagates.
+    x.shape[:-3]. A mean over no differences (H = 1 or W = 1 with "valid", empty inputs) is
+    NaN, like torch.mean; a sum over none is 0.
+    Gradient: p = 1 uses sign(d) with sign(0) = 0; p = 2 uses 2d. NaN propagates, to the
+    gradient too (sign(NaN) = NaN).
     """
     check_tensor(x, "x", dtypes=REAL_DTYPES, min_dim=2)
     check_choice(reduction, "reduction", REDUCTIONS)
-    if isinstance(p, bool) or p not in (1, 2):
+    if isinstance(p, bool) or not isinstance(p, int):
+        raise TypeError(f"p must be 1 or 2 (an int), got {type(p).__name__}")
+    if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
+    check_choice(padding, "padding", PADDINGS)
     if not _CPP:
-        return reference.tv_loss(x, reduction, p)
-    H, W = x.shape[-2:]
-    C = x.shape[-3] if x.dim() >= 3 else 1
-    x4 = x if x.dim() == 4 else x.reshape(-1, C, H, W)
-    s = torch.ops.derain.tv_sums(x4, p)
-    nv, nh = C * (H - 1) * W, C * H * (W - 1)
+        return reference.tv_loss(x, reduction, p, padding)
+    x4 = x if x.dim() == 4 else as_images(x)
+    s = torch.ops.derain.tv_sums(x4, p, padding)
+    nv, nh = tv_counts(x.shape, padding)
     if reduction == "sum":
         return s.sum()
     if reduction == "mean":
         n = s.shape[0]
-        wv = 1.0 / (n * nv) if n * nv > 0 else 0.0
-        wh = 1.0 / (n * nh) if n * nh > 0 else 0.0
-        return s[:, 0].sum() * wv + s[:, 1].sum() * wh
-    wv = 1.0 / nv if nv > 0 else 0.0
-    wh = 1.0 / nh if nh > 0 else 0.0
-    return (s[:, 0] * wv + s[:, 1] * wh).reshape(x.shape[:-3])
+        return s[:, 0].sum() / (n * nv) + s[:, 1].sum() / (n * nh)
+    return (s[:, 0] / nv + s[:, 1] / nh).reshape(x.shape[:-3])
 
 
 def _layout_like(x: torch.Tensor) -> torch.Tensor:
@@ -57,21 +62,24 @@ def _layout_like(x: torch.Tensor) -> torch.Tensor:
 
 if _CPP:
     @torch.library.register_fake("derain::tv_sums")
-    def _tv_sums_fake(x, p):
+    def _tv_sums_fake(x, p, padding="valid"):
         return x.new_empty(x.shape[0], 2)
 
     @torch.library.register_fake("derain::tv_sums_backward")
-    def _tv_sums_backward_fake(grad, x, p):
+    def _tv_sums_backward_fake(grad, x, p, padding="valid"):
         return _layout_like(x)
 
     def _setup(ctx, inputs, output):
-        x, p = inputs
+        x, p, *padding = inputs  # padding may be left to its schema default
         ctx.save_for_backward(x)
         ctx.p = p
+        ctx.padding = padding[0] if padding else "valid"
+        ctx.n_args = len(inputs)
 
     def _backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return torch.ops.derain.tv_sums_backward(grad, x, ctx.p), None
+        gx = torch.ops.derain.tv_sums_backward(grad, x, ctx.p, ctx.padding)
+        return (gx,) + (None,) * (ctx.n_args - 1)
 
     torch.library.register_autograd("derain::tv_sums", _backward, setup_context=_setup)
 

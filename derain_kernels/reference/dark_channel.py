@@ -1,6 +1,8 @@
 """Pure-PyTorch reference of the dark channel (the test oracle): explicit windows, exact ties."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -40,10 +42,17 @@ def dark_channel_with_index(x: torch.Tensor, patch: int) -> tuple[torch.Tensor, 
 
 
 def dark_channel(x: torch.Tensor, patch: int) -> torch.Tensor:
-    """Dark channel of (..., C, H, W) -> (..., 1, H, W); see derain_kernels.dark_channel."""
+    """Dark channel of (..., C, H, W) -> (..., 1, H, W); see derain_kernels.dark_channel.
+
+    A patch of 2·max(H, W) − 1 or more covers the whole periodic extension: it runs as that
+    patch (the same result; see derain_kernels.ops.dark_channel.effective_patch).
+    """
     lead = x.shape[:-3]
     C, H, W = x.shape[-3:]
-    out, _ = dark_channel_with_index(x.reshape(-1, C, H, W), patch)
+    patch = min(patch, max(2 * max(H, W) - 1, 1))
+    if x.numel() == 0 and C > 0:  # an empty input has an empty dark channel
+        return x.new_zeros(*lead, 1, H, W) + 0 * x.sum()
+    out, _ = dark_channel_with_index(x.reshape(math.prod(lead), C, H, W), patch)
     return out.view(*lead, 1, H, W)
 
 

@@ -1,30 +1,63 @@
 """Pure-PyTorch reference of the total-variation loss (the test oracle)."""
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 
-def tv_sums(x: torch.Tensor, p: int = 1) -> torch.Tensor:
-    """(N, 2) per-image sums over (C, H, W) of |vertical difference|^p and |horizontal difference|^p."""
-    x4 = x.reshape(-1, *x.shape[-3:]) if x.dim() >= 3 else x.reshape(1, 1, *x.shape)
-    dv = x4[..., 1:, :] - x4[..., :-1, :]
-    dh = x4[..., :, 1:] - x4[..., :, :-1]
-    phi = (lambda d: d.abs()) if p == 1 else (lambda d: d.square())
+def sign_keep_nan(d: torch.Tensor) -> torch.Tensor:
+    """sign(d) with sign(0) = 0 and sign(NaN) = NaN (torch.sign maps NaN to 0)."""
+    return torch.where(torch.isnan(d), d, torch.sign(d))
+
+
+def abs_keep_nan(d: torch.Tensor) -> torch.Tensor:
+    """|d| whose gradient is sign_keep_nan(d): a NaN difference passes NaN to its inputs."""
+    return d * sign_keep_nan(d.detach())
+
+
+def as_images(x: torch.Tensor) -> torch.Tensor:
+    """(..., C, H, W) or (H, W) -> (N, C, H, W), also for inputs with zero-size dimensions."""
+    if x.dim() == 2:
+        return x.reshape(1, 1, *x.shape)
+    return x.reshape(math.prod(x.shape[:-3]), *x.shape[-3:])
+
+
+def tv_sums(x: torch.Tensor, p: int = 1, padding: str = "valid") -> torch.Tensor:
+    """(N, 2) per-image sums over (C, H, W) of |vertical difference|^p and |horizontal difference|^p.
+
+    padding "zeros": the image has a zero row above it and a zero column to its left, so the
+    first row and the first column are differences against 0 as well.
+    """
+    x4 = as_images(x)
+    if padding == "zeros":
+        x4 = F.pad(x4, (1, 0, 1, 0))
+        dv = x4[..., 1:, 1:] - x4[..., :-1, 1:]
+        dh = x4[..., 1:, 1:] - x4[..., 1:, :-1]
+    else:
+        dv = x4[..., 1:, :] - x4[..., :-1, :]
+        dh = x4[..., :, 1:] - x4[..., :, :-1]
+    phi = abs_keep_nan if p == 1 else (lambda d: d.square())
     return torch.stack([phi(dv).sum((1, 2, 3)), phi(dh).sum((1, 2, 3))], dim=1)
 
 
-def tv_loss(x: torch.Tensor, reduction: str = "mean", p: int = 1) -> torch.Tensor:
-    """See derain_kernels.tv_loss."""
-    H, W = x.shape[-2:]
-    C = x.shape[-3] if x.dim() >= 3 else 1
-    s = tv_sums(x, p)
-    nv, nh = C * (H - 1) * W, C * H * (W - 1)
+def tv_counts(shape, padding: str = "valid") -> tuple[int, int]:
+    """Numbers of vertical and horizontal differences per image of x of `shape`."""
+    H, W = shape[-2:]
+    C = shape[-3] if len(shape) >= 3 else 1
+    if padding == "zeros":
+        return C * H * W, C * H * W
+    return C * max(H - 1, 0) * W, C * H * max(W - 1, 0)
+
+
+def tv_loss(x: torch.Tensor, reduction: str = "mean", p: int = 1, padding: str = "valid") -> torch.Tensor:
+    """See derain_kernels.tv_loss. Means over no differences are NaN (like torch.mean)."""
+    s = tv_sums(x, p, padding)
+    nv, nh = tv_counts(x.shape, padding)
     if reduction == "sum":
         return s.sum()
     if reduction == "mean":
         n = s.shape[0]
-        mv = s[:, 0].sum() / (n * nv) if n * nv > 0 else s.new_zeros(())
-        mh = s[:, 1].sum() / (n * nh) if n * nh > 0 else s.new_zeros(())
-        return mv + mh
-    per = (s[:, 0] / nv if nv > 0 else s[:, 0] * 0) + (s[:, 1] / nh if nh > 0 else s[:, 1] * 0)
-    return per.view(x.shape[:-3])
+        return s[:, 0].sum() / (n * nv) + s[:, 1].sum() / (n * nh)
+    return (s[:, 0] / nv + s[:, 1] / nh).reshape(x.shape[:-3])

@@ -23,6 +23,9 @@ BW = 32
 
 
 def _window(k: int, sigma: float) -> torch.Tensor:
+    from ..reference.ssim import SIGMA_MIN
+
+    sigma = max(sigma, SIGMA_MIN)  # the same window; keeps 2σ² from underflowing to 0
     r = k // 2
     w = torch.tensor([math.exp(-((i - r) ** 2) / (2.0 * sigma * sigma)) for i in range(k)], dtype=torch.float64)
     return w / w.sum()
@@ -130,9 +133,16 @@ def _ssim_fwd(x_ptr, y_ptr, rsrc_ptr, csrc_ptr, w_ptr, c_ptr, map_ptr, part_ptr,
         t2 = _div(s, b1)
         t3 = a1 * inv
         t4 = _div(s, b2)
-        ax = tl.where(okx, -t4, zero)
-        ay = tl.where(oky, -t4, zero)
-        bxy = tl.where(okx & oky, 2.0 * t3, zero)
+        if K == 1:
+            # one tap: the variances and the covariance are identically 0 (E[x²] = μx²),
+            # so they carry no gradient (the d-terms would cancel only up to round-off)
+            ax = zero
+            ay = zero
+            bxy = zero
+        else:
+            ax = tl.where(okx, -t4, zero)
+            ay = tl.where(oky, -t4, zero)
+            bxy = tl.where(okx & oky, 2.0 * t3, zero)
         d0 = 2.0 * (my * t1 - mx * t2) - 2.0 * mx * ax - my * bxy
         d1 = 2.0 * (mx * t1 - my * t2) - 2.0 * my * ay - mx * bxy
         dbase = d_ptr + plane.to(tl.int64) * Ho * Wo + moff
@@ -186,13 +196,24 @@ def _ssim_bwd(x_ptr, y_ptr, d_ptr, g_ptr, gs_ptr, rt_ptr, ct_ptr, gx_ptr, gy_ptr
 
 
 def _planes(x: torch.Tensor) -> int:
-    return x.numel() // (x.shape[-2] * x.shape[-1])
+    return math.prod(x.shape[:-2])
 
 
 def ssim_with_dmaps(x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: float, data_range: float,
                     padding: str, reduction: str, k1: float, k2: float, save_for_backward: bool):
     """(result, dmaps): the SSIM result and, if save_for_backward, the (5, planes, Ho, Wo) derivative maps."""
     h, w = x.shape[-2:]
+    if h == 0 or w == 0:
+        # empty images: an empty map, means over no values are NaN (as torch.mean)
+        from ..reference.ssim import map_shape
+
+        m = x.new_zeros(map_shape(x.shape, window_size, padding))
+        dmaps = x.new_zeros((5, _planes(x), *m.shape[-2:])) if save_for_backward else x.new_empty((0,))
+        if reduction == "map":
+            return m, dmaps
+        if reduction == "none" and x.dim() >= 3:
+            return m.flatten(1).mean(1), dmaps
+        return m.mean(), dmaps
     planes = _planes(x)
     xc = x.contiguous()
     yc = y.contiguous()
@@ -252,14 +273,14 @@ def ssim_backward_from_dmaps(grad: torch.Tensor, x: torch.Tensor, y: torch.Tenso
     """(grad_x, grad_y) from the derivative maps of `ssim_with_dmaps`."""
     h, w = x.shape[-2:]
     planes = _planes(x)
+    gx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    gy = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    if x.numel() == 0:
+        return gx, gy
     xc = x.contiguous()
     yc = y.contiguous()
     _, rtab, _, ho, rv = _tables(h, window_size, sigma, padding, x.dtype, x.device)
     _, ctab, _, wo, rh = _tables(w, window_size, sigma, padding, x.dtype, x.device)
-    gx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    gy = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    if planes == 0:
-        return gx, gy
     map_grad = reduction == "map"
     if map_grad:
         gmap = grad.contiguous()

@@ -2,7 +2,11 @@
 //
 // Per image n of x (N, C, H, W): S[n, 0] = sum |x[c, y+1, x] - x[c, y, x]|^p
 // (vertical differences), S[n, 1] = sum |x[c, y, x+1] - x[c, y, x]|^p
-// (horizontal), p in {1, 2}. One pass over x. Contiguous inputs are walked as
+// (horizontal), p in {1, 2}. With padding "zeros" the image has a zero row
+// above it and a zero column to its left, so the first row adds |x[c, 0, x]|^p
+// to S[n, 0] and the first column |x[c, y, 0]|^p to S[n, 1] (SSID-KD's
+// zero-padded difference convolutions); "valid" has only the differences
+// inside the image. One pass over x. Contiguous inputs are walked as
 // C*N planes of H rows of W values; channels-last inputs as N planes of H rows
 // of W*C values, horizontal neighbours C apart; other layouts are copied to
 // contiguous first. Work is split into (plane, band of rows) tasks whose
@@ -67,6 +71,14 @@ inline T dphi(T d, int64_t p) {
   return d > T(0) ? T(1) : (d < T(0) ? T(-1) : d);
 }
 
+// Whether the image has the zero border of padding "zeros" ("valid": none).
+bool parse_padding(c10::string_view padding, const char* op) {
+  if (padding == "zeros") return true;
+  TORCH_CHECK(padding == "valid", "derain::", op, ": padding must be 'valid' or 'zeros', got '",
+              std::string(padding), "'");
+  return false;
+}
+
 void check_x(const at::Tensor& x, int64_t p, const char* op) {
   TORCH_CHECK(x.dim() == 4, "derain::", op, ": x must be (N, C, H, W), got ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
@@ -74,8 +86,9 @@ void check_x(const at::Tensor& x, int64_t p, const char* op) {
   TORCH_CHECK(p == 1 || p == 2, "derain::", op, ": p must be 1 or 2, got ", p);
 }
 
-at::Tensor tv_sums_cpu(const at::Tensor& x, int64_t p) {
+at::Tensor tv_sums_cpu(const at::Tensor& x, int64_t p, c10::string_view padding) {
   check_x(x, p, "tv_sums");
+  const bool zb = parse_padding(padding, "tv_sums");
   const int64_t N = x.size(0);
   at::Tensor out = at::zeros({N, 2}, x.options());
   if (x.numel() == 0) return out;
@@ -110,6 +123,20 @@ at::Tensor tv_sums_cpu(const at::Tensor& x, int64_t p) {
               for (int64_t i = 0; i < L; ++i) { scalar_t d = next[i] - row[i]; acc_v += d * d; }
             }
           }
+          if (zb) {
+            // the zero border: the first column against the column left of the
+            // image, the first row against the row above it
+            for (int64_t i = 0; i < st && i < L; ++i) acc_h += p == 1 ? std::abs(row[i]) : row[i] * row[i];
+            if (y == 0) {
+              if (p == 1) {
+                _Pragma("omp simd reduction(+:acc_v)")
+                for (int64_t i = 0; i < L; ++i) acc_v += std::abs(row[i]);
+              } else {
+                _Pragma("omp simd reduction(+:acc_v)")
+                for (int64_t i = 0; i < L; ++i) acc_v += row[i] * row[i];
+              }
+            }
+          }
           sv += acc_v;
           sh += acc_h;
         }
@@ -127,8 +154,10 @@ at::Tensor tv_sums_cpu(const at::Tensor& x, int64_t p) {
   return out;
 }
 
-at::Tensor tv_sums_backward_cpu(const at::Tensor& grad, const at::Tensor& x, int64_t p) {
+at::Tensor tv_sums_backward_cpu(const at::Tensor& grad, const at::Tensor& x, int64_t p,
+                                c10::string_view padding) {
   check_x(x, p, "tv_sums_backward");
+  const bool zb = parse_padding(padding, "tv_sums_backward");
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.size(1) == 2,
               "derain::tv_sums_backward: grad must be (N, 2)");
   TORCH_CHECK(grad.scalar_type() == x.scalar_type(), "derain::tv_sums_backward: grad and x dtypes differ");
@@ -158,6 +187,9 @@ DERAIN_SIMD
             const scalar_t* prev = row - L;
 DERAIN_SIMD
             for (int64_t i = 0; i < L; ++i) o[i] += gv * dphi(row[i] - prev[i], p);
+          } else if (zb) {
+DERAIN_SIMD
+            for (int64_t i = 0; i < L; ++i) o[i] += gv * dphi(row[i], p);
           }
           if (y + 1 < H) {
             const scalar_t* next = row + L;
@@ -166,6 +198,8 @@ DERAIN_SIMD
           }
 DERAIN_SIMD
           for (int64_t i = st; i < L; ++i) o[i] += gh * dphi(row[i] - row[i - st], p);
+          if (zb)
+            for (int64_t i = 0; i < st && i < L; ++i) o[i] += gh * dphi(row[i], p);
 DERAIN_SIMD
           for (int64_t i = 0; i < L - st; ++i) o[i] -= gh * dphi(row[i + st] - row[i], p);
         }
