@@ -217,6 +217,21 @@ def test_ssim_identical_and_constant_images_give_exactly_one(padding, dtype):
         assert torch.isfinite(gx).all() and torch.isfinite(gy).all()
 
 
+@pytest.mark.parametrize("padding", ["zeros", "valid", "reflect"])
+def test_ssim_gradients_on_flat_regions_match_reference(padding):
+    # exactly zero variances: the clamp passes the gradient at 0 (torch.clamp's convention)
+    x = torch.rand(1, 2, 14, 13, dtype=torch.float64)
+    x[..., :, :8] = 0.0
+    y = torch.rand(1, 2, 14, 13, dtype=torch.float64)
+    y[..., 3:, 6:] = 0.0
+    args = (5, 1.5, 1.0, padding, "mean", 0.01, 0.03)
+    xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
+    rgx, rgy = torch.autograd.grad(reference.ssim(xr, yr, *args), (xr, yr))
+    gx, gy = E._emulate_cuda_ssim_backward(torch.ones((), dtype=torch.float64), x, y, *args)
+    torch.testing.assert_close(gx, rgx, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(gy, rgy, rtol=1e-9, atol=1e-12)
+
+
 def test_ssim_float32_close_to_cpu_kernel_and_nan_spreads():
     x = torch.rand(2, 3, 16, 15)
     y = torch.rand(2, 3, 16, 15)
