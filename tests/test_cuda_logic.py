@@ -82,7 +82,10 @@ MEDIAN_CASES = [((2, 3, 7, 9), (3, 3)), ((5, 4), (1, 5)), ((1, 2, 6, 5), (5, 3))
 @pytest.mark.parametrize("padding", ["reflect", "replicate", "zeros"])
 def test_median_filter_matches_reference_with_ties(shape, k, padding):
     x = torch.randint(-3, 4, shape).float()  # many ties; zeros tie with the zero pad
-    x[x == 0] = -0.0 * (torch.rand_like(x[x == 0]) < 0.5)  # mixed -0.0 / +0.0
+    x.view(-1)[:2] = 0
+    alternate = (torch.arange(x.numel()) % 2 == 0).view(shape)
+    x = torch.where((x == 0) & alternate, torch.tensor(-0.0), x)  # mixed -0.0 / +0.0
+    assert torch.signbit(x[x == 0]).any() and not torch.signbit(x[x == 0]).all()
     out = E._emulate_cuda_median_filter(x, list(k), padding)
     same(out, reference.median_filter(x, k, padding))
     same(out, E.median_filter(x, list(k), padding))
@@ -91,6 +94,18 @@ def test_median_filter_matches_reference_with_ties(shape, k, padding):
     (ref_g,) = torch.autograd.grad(reference.median_filter(xd, k, padding), xd, g)
     torch.testing.assert_close(E._emulate_cuda_median_filter_backward(g, x.double(), list(k), padding), ref_g,
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("padding", ["reflect", "replicate", "zeros"])
+def test_median_negative_zero_ties_with_positive_zero(padding, dtype):
+    # -0.0 and +0.0 are equal values, ordered by index (a zero pad first): the gradient shows which
+    x = torch.tensor([[0.0, -0.0, 0.0, -0.0, 0.0, -0.0, 1.0]], dtype=dtype)
+    g = torch.arange(1.0, 8.0, dtype=dtype).view(1, 7)
+    for k in ([1, 3], [1, 5], [3, 3]):
+        xd = x.clone().requires_grad_()
+        (want,) = torch.autograd.grad(reference.median_filter(xd, tuple(k), padding), xd, g)
+        assert torch.equal(E._emulate_cuda_median_filter_backward(g, x, k, padding), want)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16, torch.uint8])
