@@ -55,9 +55,17 @@ def _extensions():
             "-gencode=arch=compute_90,code=sm_90",
             "-gencode=arch=compute_90,code=compute_90",
         ]
+        # A minimal CUDA toolkit (nvcc and the runtime) lacks the library headers that ATen's CUDA
+        # headers include (cusparse.h, cublas_v2.h, ...); torch's nvidia-* wheels ship them. They
+        # are searched after the toolkit's own headers (-isystem).
+        lib_headers = []
+        if not os.path.exists(os.path.join(cpp_extension.CUDA_HOME or "", "include", "cusparse.h")):
+            for base in sys.path:
+                for inc in sorted(glob.glob(os.path.join(base, "nvidia", "*", "include"))):
+                    lib_headers += ["-isystem", inc]
         ext = cpp_extension.CUDAExtension(
             "derain_kernels._C", cpp + cu,
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", std, "--fmad=false", *gencode]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", std, "--fmad=false", *gencode, *lib_headers]},
             extra_link_args=["-fopenmp"],
             define_macros=[("DERAIN_WITH_CUDA", "1")],
         )
