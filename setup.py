@@ -65,7 +65,7 @@ def _extensions():
                     lib_headers += ["-isystem", inc]
         ext = cpp_extension.CUDAExtension(
             "derain_kernels._C", cpp + cu,
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", std, "--fmad=false", *gencode, *lib_headers]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", std, "--fmad=false", "--extended-lambda", *gencode, *lib_headers]},
             extra_link_args=["-fopenmp"],
             define_macros=[("DERAIN_WITH_CUDA", "1")],
         )
