@@ -16,7 +16,7 @@ from .network import PAPER_SECONDS, QUOTED, QUOTED_SOURCE
 
 SECTION_TITLES = {
     "network": "Table IV reproduced: RainOerMeNet inference, 512×512 input",
-    "ops": "Op table: our ops vs the peers (SPEC §3), training and inference sizes",
+    "ops": "Op table: our ops vs the peers, training and inference sizes",
     "overhead": ("Call overhead: µs per call on tiny tensors, one thread (ours, the bare torch.ops.derain call "
                  "it makes, the nearest torch op)"),
     "train_step": "One training step of the two-stage distillation (batch 8, 128×128)",
