@@ -1,6 +1,6 @@
 // CPU kernels of the fused self-correcting dilated block:
 //   la = relu(conv3x3(x; w1, b1)); e = x - la; out = relu(conv3x3_d(e; w3, b3) + la)
-// and its backward. Both run as line-buffer pipelines (row_pipeline.h) over
+// and its backward. Both run as line-buffer pipelines (conv3x3/pipeline.h) over
 // image bands, in parallel over (image, band) on all threads: no intermediate
 // full-size map is written. self_correcting_block_backward saves nothing but x
 // and out: it recomputes la and e row by row and takes the mask of the final
@@ -12,16 +12,17 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "common/plane.h"
+#include "conv3x3/pipeline.h"
 #include "output_cache.h"
-#include "row_pipeline.h"
 
 namespace derain {
 namespace {
 
-using rowpipe::Epilogue;
-using rowpipe::Kind;
-using rowpipe::Layer;
-using rowpipe::Pipeline;
+using conv3x3::Epilogue;
+using conv3x3::Kind;
+using conv3x3::Layer;
+using conv3x3::Pipeline;
 
 void check_block_args(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w3,
                       const at::Tensor& b3, int64_t dilation) {
@@ -37,32 +38,23 @@ void check_block_args(const at::Tensor& x, const at::Tensor& w1, const at::Tenso
   TORCH_CHECK(dilation >= 1, "derain: dilation must be >= 1, got ", dilation);
 }
 
-// Bands per image so that (images x bands) keeps every thread busy.
-int64_t bands_per_image(int64_t N, int64_t H) {
-  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  if (N >= threads) return 1;
-  const int64_t nb = (threads + N - 1) / N;
-  return std::max<int64_t>(1, std::min<int64_t>(nb, H / 16));
-}
-
 // Channels-last output for a channels-last input, contiguous otherwise
 // (mirrored by the fake-tensor rules in derain_kernels/ops/block.py); large ones from the cache of
 // freed outputs (output_cache.h).
 at::Tensor empty_like_layout(const at::Tensor& x) {
-  const bool cl = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
-  return output_cache::empty4d(x.sizes(), x.options(), cl);
+  return output_cache::empty4d(x.sizes(), x.options(), channels_last_output(x));
 }
 
 template <typename T>
 void block_forward_impl(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w3,
                         const at::Tensor& b3, int64_t d, at::Tensor& out, at::Tensor* la_out = nullptr) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  const int64_t Cp = rowpipe::padded_channels<T>(C);
-  const auto w1r = rowpipe::relayout_weight<T>(w1, C, Cp), w3r = rowpipe::relayout_weight<T>(w3, C, Cp);
-  const bool wino = rowpipe::winograd_fits(rowpipe::winograd_cache_bytes(W, 1, C) + rowpipe::winograd_cache_bytes(W, d, C));
-  const auto w1g = rowpipe::winograd_weights_for<T>(w1r, C, Cp), w3g = rowpipe::winograd_weights_for<T>(w3r, C, Cp);
-  const auto b1r = rowpipe::relayout_bias<T>(b1, Cp), b3r = rowpipe::relayout_bias<T>(b3, Cp);
-  const int64_t nb = bands_per_image(N, H);
+  const int64_t Cp = conv3x3::padded_channels<T>(C);
+  const auto w1r = conv3x3::relayout_weight<T>(w1, C, Cp), w3r = conv3x3::relayout_weight<T>(w3, C, Cp);
+  const bool wino = conv3x3::winograd_fits(conv3x3::winograd_cache_bytes(W, 1, C) + conv3x3::winograd_cache_bytes(W, d, C));
+  const auto w1g = conv3x3::winograd_weights_for<T>(w1r, C, Cp), w3g = conv3x3::winograd_weights_for<T>(w3r, C, Cp);
+  const auto b1r = conv3x3::relayout_bias<T>(b1, Cp), b3r = conv3x3::relayout_bias<T>(b3, Cp);
+  const int64_t nb = bands_per_image(N, H, 16);
   at::parallel_for(0, N * nb, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / nb, band = task % nb;
@@ -73,7 +65,7 @@ void block_forward_impl(const at::Tensor& x, const at::Tensor& w1, const at::Ten
       Layer<T> load;
       load.kind = Kind::LoadImage;
       load.out = sx;
-      load.image = rowpipe::image_view<T>(x, n);
+      load.image = image_view<T>(x, n);
       const int l0 = p.add_layer(load);
       Layer<T> c1;
       c1.epi = Epilogue::ReluSplit;
@@ -87,9 +79,9 @@ void block_forward_impl(const at::Tensor& x, const at::Tensor& w1, const at::Ten
       c3.in = se, c3.cin = C, c3.d = d, c3.w = w3r.data(), c3.b = b3r.data(), c3.coutp = Cp;
       c3.wg_shared = w3g.empty() ? nullptr : w3g.data();
       c3.aux = sla;
-      c3.image = rowpipe::image_view<T>(out, n);
+      c3.image = image_view<T>(out, n);
       // saved for the backward, with the mask [out > 0] in its sign bit
-      if (la_out) c3.image2 = rowpipe::image_view<T>(*la_out, n);
+      if (la_out) c3.image2 = image_view<T>(*la_out, n);
       c3.deps = {{l1, d}};
       p.add_layer(c3);
       p.run(r0, r1);
@@ -133,15 +125,15 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
                          const at::Tensor& b1, const at::Tensor& w3, int64_t d, at::Tensor& gx, at::Tensor& gw1, at::Tensor& gb1,
                          at::Tensor& gw3, at::Tensor& gb3, const at::Tensor& la_saved = at::Tensor()) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  const int64_t Cp = rowpipe::padded_channels<T>(C);
-  const auto w1r = la_saved.defined() ? std::vector<T>() : rowpipe::relayout_weight<T>(w1, C, Cp);
-  const auto w1t = rowpipe::relayout_weight<T>(w1, C, Cp, /*transposed=*/true);
-  const auto w3t = rowpipe::relayout_weight<T>(w3, C, Cp, /*transposed=*/true);
-  const auto w1rg = rowpipe::winograd_weights_for<T>(w1r, C, Cp);  // empty when la is saved (w1r empty)
-  const auto w1tg = rowpipe::winograd_weights_for<T>(w1t, C, Cp), w3tg = rowpipe::winograd_weights_for<T>(w3t, C, Cp);
-  const auto b1r = la_saved.defined() ? std::vector<T>() : rowpipe::relayout_bias<T>(b1, Cp);
+  const int64_t Cp = conv3x3::padded_channels<T>(C);
+  const auto w1r = la_saved.defined() ? std::vector<T>() : conv3x3::relayout_weight<T>(w1, C, Cp);
+  const auto w1t = conv3x3::relayout_weight<T>(w1, C, Cp, /*transposed=*/true);
+  const auto w3t = conv3x3::relayout_weight<T>(w3, C, Cp, /*transposed=*/true);
+  const auto w1rg = conv3x3::winograd_weights_for<T>(w1r, C, Cp);  // empty when la is saved (w1r empty)
+  const auto w1tg = conv3x3::winograd_weights_for<T>(w1t, C, Cp), w3tg = conv3x3::winograd_weights_for<T>(w3t, C, Cp);
+  const auto b1r = la_saved.defined() ? std::vector<T>() : conv3x3::relayout_bias<T>(b1, Cp);
   const std::vector<T> zero_bias(Cp, T(0));
-  const int64_t nb = bands_per_image(N, H);
+  const int64_t nb = bands_per_image(N, H, 16);
   const int64_t ntasks = N * nb;
   const int64_t wsize = 9 * C * Cp;
   // Weight gradients as Winograd F(4,3) point sums ([3][6][C][Cp] per conv, after the direct
@@ -149,9 +141,9 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
   // turns it off); converted to taps once, after the band sums.
   // all five Winograd layers of the backward (three convolutions, two weight gradients) share one cache
   // budget: past it (very wide rows) everything runs direct
-  const bool wino = rowpipe::winograd_fits(3 * rowpipe::winograd_cache_bytes(W, 1, C) + 2 * rowpipe::winograd_cache_bytes(W, d, C));
-  const bool wino1 = wino && rowpipe::wgrad_winograd_applies<T>(C, 1);
-  const bool wino3 = wino && rowpipe::wgrad_winograd_applies<T>(C, d);
+  const bool wino = conv3x3::winograd_fits(3 * conv3x3::winograd_cache_bytes(W, 1, C) + 2 * conv3x3::winograd_cache_bytes(W, d, C));
+  const bool wino1 = wino && conv3x3::wgrad_winograd_applies<T>(C, 1);
+  const bool wino3 = wino && conv3x3::wgrad_winograd_applies<T>(C, d);
   // [3][6] point sums, then the [4][6] row-pair sums (wgrad_rows_pair_winograd_avx512)
   const int64_t psize = (18 + 24) * C * Cp;
   const int64_t p1_off = 2 * wsize + 2 * Cp, p3_off = p1_off + (wino1 ? psize : 0);
@@ -176,12 +168,12 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
       Layer<T> load;
       load.kind = Kind::LoadImage;
       load.out = sx;
-      load.image = rowpipe::image_view<T>(x, n);
+      load.image = image_view<T>(x, n);
       const int l_load = p.add_layer(load);
       Layer<T> c1;
       if (la_saved.defined()) {  // la loaded, e = x - la
         c1.kind = Kind::LoadSplit;
-        c1.image = rowpipe::image_view<T>(la_saved, n);
+        c1.image = image_view<T>(la_saved, n);
         c1.deps = {{l_load, 0}};
       } else {  // la recomputed
         c1.epi = Epilogue::ReluSplit;
@@ -194,9 +186,9 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
       Layer<T> gq;
       gq.kind = Kind::LoadGradMask;
       gq.out = sq;
-      gq.image = rowpipe::image_view<T>(grad, n);
+      gq.image = image_view<T>(grad, n);
       // mask of the final ReLU: out > 0, or the saved la's sign bit clear
-      gq.image2 = rowpipe::image_view<T>(la_saved.defined() ? la_saved : out, n);
+      gq.image2 = image_view<T>(la_saved.defined() ? la_saved : out, n);
       gq.sign_mask = la_saved.defined();
       const int l_gq = p.add_layer(gq);
       Layer<T> ge;
@@ -204,7 +196,7 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
       ge.in = sq, ge.cin = C, ge.d = d, ge.w = w3t.data(), ge.b = zero_bias.data(), ge.coutp = Cp;
       ge.wg_shared = w3tg.empty() ? nullptr : w3tg.data();
       ge.out = sge, ge.out2 = sgp, ge.aux = sq, ge.aux2 = sla;
-      if (la_direct) ge.image2 = rowpipe::image_view<T>(la_saved, n);
+      if (la_direct) ge.image2 = image_view<T>(la_saved, n);
       ge.deps = {{l_gq, d}, {l_c1, 0}};
       const int l_ge = p.add_layer(ge);
       Layer<T> gxl;
@@ -212,7 +204,7 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
       gxl.in = sgp, gxl.cin = C, gxl.d = 1, gxl.w = w1t.data(), gxl.b = zero_bias.data(), gxl.coutp = Cp;
       gxl.wg_shared = w1tg.empty() ? nullptr : w1tg.data();
       gxl.aux = sge;
-      gxl.image = rowpipe::image_view<T>(gx, n);
+      gxl.image = image_view<T>(gx, n);
       gxl.deps = {{l_ge, 1}};
       p.add_layer(gxl);
       Layer<T> g3;
@@ -246,8 +238,8 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
   });
   for (const auto& [on, off, taps] : {std::tuple<bool, int64_t, int64_t>{wino1, p1_off, 0}, {wino3, p3_off, wsize}}) {
     if (!on) continue;
-    rowpipe::wino_fold_row_pairs(total.data() + off, C, Cp);
-    rowpipe::wino_points_to_taps(total.data() + off, C * Cp, total.data() + taps);
+    conv3x3::wino_fold_row_pairs(total.data() + off, C, Cp);
+    conv3x3::wino_points_to_taps(total.data() + off, C * Cp, total.data() + taps);
   }
   T* g1p = gw1.data_ptr<T>();
   T* g3p = gw3.data_ptr<T>();

@@ -1,7 +1,7 @@
 // CPU kernel of the fused inference of the Rain O'er Me network G (SPEC §1):
 //   Y = X - tanh(outc(merge12(cat(f01, tree3(f01))))),  f01 = merge11(cat(f0, f1)),
 //   f0 = tree1(inc(X)), f1 = tree2(f0),  tree(t) = merge(cat(a1 = block(t), block(a1))).
-// All 21 convolutions run as one line-buffer pipeline (row_pipeline.h) per
+// All 19 convolutions run as one line-buffer pipeline (conv3x3/pipeline.h) per
 // image band: each layer keeps only the few rows its consumers still need, so
 // the whole network streams through the cache row by row; the concatenations
 // are free (the two halves are written into one 2C-channel store). Bands and
@@ -10,17 +10,21 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "row_pipeline.h"
+#include "common/plane.h"
+#include "conv3x3/pipeline.h"
 
 namespace derain {
 namespace {
 
-using rowpipe::Epilogue;
-using rowpipe::Kind;
-using rowpipe::Layer;
-using rowpipe::Pipeline;
+using conv3x3::Epilogue;
+using conv3x3::Kind;
+using conv3x3::Layer;
+using conv3x3::Pipeline;
 
 constexpr int kConvs = 19;  // inc, 3 x (2 blocks x 2 convs + merge), merge11, merge12, outc
+
+// Whether convolution i reads a concatenation of two feature maps (2C input channels).
+bool is_merge(int i) { return i == 5 || i == 10 || i == 11 || i == 16 || i == 17; }
 
 // Weights of a merge conv over cat(a, b) (cout, 2C, 3, 3): input channel i of
 // the concatenation sits at i (i < C) or Cp + i - C in the 2Cp-channel store.
@@ -42,28 +46,26 @@ template <typename T>
 void network_impl(const at::Tensor& x, const std::vector<at::Tensor>& params, int64_t d, at::Tensor& out) {
   const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t C = params[0].size(0);
-  const int64_t Cp = rowpipe::padded_channels<T>(C);
-  const int64_t Op = rowpipe::padded_channels<T>(Cin);
+  const int64_t Cp = conv3x3::padded_channels<T>(C);
+  const int64_t Op = conv3x3::padded_channels<T>(Cin);
   // Re-laid-out weights, in the order of `params` (see derain_kernels/ops/network.py).
   std::vector<std::vector<T>> w(kConvs), b(kConvs), wg(kConvs);  // wg: Winograd weights, once per call
-  auto is_merge = [](int i) { return i == 5 || i == 10 || i == 11 || i == 16 || i == 17; };
   for (int i = 0; i < kConvs; ++i) {
     const at::Tensor& wi = params[2 * i];
     const int64_t coutp = i == kConvs - 1 ? Op : Cp;
     if (is_merge(i)) {
       w[i] = relayout_cat_weight<T>(wi, C, Cp, coutp);
     } else {
-      w[i] = rowpipe::relayout_weight<T>(wi, wi.size(1), coutp);
+      w[i] = conv3x3::relayout_weight<T>(wi, wi.size(1), coutp);
     }
-    b[i] = rowpipe::relayout_bias<T>(params[2 * i + 1], coutp);
-    wg[i] = rowpipe::winograd_weights_for<T>(w[i], is_merge(i) ? 2 * Cp : wi.size(1), coutp);
+    b[i] = conv3x3::relayout_bias<T>(params[2 * i + 1], coutp);
+    wg[i] = conv3x3::winograd_weights_for<T>(w[i], is_merge(i) ? 2 * Cp : wi.size(1), coutp);
   }
   // transformed-row caches of the Winograd layers: 6 blocks (d = 1 and d), 5 merges (cin 2 Cp) and
   // outc; past the budget every convolution runs direct
-  const bool wino = rowpipe::winograd_fits(6 * (rowpipe::winograd_cache_bytes(W, 1, C) + rowpipe::winograd_cache_bytes(W, d, C)) +
-                                           5 * rowpipe::winograd_cache_bytes(W, 1, 2 * Cp) + rowpipe::winograd_cache_bytes(W, 1, C));
-  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t nb = N >= threads ? 1 : std::max<int64_t>(1, std::min<int64_t>((threads + N - 1) / N, H / 32));
+  const bool wino = conv3x3::winograd_fits(6 * (conv3x3::winograd_cache_bytes(W, 1, C) + conv3x3::winograd_cache_bytes(W, d, C)) +
+                                           5 * conv3x3::winograd_cache_bytes(W, 1, 2 * Cp) + conv3x3::winograd_cache_bytes(W, 1, C));
+  const int64_t nb = bands_per_image(N, H, 32);
   at::parallel_for(0, N * nb, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / nb, band = task % nb;
@@ -87,7 +89,7 @@ void network_impl(const at::Tensor& x, const std::vector<at::Tensor>& params, in
       Layer<T> load;
       load.kind = Kind::LoadImage;
       load.out = sx;
-      load.image = rowpipe::image_view<T>(x, n);
+      load.image = image_view<T>(x, n);
       const int l_load = p.add_layer(load);
       // inc
       const int sfi = p.add_store(Cp);
@@ -122,8 +124,8 @@ void network_impl(const at::Tensor& x, const std::vector<at::Tensor>& params, in
       const int l_f3 = tree(sB, 0, l_f01, sB, Cp);
       const int l_f33 = merge(sB, l_f01, l_f3, s33, 0);
       Layer<T> outc = add_conv(Epilogue::TanhSubImage, s33, 0, C, 1, Op, {{l_f33, 1}});
-      outc.image = rowpipe::image_view<T>(out, n);
-      outc.image2 = rowpipe::image_view<T>(x, n);
+      outc.image = image_view<T>(out, n);
+      outc.image2 = image_view<T>(x, n);
       p.add_layer(outc);
       TORCH_CHECK(conv == kConvs, "derain: internal error: network plan has ", conv, " convolutions");
       p.run(r0, r1);
@@ -141,8 +143,7 @@ at::Tensor rain_oer_me_derain_cpu(const at::Tensor& x, at::TensorList params_lis
   for (int i = 0; i < kConvs; ++i) {
     const at::Tensor& wi = params[2 * i];
     const at::Tensor& bi = params[2 * i + 1];
-    const bool merge = i == 5 || i == 10 || i == 11 || i == 16 || i == 17;
-    const int64_t cin = i == 0 ? Cin : (merge ? 2 * C : C);
+    const int64_t cin = i == 0 ? Cin : (is_merge(i) ? 2 * C : C);
     const int64_t cout = i == kConvs - 1 ? Cin : C;
     TORCH_CHECK(wi.dim() == 4 && wi.size(0) == cout && wi.size(1) == cin && wi.size(2) == 3 && wi.size(3) == 3,
                 "derain: weight ", i, " must be (", cout, ", ", cin, ", 3, 3), got ", wi.sizes());
@@ -151,9 +152,8 @@ at::Tensor rain_oer_me_derain_cpu(const at::Tensor& x, at::TensorList params_lis
     TORCH_CHECK(wi.scalar_type() == x.scalar_type() && bi.scalar_type() == x.scalar_type(),
                 "derain: parameters must have x's dtype");
   }
-  const bool cl = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous();
-  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(cl ? at::MemoryFormat::ChannelsLast
-                                                                      : at::MemoryFormat::Contiguous));
+  const auto fmt = channels_last_output(x) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(fmt));
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rain_oer_me_derain", [&] {
     network_impl<scalar_t>(x, params, dilation, out);

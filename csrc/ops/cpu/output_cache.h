@@ -18,10 +18,11 @@
 #include <ATen/ATen.h>
 #include <c10/core/impl/alloc_cpu.h>
 
-#include <cstdlib>
 #include <mutex>
 #include <utility>
 #include <vector>
+
+#include "common/env.h"
 
 namespace derain {
 namespace output_cache {
@@ -40,11 +41,7 @@ inline Cache& cache() {
   return *c;
 }
 
-inline size_t capacity_bytes() {
-  const char* e = std::getenv("DERAIN_OUTPUT_CACHE_MB");
-  const long mb = e ? std::atol(e) : 64;
-  return mb > 0 ? static_cast<size_t>(mb) << 20 : 0;
-}
+inline size_t capacity_bytes() { return env::output_cache_capacity_bytes(); }
 
 // Keeps a freed buffer, evicting the least recently freed ones when the cache would exceed its
 // capacity (so buffers of sizes no longer in use give way to the current ones).
