@@ -3,10 +3,14 @@
 // The operators themselves are registered with the dispatcher by static
 // initialisers (TORCH_LIBRARY_FRAGMENT / TORCH_LIBRARY_IMPL) in csrc/ops;
 // importing this module is what runs them. The module only exposes
-// build_info(): how the kernels were compiled, and empty_output_cache().
+// build_info(): how the kernels were compiled, empty_output_cache(), and the kernel
+// settings behind derain_kernels.config (get_config / set_config).
 #include <Python.h>
 
 #include "ops/cpu/output_cache.h"
+
+extern "C" PyObject* derain_get_config(PyObject*, PyObject*);  // config.cpp
+extern "C" PyObject* derain_set_config(PyObject*, PyObject*);
 
 #include <string>
 
@@ -49,6 +53,10 @@ PyMethodDef methods[] = {
     {"empty_output_cache", empty_output_cache, METH_NOARGS,
      "empty_output_cache() -> int: frees the kept buffers of freed outputs (csrc/ops/cpu/output_cache.h); "
      "returns the bytes freed."},
+    {"get_config", derain_get_config, METH_NOARGS,
+     "get_config() -> dict: the kernel settings (csrc/config.h); use derain_kernels.config."},
+    {"set_config", derain_set_config, METH_VARARGS,
+     "set_config(name, value): set one kernel setting (csrc/config.h); use derain_kernels.config."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",

@@ -6,6 +6,7 @@ autograd and torch.compile(fullgraph=True)), and a pure-PyTorch reference in
 `derain_kernels.reference`. See README.md for the API and conventions.
 """
 from ._backend import backend_info, empty_output_cache  # noqa: F401  (loads the C++ extension)
+from ._config import config  # noqa: F401  (kernel settings; reads the DERAIN_* environment once)
 from .ops.composite import min_composite, rain_composite  # noqa: F401
 from .ops.median import median_filter, soft_label  # noqa: F401
 from .ops.ssim import SSIMLoss, ssim, ssim_loss  # noqa: F401
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "backend_info",
     "empty_output_cache",
+    "config",
     "median_filter",
     "dark_channel",
     "dark_channel_loss",

@@ -108,6 +108,12 @@ def empty_output_cache() -> int:
     return int(_C.empty_output_cache())
 
 
+def _kernel_config() -> dict:
+    from ._config import config
+
+    return config.as_dict()
+
+
 def backend_info() -> dict:
     """Which kernels are active: C++ CPU kernels, CUDA kernels, build flags, versions.
 
@@ -129,6 +135,7 @@ def backend_info() -> dict:
         "cuda_kernel_per_op": cuda_per_op,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "config": _kernel_config(),
     }
     if HAS_CPP:
         info["build"] = _C.build_info()

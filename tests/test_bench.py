@@ -582,7 +582,7 @@ def test_paired_ratio_cancels_a_machine_slowdown_between_rounds():
 # ---------------------------------------------------------------- call overhead
 from derain.bench import overhead  # noqa: E402
 
-NOT_OPS = {"backend_info", "empty_output_cache", "directional_kernels", "SSIMLoss", "nn"}
+NOT_OPS = {"backend_info", "empty_output_cache", "config", "directional_kernels", "SSIMLoss", "nn"}
 
 
 def test_overhead_section_covers_every_public_op_in_both_modes():
