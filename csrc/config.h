@@ -2,7 +2,7 @@
 //
 // Every setting is "on" when true (one polarity) and is read by the kernels at the
 // point of use, so a change through derain_kernels.config takes effect at the next
-// call. Python owns the environment: derain_kernels/config.py reads the DERAIN_*
+// call. Python owns the environment: derain_kernels/_config.py reads the DERAIN_*
 // variables once, at import, and writes them here; C++ never calls getenv.
 #pragma once
 

@@ -23,6 +23,17 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _kernel_config():
+    """Tests may switch derain_kernels.config; every test starts from, and leaves, the same settings."""
+    import derain_kernels as dk
+
+    before = dk.config.as_dict()
+    yield
+    for name, value in before.items():
+        setattr(dk.config, name, value)
+
+
 @pytest.fixture
 def shared_dir():
     """../shared next to the checkout; tests that need it skip with a reason when absent."""

@@ -130,7 +130,7 @@ def _rel_err(a, b):
 @pytest.mark.parametrize("dilation", [1, 2, 3])
 def test_float32_weight_gradients_winograd_vs_direct(channels, dilation, monkeypatch):
     # float32 weight gradients run as Winograd F(4,3) tiles of 4d pixels along the row (C % 16 == 0,
-    # AVX-512 builds) plus one zero-padded group for the tail; DERAIN_WGRAD_DIRECT=1 forces the
+    # AVX-512 builds) plus one zero-padded group for the tail; config wgrad_winograd=False forces the
     # direct kernel. Widths: tail only (W < 4d), whole groups only, groups + every tail length.
     avx512 = "avx512f" in dk.backend_info().get("build", {}).get("flags", "").split()  # how the kernels were built
     for width in (1, 3, 5, 13, 16, 29, 40, 128):
@@ -141,9 +141,9 @@ def test_float32_weight_gradients_winograd_vs_direct(channels, dilation, monkeyp
         # within round-off of 0 may flip its mask between precisions and move a whole gradient
         # value); the float64 kernel is checked against the autograd reference above
         want = _block_grads_f64_same_masks(x, p, g, dilation)
-        monkeypatch.setenv("DERAIN_WGRAD_DIRECT", "0")
+        dk.config.wgrad_winograd = True
         wino = _block_grads_f32(x, p, g.float(), dilation)
-        monkeypatch.setenv("DERAIN_WGRAD_DIRECT", "1")
+        dk.config.wgrad_winograd = False
         direct = _block_grads_f32(x, p, g.float(), dilation)
         for k, what in ((0, "x"), (1, "w1"), (2, "b1"), (3, "w3"), (4, "b3")):
             b = want[k]
@@ -528,7 +528,7 @@ def test_triton_non_finite_inputs_land_like_reference(bad):
     torch.testing.assert_close(got[finite].double(), exact[finite], **_tol(torch.float32))
 
 
-# ---- Winograd F(4,3) convolutions (float32, AVX-512 builds; DERAIN_CONV_WINOGRAD=0 selects the direct kernels)
+# ---- Winograd F(4,3) convolutions (float32, AVX-512 builds; config conv_winograd=False selects the direct kernels)
 
 def _winograd_build():
     info = dk.backend_info()
@@ -540,11 +540,11 @@ needs_winograd = pytest.mark.skipif(not _winograd_build(), reason="Winograd kern
 
 def _block_both_paths(monkeypatch, x, p, dilation):
     """(Winograd output, direct output, float64 reference) of one block call."""
-    monkeypatch.setenv("DERAIN_CONV_WINOGRAD", "1")
+    dk.config.conv_winograd = True
     wino = torch.ops.derain.self_correcting_block(x, *p, dilation)
-    monkeypatch.setenv("DERAIN_CONV_WINOGRAD", "0")
+    dk.config.conv_winograd = False
     direct = torch.ops.derain.self_correcting_block(x, *p, dilation)
-    monkeypatch.delenv("DERAIN_CONV_WINOGRAD")
+    dk.config.conv_winograd = True
     exact = ref.self_correcting_block(x.double(), *[t.double() for t in p], dilation)
     return wino, direct, exact
 
@@ -589,7 +589,7 @@ def test_winograd_backward_close_to_direct(monkeypatch):
     p = _params(16)
     grads = {}
     for flag in ("1", "0"):
-        monkeypatch.setenv("DERAIN_CONV_WINOGRAD", flag)
+        dk.config.conv_winograd = flag == "1"
         xs = x.clone().requires_grad_()
         ps = [t.clone().requires_grad_() for t in p]
         (dk.self_correcting_block(xs, *ps) * torch.linspace(-1, 1, 37)).sum().backward()
@@ -607,7 +607,7 @@ def test_winograd_backward_close_to_direct(monkeypatch):
 @needs_winograd
 def test_winograd_off_past_the_cache_budget(monkeypatch):
     # very wide rows: the transformed rows would not stay in cache, so the direct kernels run
-    # (bit-identical to DERAIN_CONV_WINOGRAD=0); a narrow row of the same data takes the Winograd path
+    # (bit-identical to conv_winograd=False); a narrow row of the same data takes the Winograd path
     p = _params(16)
     wide = torch.randn(1, 16, 3, 9000).contiguous(memory_format=torch.channels_last)
     wino, direct, exact = _block_both_paths(monkeypatch, wide, p, 3)
@@ -617,7 +617,7 @@ def test_winograd_off_past_the_cache_budget(monkeypatch):
     assert not torch.equal(wino, direct)
 
 
-# ---- row pairs (F(2,3) along y on top of the rows' F(4,3); DERAIN_CONV_PAIRS=0 computes rows alone)
+# ---- row pairs (F(2,3) along y on top of the rows' F(4,3); config conv_pairs=False computes rows alone)
 
 def _block_pairs_and_single(monkeypatch, x, p, dilation, backward=False):
     """(row pairs, single rows, float64 reference) of one block call (outputs, or gradients of a weighted sum)."""
@@ -631,11 +631,11 @@ def _block_pairs_and_single(monkeypatch, x, p, dilation, backward=False):
         (f(xs, *ps, dilation) * g.to(dtype)).sum().backward()
         return [xs.grad] + [t.grad for t in ps]
 
-    monkeypatch.setenv("DERAIN_CONV_PAIRS", "1")
+    dk.config.conv_pairs = True
     pairs = run(torch.float32, torch.ops.derain.self_correcting_block, x, p)
-    monkeypatch.setenv("DERAIN_CONV_PAIRS", "0")
+    dk.config.conv_pairs = False
     single = run(torch.float32, torch.ops.derain.self_correcting_block, x, p)
-    monkeypatch.delenv("DERAIN_CONV_PAIRS")
+    dk.config.conv_pairs = True
     exact = run(torch.float64, ref.self_correcting_block, x.double(), [t.double() for t in p])
     return pairs, single, exact
 
@@ -676,7 +676,7 @@ def test_row_pairs_backward_close_to_single_rows(monkeypatch, dilation):
 @pytest.mark.parametrize("height", [1, 2, 3, 4, 5, 7, 12, 31])
 def test_weight_gradient_row_pairs_close_to_single_rows(monkeypatch, dilation, height):
     # the Winograd weight gradients also accumulate rows y and y + d together (F(2,3) along y);
-    # DERAIN_WGRAD_PAIRS=0 accumulates rows alone. Heights without a pair, odd heights (the last
+    # config wgrad_pairs=False accumulates rows alone. Heights without a pair, odd heights (the last
     # head has no partner) and several pair blocks, against float64 gradients through the same masks
     x = torch.randn(2, 16, height, 29).contiguous(memory_format=torch.channels_last)
     p = _params(16)
@@ -684,7 +684,7 @@ def test_weight_gradient_row_pairs_close_to_single_rows(monkeypatch, dilation, h
     want = _block_grads_f64_same_masks(x, p, g, dilation)
     got = {}
     for flag in ("1", "0"):
-        monkeypatch.setenv("DERAIN_WGRAD_PAIRS", flag)
+        dk.config.wgrad_pairs = flag == "1"
         got[flag] = _block_grads_f32(x, p, g.float(), dilation)
     for k, what in ((1, "w1"), (2, "b1"), (3, "w3"), (4, "b3")):
         err_p, err_s = _rel_err(got["1"][k], want[k]), _rel_err(got["0"][k], want[k])
@@ -749,7 +749,7 @@ def _bits(t):
 def test_fused_epilogues_match_scalar_loops(monkeypatch, shape):
     # the one-pass AVX-512 epilogues (the final ReLU writing out and la with the mask in its sign bit,
     # the plain forward's final ReLU, the input gradient's add) against the scalar loops they replace
-    # (DERAIN_FUSED_EPILOGUES=0): the same bits, NaN, infinities and zeros included
+    # (config fused_epilogues=False): the same bits, NaN, infinities and zeros included
     x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
     x[0, 2, 3, :] = 0.0
     x[0, 5, 7, 4] = float("nan")
@@ -763,9 +763,9 @@ def test_fused_epilogues_match_scalar_loops(monkeypatch, shape):
         grads = torch.ops.derain.self_correcting_block_backward_la(g, x, la, p[0], p[2], 3)
         return [out, la, torch.ops.derain.self_correcting_block(x, *p, 3), *grads]
 
-    monkeypatch.setenv("DERAIN_FUSED_EPILOGUES", "0")
+    dk.config.fused_epilogues = False
     scalar = run()
-    monkeypatch.setenv("DERAIN_FUSED_EPILOGUES", "1")
+    dk.config.fused_epilogues = True
     fused = run()
     assert torch.isnan(fused[0]).any() and (fused[1] == 0).any() and torch.signbit(fused[1]).any()
     for a, b in zip(scalar, fused):
@@ -798,7 +798,7 @@ def test_output_cache_reuses_freed_buffers(monkeypatch, tmp_path):
     x = torch.randn(2, 16, 96, 96).contiguous(memory_format=torch.channels_last)  # 1.1 MiB
     p = _params(16)
     dk.empty_output_cache()
-    monkeypatch.setenv("DERAIN_OUTPUT_CACHE_MB", "64")
+    dk.config.output_cache_mb = 64
     first = dk.self_correcting_block(x, *p)
     ptr, expected = first.data_ptr(), first.clone()
     del first
@@ -817,25 +817,25 @@ def test_output_cache_reuses_freed_buffers(monkeypatch, tmp_path):
     assert dk.empty_output_cache() >= x.numel() * 4 * 2  # the output and the gradient were kept
     assert dk.empty_output_cache() == 0
     # small outputs, and everything with the cache off, come from torch's allocator
-    monkeypatch.setenv("DERAIN_OUTPUT_CACHE_MB", "0")
+    dk.config.output_cache_mb = 0
     del expected
     out = dk.self_correcting_block(x, *p)
     del out
     assert dk.empty_output_cache() == 0
-    monkeypatch.setenv("DERAIN_OUTPUT_CACHE_MB", "64")
+    dk.config.output_cache_mb = 64
     out = dk.self_correcting_block(x[:, :, :8], *p)  # 64 KiB
     del out
     assert dk.empty_output_cache() == 0
 
 
 def test_output_cache_bounded_and_evicts_the_oldest(monkeypatch):
-    # at most DERAIN_OUTPUT_CACHE_MB MiB are kept; a freed buffer of a new size evicts the least
+    # at most config output_cache_mb MiB are kept; a freed buffer of a new size evicts the least
     # recently freed ones, and is the one handed back for that size
     p = _params(16)
     small = torch.randn(2, 16, 96, 96).contiguous(memory_format=torch.channels_last)   # 1.125 MiB out
     large = torch.randn(2, 16, 96, 128).contiguous(memory_format=torch.channels_last)  # 1.5 MiB out
     dk.empty_output_cache()
-    monkeypatch.setenv("DERAIN_OUTPUT_CACHE_MB", "3")
+    dk.config.output_cache_mb = 3
     a, b = dk.self_correcting_block(small, *p), dk.self_correcting_block(small, *p)
     del a, b  # two 1.125 MiB buffers kept (2.25 MiB)
     c = dk.self_correcting_block(large, *p)
@@ -846,7 +846,7 @@ def test_output_cache_bounded_and_evicts_the_oldest(monkeypatch):
     torch.testing.assert_close(again, ref.self_correcting_block(large, *p, 3), **_tol(torch.float32))
     del again
     assert dk.empty_output_cache() == small.numel() * 4 + large.numel() * 4
-    monkeypatch.setenv("DERAIN_OUTPUT_CACHE_MB", "1")  # smaller than one output: nothing kept
+    dk.config.output_cache_mb = 1  # smaller than one output: nothing kept
     out = dk.self_correcting_block(large, *p)
     del out
     assert dk.empty_output_cache() == 0

@@ -137,7 +137,7 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
   const int64_t ntasks = N * nb;
   const int64_t wsize = 9 * C * Cp;
   // Weight gradients as Winograd F(4,3) point sums ([3][6][C][Cp] per conv, after the direct
-  // parts) where the kernel supports it (float, AVX-512, C % 16 == 0, d <= 3; DERAIN_WGRAD_DIRECT=1
+  // parts) where the kernel supports it (float, AVX-512, C % 16 == 0, d <= 3; config wgrad_winograd=False
   // turns it off); converted to taps once, after the band sums.
   // all five Winograd layers of the backward (three convolutions, two weight gradients) share one cache
   // budget: past it (very wide rows) everything runs direct

@@ -24,7 +24,7 @@
 //       comparing the entering / leaving column's ranks with m, and the new median is
 //       found among the 256 ranks around m by one 8-bit in-window test per rank (64
 //       ranks per AVX-512 compare) and a pdep select; longer moves scan on in blocks
-//       of 64 ranks (DERAIN_MEDIAN_TRACK=0 turns this path off);
+//       of 64 ranks (config median_tracking=False turns this path off);
 //     - other windows of at most 65535 elements: Perreault-Hebert over rank
 //       (median/perreault_hebert.h)
 //       bins (2048 bins of 2^shift ranks; 16-bit column histograms updated by one
@@ -53,7 +53,6 @@
 #include <limits>
 #include <vector>
 
-#include "common/env.h"
 #include "common/padding.h"
 #include "common/plane.h"
 #include "median/median_tile.h"
@@ -88,14 +87,10 @@ Geometry make_geometry(const at::Tensor& x, at::IntArrayRef kernel_size, c10::st
 // Tile side: large tiles amortise the halo; the region (tile + halo) stays small
 // enough for the rank map and histogram to live in L2.
 inline int64_t tile_height(int64_t k) {
-  const int64_t forced = env::median_forced_tile_height();
-  if (forced > 0) return forced;
   return k <= 63 ? 128 : std::max<int64_t>(32, 192 - k);
 }
 // The Perreault-Hebert path keeps a 4 KiB histogram per region column: narrow tiles.
 inline int64_t tile_width(int64_t k, bool column_histograms) {
-  const int64_t forced = env::median_forced_tile_width();
-  if (forced > 0) return forced;
   if (column_histograms) return 64;
   return k <= 63 ? 128 : std::max<int64_t>(32, 192 - k);
 }

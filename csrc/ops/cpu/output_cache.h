@@ -8,8 +8,8 @@
 // In a training loop the same shapes come back every step, so the buffers of outputs the caller
 // has freed are kept (pages stay mapped) and handed to the next output of the same size.
 //
-// Bounded: at most DERAIN_OUTPUT_CACHE_MB MiB (default 64; 0 turns the cache off, read on every
-// allocation and release) of freed buffers are kept, the least recently freed evicted first;
+// Bounded: at most derain_kernels.config.output_cache_mb MiB (default 64; 0 turns the cache off;
+// read on every allocation and release) of freed buffers are kept, the least recently freed evicted first;
 // outputs under 1 MiB use the default allocator (its heap serves them without faults).
 // derain_kernels.empty_output_cache() frees what is kept.
 // The tensors are ordinary CPU tensors whose storage is not resizable.
@@ -22,7 +22,7 @@
 #include <utility>
 #include <vector>
 
-#include "common/env.h"
+#include "../../config.h"
 
 namespace derain {
 namespace output_cache {
@@ -41,7 +41,7 @@ inline Cache& cache() {
   return *c;
 }
 
-inline size_t capacity_bytes() { return env::output_cache_capacity_bytes(); }
+inline size_t capacity_bytes() { return config::output_cache_capacity_bytes(); }
 
 // Keeps a freed buffer, evicting the least recently freed ones when the cache would exceed its
 // capacity (so buffers of sizes no longer in use give way to the current ones).

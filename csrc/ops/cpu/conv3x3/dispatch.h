@@ -24,7 +24,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "../common/env.h"
+#include "../../../config.h"
 #include "../common/simd.h"
 #include "kernels_avx512_direct.h"
 #include "kernels_blocked.h"
@@ -85,27 +85,27 @@ using PlainShapes = Shapes<Shape<16, 0>, Shape<32, 0>, Shape<0, 0>>;
 // ---------------------------------------------------------------- which kernel
 // Whether a convolution with cin input channels and dilation d runs as Winograd F(4,3) tiles (else
 // the direct kernels do): float on an AVX-512 build, a shape of WinogradShapes, unless
-// DERAIN_CONV_WINOGRAD=0.
+// config conv_winograd=False.
 template <typename T>
 inline bool conv_winograd_applies(int64_t cin, int64_t d) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same<T, float>::value)
-    return env::conv_winograd_enabled() && with_shape(WinogradShapes(), cin, d, [](auto) {});
+    return config::conv_winograd() && with_shape(WinogradShapes(), cin, d, [](auto) {});
 #endif
   (void)cin, (void)d;
   return false;
 }
 
 // Whether a Winograd convolution computes its rows in pairs (y, y + d; F(2,3) along y on top of
-// F(4,3) along x, conv_rows_pair_winograd): 16 output channels, unless DERAIN_CONV_PAIRS=0.
-inline bool conv_pairs_apply(int64_t coutp) { return env::conv_pairs_enabled() && coutp == 16; }
+// F(4,3) along x, conv_rows_pair_winograd): 16 output channels, unless config conv_pairs=False.
+inline bool conv_pairs_apply(int64_t coutp) { return config::conv_pairs() && coutp == 16; }
 
 // Whether the weight gradient of a layer with cin input channels and dilation d runs as Winograd
 // F(4,3) tiles (wgrad_row_winograd_avx512): float on an AVX-512 build, cin a multiple of 16, a
-// dilation of WgradWinogradShapes, unless DERAIN_WGRAD_DIRECT=1.
+// dilation of WgradWinogradShapes, unless config wgrad_winograd=False.
 template <typename T>
 inline bool wgrad_winograd_applies(int64_t cin, int64_t d) {
-  if (env::wgrad_direct_forced()) return false;
+  if (!config::wgrad_winograd()) return false;
 #if defined(__AVX512F__)
   if constexpr (std::is_same<T, float>::value)
     return cin > 0 && cin % 16 == 0 && with_shape(WgradWinogradShapes(), cin, d, [](auto) {});
@@ -116,8 +116,8 @@ inline bool wgrad_winograd_applies(int64_t cin, int64_t d) {
 
 // Whether a Winograd weight gradient accumulates rows in pairs (F(2,3) along y,
 // wgrad_rows_pair_winograd_avx512): where the caller gave the pairs' accumulators, unless
-// DERAIN_WGRAD_PAIRS=0.
-inline bool wgrad_pairs_apply(bool have_pair_sums) { return have_pair_sums && env::wgrad_pairs_enabled(); }
+// config wgrad_pairs=False.
+inline bool wgrad_pairs_apply(bool have_pair_sums) { return have_pair_sums && config::wgrad_pairs(); }
 
 // Bytes of transformed input rows one Winograd layer keeps (convolution or weight gradient: 2d + 1
 // rows of ceil(W / 4d) * d tiles x 6 points x cin floats). Convolutions computing row pairs keep
@@ -140,7 +140,7 @@ inline bool winograd_fits(int64_t cache_bytes) { return cache_bytes <= kWinograd
 // conv_row (below) of float on AVX-512: the direct kernels by (pixel stride, dilation).
 inline void conv_row_avx512(const float* const rows[3], int64_t ps, int64_t cin, int64_t d, const float* w,
                             const float* bias, int64_t coutp, float* out, int64_t W) {
-  if (env::conv_reuse_enabled() && with_shape(ReuseShapes(), ps, d, [&](auto s) __attribute__((always_inline)) {
+  if (with_shape(ReuseShapes(), ps, d, [&](auto s) __attribute__((always_inline)) {
         using S = decltype(s);
         conv_row_avx512_d<S::a, S::d>(rows, ps, cin, w, bias, coutp, out, W);
       }))
@@ -150,11 +150,11 @@ inline void conv_row_avx512(const float* const rows[3], int64_t ps, int64_t cin,
   });
 }
 
-// wgrad_row (below) of float on AVX-512: blocks of 8 input channels x 3 taps per broadcast (unless
-// DERAIN_CONV_PLAIN=1), the remaining channels per tap.
+// wgrad_row (below) of float on AVX-512: blocks of 8 input channels x 3 taps per broadcast, the
+// remaining channels per tap.
 inline void wgrad_row_avx512(const float* const rows[3], int64_t ps, int64_t cin, int64_t d, const float* g,
                              int64_t coutp, float* gw, float* gb, int64_t W) {
-  const int64_t cin8 = env::conv_reuse_enabled() ? cin / 8 * 8 : 0;
+  const int64_t cin8 = cin / 8 * 8;
   if (cin8 > 0) {
     for (int ky = 0; ky < 3; ++ky)
       for (int64_t cb = 0; cb < coutp; cb += 16)

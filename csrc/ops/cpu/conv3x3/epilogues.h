@@ -33,7 +33,7 @@ enum class Epilogue {
 // One pass over dense rows of n floats (n % 16 == 0) for the epilogues that end in tensors; S, S2:
 // non-temporal stores to out / out2 (64-byte aligned rows). Each computes exactly what its scalar
 // epilogue below computes (that loop serves other dtypes, layouts and builds, and runs
-// with DERAIN_FUSED_EPILOGUES=0); the training pair's final epilogue took four passes over the
+// with config fused_epilogues=False); the training pair's final epilogue took four passes over the
 // row: with the input gradient's add (and a one-pass split of the saved la, since replaced by
 // reading it in place) the training step at 8x16x128^2 became 2.4-3.4 % faster.
 // f(std::true_type()) or f(std::false_type()): whether a row is streamed, as a template argument
@@ -178,7 +178,7 @@ DERAIN_ALWAYS_INLINE void add_relu_epilogue(const T* acc, int64_t cp, T* o, int6
 }
 
 // Epilogue::AddReluImage into row y of im (and im2 where set); as: the aux row; fused: the AVX-512
-// passes may run (DERAIN_FUSED_EPILOGUES); acc is overwritten; packed: scratch of W * cp values.
+// passes may run (config fused_epilogues); acc is overwritten; packed: scratch of W * cp values.
 template <typename T>
 DERAIN_ALWAYS_INLINE void add_relu_image_epilogue(T* acc, int64_t cp, const T* as, int64_t psa, const ImageView<T>& im,
                                                   const ImageView<T>& im2, int64_t y, int64_t W, bool fused,

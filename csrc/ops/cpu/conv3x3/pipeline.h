@@ -51,7 +51,7 @@
 #include <utility>
 #include <vector>
 
-#include "../common/env.h"
+#include "../../../config.h"
 #include "../common/fastmod.h"
 #include "../common/plane.h"
 #include "../common/simd.h"
@@ -119,7 +119,7 @@ class Pipeline {
   Pipeline(int64_t H, int64_t W, int64_t pad) : H_(H), W_(W), pad_(pad), rpad_(5 * pad) {
     // FastMod is exact below 2^32: rows (and cache slots, row + a few) stay far below it
     TORCH_CHECK(H < (int64_t(1) << 31), "derain: images of 2^31 rows or more are not supported");
-    fused_epi_ = env::fused_epilogues_enabled();
+    fused_epi_ = config::fused_epilogues();
   }
 
   int add_store(int64_t ch) {
@@ -348,7 +348,7 @@ class Pipeline {
     const int64_t C = l.image.C;
     if (l.out < 0) {  // e only (la is read from the tensor where needed); dense rows (add_layer)
       const T* src = l.image.data + y * l.image.sh;
-      if (env::prefetch_enabled()) prefetch_image_row(l.image, y + 1);
+      prefetch_image_row(l.image, y + 1);
 #pragma omp simd
       for (int64_t i = 0; i < W * C; ++i) e[i] = xs[i] - std::fabs(src[i]);
       return;
@@ -491,10 +491,8 @@ class Pipeline {
     const T* gs = g.data + y * g.sh;
     const T* ms = m.data + y * m.sh;
     const T zero(0);
-    if (env::prefetch_enabled()) {
-      prefetch_image_row(g, y + 1);
-      prefetch_image_row(m, y + 1);
-    }
+    prefetch_image_row(g, y + 1);
+    prefetch_image_row(m, y + 1);
     if (g.sc == 1 && m.sc == 1 && g.sw == g.C && m.sw == g.C && ch == g.C) {  // dense rows: one flat loop
       const int64_t n = W * g.C;
 #pragma omp simd
@@ -547,7 +545,7 @@ class Pipeline {
   // Row y of a tensor (its first C channels) into a store row of ch channels per pixel.
   void load_image_row(const ImageView<T>& im, int64_t y, T* o, int64_t ch) const {
     const T* src = im.data + y * im.sh;
-    if (env::prefetch_enabled()) prefetch_image_row(im, y + 1);
+    prefetch_image_row(im, y + 1);
     if (im.sc == 1 && im.sw == im.C && ch == im.C) {  // dense channels-last row: one copy
       std::copy(src, src + W_ * im.C, o);
     } else if (im.sc == 1) {  // channels-last: pixel by pixel, channels contiguous

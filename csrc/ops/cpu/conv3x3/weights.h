@@ -57,7 +57,7 @@ std::vector<T> relayout_bias(const at::Tensor& b, int64_t coutp) {
 
 // Winograd weights of direct weights w ([9][cin][coutp], relayout_weight), computed once per op and
 // shared by the pipelines of all tasks through Layer::wg_shared; empty where no Winograd kernel
-// exists (double, other channel counts, non-AVX-512 builds, DERAIN_CONV_WINOGRAD=0). They do not
+// exists (double, other channel counts, non-AVX-512 builds, config conv_winograd=False). They do not
 // depend on the dilation (add_layer still checks it).
 template <typename T>
 std::vector<T> winograd_weights_for(const std::vector<T>& w, int64_t cin, int64_t coutp) {

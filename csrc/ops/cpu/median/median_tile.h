@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "../common/env.h"
+#include "../../../config.h"
 #include "huang.h"
 #include "keys.h"
 #include "perreault_hebert.h"
@@ -26,7 +26,7 @@ void median_tile(const scalar_t* xp, int64_t sH, int64_t sW, const Geometry& g, 
   const int64_t n = g.kh * g.kw;
   if (n <= kSmallWindow) return small_window_tile(region, g, emit);
   // median tracking: region columns fit 8 bits
-  if (sizeof(count_t) == 2 && region.RH < 0x7FFF && region.RW <= 0xFF && env::median_tracking_enabled())
+  if (sizeof(count_t) == 2 && region.RH < 0x7FFF && region.RW <= 0xFF && config::median_tracking())
     return tracking_tile(region, g, ws, emit);
   if (sizeof(count_t) == 2 && region.RH < 0xFFFF && region.RW < 0xFFFF)  // 16-bit per-row / column counts
     return perreault_hebert_tile(region, g, ws, emit);

@@ -42,6 +42,9 @@ struct Axis {
 };
 
 std::vector<double> gaussian_window(int64_t k, double sigma) {
+  // Below sigma = 0.02 every off-centre tap exp(-i^2 / (2 sigma^2)) is exactly 0 in double: the same
+  // window for any smaller sigma, and 2 sigma^2 no longer underflows to 0 (0/0 = NaN taps).
+  sigma = std::max(sigma, 0.02);
   std::vector<double> w(k);
   const int64_t r = k / 2;
   double sum = 0;
