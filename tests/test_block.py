@@ -6,6 +6,7 @@ import torch
 
 import derain_kernels as dk
 from derain_kernels import reference as ref
+from derain_kernels._layout import empty_like_layout
 from helpers import layouts, needs_triton, triton_device
 
 FLOATS = [torch.float32, torch.float64]
@@ -496,7 +497,7 @@ def test_triton_layouts_and_weight_gradient_chunks(monkeypatch, layout, channels
     cpu = [t.cpu() for t in p]
     out = tb.self_correcting_block(x, *p, dilation)
     torch.testing.assert_close(out.cpu(), ref.self_correcting_block(x.cpu(), *cpu, dilation), **_tol(dtype))
-    assert out.stride() == dk.ops.block.empty_like_layout(x).stride()
+    assert out.stride() == empty_like_layout(x).stride()
     for g in (torch.full((), 0.5, dtype=dtype, device=dev).expand(x.shape),
               torch.randn(x.shape, dtype=dtype, device=dev)[..., :]):
         got = tb.self_correcting_block_backward(g, x, out, *p, dilation)

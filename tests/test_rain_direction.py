@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import derain_kernels as dk
 from derain_kernels import reference as ref
-from derain_kernels.ops.rain_direction import kernel_indices
+from derain_kernels._contracts import kernel_indices
 from derain_kernels.reference.rain_direction import rain_direction_sums
 from helpers import layouts, needs_triton, triton_device
 

@@ -6,7 +6,8 @@ import torch
 
 import derain_kernels as dk
 from derain_kernels import reference as ref
-from derain_kernels.reference.tv import tv_counts, tv_sums
+from derain_kernels._contracts import tv_counts
+from derain_kernels.reference.tv import tv_sums
 from helpers import layouts, needs_triton, triton_device
 
 FLOATS = [torch.float32, torch.float64]
