@@ -3,9 +3,9 @@ import pytest
 import torch
 
 import derain_kernels as dk
-from derain.models.rain_oer_me import RainOerMeNet
+from derain.models.rain_oer_me import FUSED_PARAM_KEYS, RainOerMeNet, fused_params
 from derain_kernels import reference as ref
-from derain_kernels.ops.network import PARAM_KEYS
+from derain_kernels.ops.network import N_PARAMS
 
 
 def _model(seed=0):
@@ -43,7 +43,7 @@ def test_matches_eager_with_authors_weights(shared_dir):
     x = torch.rand(1, 3, 61, 83)
     with torch.no_grad():
         expected = m(x)
-    _close(dk.nn.FusedRainOerMe(sd)(x), expected)  # extra keys (out2.*) are ignored
+    _close(dk.nn.FusedRainOerMe(fused_params(sd))(x), expected)  # extra keys (out2.*) are ignored
     _close(m.fused()(x), expected)
 
 
@@ -65,7 +65,7 @@ def test_float64_and_reference():
     m = _model(2).double()
     x = torch.rand(2, 3, 19, 23, dtype=torch.float64)
     out = m.fused()(x)
-    expected = ref.rain_oer_me_derain(x, m.state_dict())
+    expected = ref.rain_oer_me_derain(x, fused_params(m.state_dict()))
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-11)
     with torch.no_grad():
         torch.testing.assert_close(out, m(x), rtol=0, atol=1e-11)
@@ -106,8 +106,8 @@ def test_nan_propagates():
 
 def test_fused_module_buffers_follow_state_dict():
     m = _model(5)
-    fused = dk.nn.FusedRainOerMe(m.state_dict())
-    assert len(list(fused.buffers())) == len(PARAM_KEYS) == 38
+    fused = dk.nn.FusedRainOerMe(fused_params(m.state_dict()))
+    assert len(list(fused.buffers())) == len(FUSED_PARAM_KEYS) == N_PARAMS == 38
     with torch.no_grad():
         m.inc[0].bias.add_(1.0)  # a snapshot: later changes of the model do not leak in
     x = torch.rand(1, 3, 8, 8)
@@ -119,7 +119,7 @@ def test_fused_module_buffers_follow_state_dict():
 def test_opcheck():
     m = _model(6)
     x = torch.rand(1, 3, 9, 11)
-    params = dk.nn.FusedRainOerMe(m.state_dict()).params()
+    params = fused_params(m.state_dict())
     torch.library.opcheck(torch.ops.derain.rain_oer_me_derain, (x, params, 3))
     torch.library.opcheck(torch.ops.derain.rain_oer_me_derain,
                           (x.contiguous(memory_format=torch.channels_last), params, 3))
@@ -137,8 +137,17 @@ def test_compiles_fullgraph():
     (lambda f: f(torch.rand(3, 8, 8)), "4-D", ValueError),
     (lambda f: f(torch.rand(1, 3, 8, 8).half()), "x must have dtype", TypeError),
     (lambda f: f("image"), "x must be a torch.Tensor", TypeError),
-    (lambda f: dk.nn.FusedRainOerMe({"inc.0.weight": torch.rand(16, 3, 3, 3)}), "missing", ValueError),
-    (lambda f: dk.nn.FusedRainOerMe(_model().state_dict(), dilation=0), "dilation must be >= 1", ValueError),
+    (lambda f: fused_params({"inc.0.weight": torch.rand(16, 3, 3, 3)}), "missing", ValueError),
+    (lambda f: dk.nn.FusedRainOerMe(fused_params(_model().state_dict()), dilation=0), "dilation must be >= 1",
+     ValueError),
+    # the op library takes G's weights as a list; a state dict is refused with the way to the list
+    (lambda f: dk.nn.FusedRainOerMe(_model().state_dict()), "params must be a list of 38 tensors.*fused_params",
+     TypeError),
+    (lambda f: dk.nn.FusedRainOerMe(fused_params(_model().state_dict())[:-1]), "params must hold 38", ValueError),
+    (lambda f: dk.nn.FusedRainOerMe([torch.rand(16, 3, 3, 3)] + [None] * 37), r"params\[1\] \(conv 0 bias\)",
+     TypeError),
+    (lambda f: dk.ops.network.rain_oer_me_derain(torch.rand(1, 4, 8, 8), f.params()),
+     r"params\[0\] \(conv 0 weight\) must have shape \(16, 4, 3, 3\)", ValueError),
 ])
 def test_bad_arguments(bad, match, exc):
     fused = _model().fused()
