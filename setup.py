@@ -2,8 +2,10 @@
 
 C++17 CPU kernels (csrc/init.cpp, csrc/ops/*.cpp, csrc/ops/cpu/*.cpp) are
 always built, with OpenMP and vectorisation flags. CUDA sources
-(csrc/ops/cuda/*.cu) are added when torch is a CUDA build and a CUDA toolkit is
-found, or when FORCE_CUDA=1. GPU kernels are otherwise Triton (Python).
+(csrc/ops/cuda/*.cu, registered for the CUDA dispatch key) are added when torch is
+a CUDA build and a CUDA toolkit is found, or when FORCE_CUDA=1; they are compiled
+for sm_80 and sm_90 (+ compute_90 PTX) unless TORCH_CUDA_ARCH_LIST is set. Without
+them, GPU kernels are the Triton ones (Python, JIT-compiled).
 
 Environment:
   DERAIN_ARCH_FLAGS   instruction-set flags (default "-march=native": the kernels
@@ -183,15 +185,34 @@ def _extensions():
     cpp = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/ops/*.cpp") + glob.glob("csrc/ops/cpu/*.cpp"))
     cu = sorted(glob.glob("csrc/ops/cuda/*.cu"))
     arch = shlex.split(os.environ.get("DERAIN_ARCH_FLAGS", "-march=native"))
+    # torch >= 2.14's headers need C++20; older ones build with C++17
+    torch_version = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
+    std = "-std=c++20" if torch_version >= (2, 14) else "-std=c++17"
     # -g0: Python's CFLAGS (which torch's build puts first) carry -g; debug info for these
     # template-heavy files costs compile and link time and is of no use in a release build.
-    cxx = ["-O3", "-std=c++17", "-fopenmp", "-ffp-contract=off", "-Wno-c++20-extensions", "-g0", *arch]
+    cxx = ["-O3", std, "-fopenmp", "-ffp-contract=off", "-Wno-c++20-extensions", "-g0", *arch]
     force_cuda = os.environ.get("FORCE_CUDA", "0") == "1"
     with_cuda = bool(cu) and (force_cuda or (torch.version.cuda is not None and cpp_extension.CUDA_HOME))
     if with_cuda:
+        # GPU code for sm_80 (A100) and sm_90 (H100/H200) plus compute_90 PTX (JIT-compiled by the
+        # driver on newer GPUs), unless TORCH_CUDA_ARCH_LIST names the architectures (torch then
+        # adds its own -gencode flags).
+        gencode = [] if os.environ.get("TORCH_CUDA_ARCH_LIST") else [
+            "-gencode=arch=compute_80,code=sm_80",
+            "-gencode=arch=compute_90,code=sm_90",
+            "-gencode=arch=compute_90,code=compute_90",
+        ]
+        # A minimal CUDA toolkit (nvcc and the runtime) lacks the library headers that ATen's CUDA
+        # headers include (cusparse.h, cublas_v2.h, ...); torch's nvidia-* wheels ship them. They
+        # are searched after the toolkit's own headers (-isystem).
+        lib_headers = []
+        if not os.path.exists(os.path.join(cpp_extension.CUDA_HOME or "", "include", "cusparse.h")):
+            for base in sys.path:
+                for inc in sorted(glob.glob(os.path.join(base, "nvidia", "*", "include"))):
+                    lib_headers += ["-isystem", inc]
         ext = cpp_extension.CUDAExtension(
             "derain_kernels._C", cpp + cu,
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17"]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", std, "--fmad=false", "--extended-lambda", *gencode, *lib_headers]},
             extra_link_args=["-fopenmp"],
             define_macros=[("DERAIN_WITH_CUDA", "1")],
         )

@@ -1,5 +1,8 @@
 """Launch-parameter sweep of the Triton block kernels on a CUDA GPU (none in CI).
 
+A tuning tool for the kernels' defaults, not a benchmark: the block against cuDNN is timed by
+`derain bench --device cuda --only block`, the cost of a call by `derain bench --only overhead`.
+
 GPU time of CUDA-graph replays (triton.testing.do_bench_cudagraph, so host overhead does not
 count) at 8x16x128^2 and 1x16x512^2, channels-last: the forward (two convolution launches) over
 BLOCK x num_warps x float32 dot precision, and one weight gradient (`_weight_grads`, d = 3, masked)

@@ -1,4 +1,4 @@
-"""Evaluation metrics of the derain literature: PSNR and SSIM on the Y channel (SPEC §1).
+"""Evaluation metrics of the derain literature: PSNR and SSIM on the Y channel (docs/method.md#evaluation-protocol).
 
 Convention (as MATLAB `rgb2ycbcr` + `psnr`/`ssim` scripts of derain papers, and skimage):
 images are quantised to uint8 (round(clamp(x, 0, 1)·255)), converted to BT.601 luma

@@ -45,24 +45,53 @@ def has_op(name: str) -> bool:
     return HAS_CPP and hasattr(torch.ops.derain, name)
 
 
+def _public_derain_ops() -> list[str]:
+    """Qualified names `derain::<op>` of the registered ops, without the test-only `_` ones."""
+    return sorted(n for n in torch._C._dispatch_get_all_op_names()
+                  if n.startswith("derain::") and not n.split("::", 1)[1].startswith("_"))
+
+
 def cpu_kernel_ops() -> list[str]:
     """Names of the `derain::` ops that have a C++ CPU kernel."""
     if not HAS_CPP:
         return []
-    names = []
-    for name in sorted(torch._C._dispatch_get_all_op_names()):
-        if name.startswith("derain::") and torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU"):
-            names.append(name.split("::", 1)[1])
-    return names
+    return [n.split("::", 1)[1] for n in _public_derain_ops()
+            if torch._C._dispatch_has_kernel_for_dispatch_key(n, "CPU")]
+
+
+def cuda_kernel_source(name: str) -> str:
+    """Where the CUDA kernel of `derain::<name>` comes from.
+
+    "compiled": a C++/CUDA kernel of the extension (csrc/ops/cuda, registered with
+    TORCH_LIBRARY_IMPL); "Triton JIT": a Triton launcher registered from Python
+    (derain_kernels/ops/_common.py); "none": no CUDA kernel.
+    """
+    qualified = f"derain::{name}"
+    if not HAS_CPP or not torch._C._dispatch_has_kernel_for_dispatch_key(qualified, "CUDA"):
+        return "none"
+    for line in torch._C._dispatch_dump(qualified).splitlines():
+        if line.startswith("CUDA:"):
+            # kernels registered through torch.library (Python) are listed as registered
+            # at torch/library.py and are boxed only
+            return "Triton JIT" if ".py:" in line else "compiled"
+    return "none"  # pragma: no cover - the dump always lists a registered kernel
 
 
 def cuda_kernel_ops() -> list[str]:
-    """Names of the `derain::` ops that have a CUDA kernel (Triton, registered from Python)."""
-    names = []
-    for name in sorted(torch._C._dispatch_get_all_op_names()):
-        if name.startswith("derain::") and torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA"):
-            names.append(name.split("::", 1)[1])
-    return names
+    """Names of the `derain::` ops that have a CUDA kernel (compiled or Triton JIT)."""
+    if not HAS_CPP:
+        return []
+    return [n.split("::", 1)[1] for n in _public_derain_ops()
+            if torch._C._dispatch_has_kernel_for_dispatch_key(n, "CUDA")]
+
+
+def _cuda_kernels_summary(per_op: dict) -> str:
+    # ops without a CUDA kernel (the Triton build has none for rain_oer_me_derain, whose public
+    # entry point runs the reference on a GPU) do not change what the others run
+    kinds = set(per_op.values()) - {"none"}
+    if not kinds:
+        return "none"
+    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def empty_output_cache() -> int:
@@ -80,7 +109,14 @@ def empty_output_cache() -> int:
 
 
 def backend_info() -> dict:
-    """Which kernels are active: C++ CPU kernels, Triton CUDA kernels, build flags, versions."""
+    """Which kernels are active: C++ CPU kernels, CUDA kernels, build flags, versions.
+
+    "cuda_kernels" is "compiled" (CUDA C++ kernels of the extension, registered from C++),
+    "Triton JIT" (Triton kernels launched from Python: the extension was built without
+    CUDA), "none" (no CUDA kernels: neither), or "mixed"; "cuda_kernel_per_op" gives it
+    per public op.
+    """
+    cuda_per_op = {name: cuda_kernel_source(name) for name in cpu_kernel_ops()}
     info = {
         "cpp_extension": HAS_CPP,
         "cpu_kernels": "C++" if HAS_CPP else "reference (pure PyTorch)",
@@ -88,8 +124,9 @@ def backend_info() -> dict:
         "triton": TRITON_VERSION,
         "triton_interpret": TRITON_INTERPRET,
         "cuda_available": torch.cuda.is_available(),
-        "cuda_kernels": "Triton" if HAS_TRITON and cuda_kernel_ops() else "none",
+        "cuda_kernels": _cuda_kernels_summary(cuda_per_op),
         "cuda_ops": cuda_kernel_ops(),
+        "cuda_kernel_per_op": cuda_per_op,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }

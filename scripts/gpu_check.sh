@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# GPU check, for a machine whose torch sees a CUDA GPU (none in CI): build the C++ extension
-# against that machine's torch, run the GPU tests (tests/test_cuda.py and every op's Triton
-# tests, compiled for the GPU instead of interpreted), then `derain bench --device cuda`.
+# GPU check, for a machine whose torch sees a CUDA GPU (none in CI): build the C++ extension with
+# its CUDA kernels (FORCE_CUDA=1, for this GPU's architecture only) against that machine's torch,
+# check that they are the active CUDA kernels, run the GPU tests (tests/test_cuda.py through the
+# compiled kernels, and every op's Triton tests compiled for the GPU instead of interpreted), then
+# `derain bench --device cuda`.
 #
 # Usage: scripts/gpu_check.sh OUTDIR [extra derain bench arguments...]
 # Writes OUTDIR/{env.txt,build.log,tests.log,tests.xml,overhead.txt,bench.txt,bench.json,bench.md}.
@@ -27,15 +29,20 @@ print('triton', triton.__version__)"
 } > "$out/env.txt" 2>&1
 cat "$out/env.txt"
 
-stamp "building the extension"
-if ! MAX_JOBS=$(nproc) DERAIN_REQUIRE_EXTENSION=1 timeout "${BUILD_TIMEOUT:-300}" \
+stamp "building the extension with its CUDA kernels"
+arch=$($py -c "import torch; print('%d.%d' % torch.cuda.get_device_capability(0))" 2>/dev/null)
+if ! TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$arch} FORCE_CUDA=${FORCE_CUDA:-1} MAX_JOBS=$(nproc) \
+    DERAIN_REQUIRE_EXTENSION=1 timeout "${BUILD_TIMEOUT:-300}" \
     $py setup.py build_ext --inplace > "$out/build.log" 2>&1; then
   stamp "build FAILED"
   tail -40 "$out/build.log"
   exit 1
 fi
 stamp "built"
+PYTHONPATH=$PWD $py -c "import derain_kernels as dk; i = dk.backend_info(); print('cuda_kernels:', i['cuda_kernels'], \
+i['cuda_kernel_per_op'])" 2>&1 | tee -a "$out/env.txt"
 export DERAIN_TEST_CUDA=1
+[ "${FORCE_CUDA:-1}" = 1 ] && export DERAIN_TEST_CUDA_COMPILED=1
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 status=0

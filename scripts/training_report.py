@@ -4,7 +4,7 @@
         [--shared ../shared] [--img docs/img] [--json report.json]
 
 Rows: the rainy input, the median soft label (k=31, reflect; what the network is distilled from),
-our weights, and the authors' three released checkpoints; PSNR/SSIM on Y (derain.metrics, SPEC §1)
+our weights, and the authors' three released checkpoints; PSNR/SSIM on Y (derain.metrics, docs/method.md#evaluation-protocol)
 over the full rain100h-dev (50 pairs) and sirr-test20 (20 pairs) sets. Figures: the loss curves of
 RUN_DIR/log.csv (+ val.csv) and before/after crops. Needs matplotlib (a test/bench dependency).
 """

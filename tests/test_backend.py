@@ -18,11 +18,26 @@ def test_cpp_extension_is_active():
 
 def test_cuda_kernels_are_registered_when_triton_is_installed():
     info = dk.backend_info()
-    if info["triton"] is None:
+    per_op = info["cuda_kernel_per_op"]
+    assert set(per_op) == set(info["cpu_ops"])
+    if all(src == "compiled" for src in per_op.values()):
+        # the extension was built with its CUDA kernels (tests/test_cuda_build.py checks them)
+        assert info["cuda_kernels"] == "compiled"
+        assert info["cuda_ops"] == info["cpu_ops"]
+    elif info["triton"] is None:
         assert info["cuda_ops"] == []
+        assert info["cuda_kernels"] == "none"
+        assert set(per_op.values()) == {"none"}
     else:
         assert "min_composite" in info["cuda_ops"]
-        assert info["cuda_kernels"] == "Triton"
+        assert info["cuda_kernels"] == "Triton JIT"
+        assert per_op["min_composite"] == "Triton JIT"
+        assert set(per_op.values()) <= {"Triton JIT", "none"}
+
+
+def test_test_only_ops_are_not_listed_as_public():
+    info = dk.backend_info()
+    assert not any(name.startswith("_") for name in info["cpu_ops"] + info["cuda_ops"])
 
 
 def test_backend_info_from_the_command_line():

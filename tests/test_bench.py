@@ -577,3 +577,175 @@ def test_paired_ratio_cancels_a_machine_slowdown_between_rounds():
     assert paired_ratio([2.0], [3.0]) == (1.5, 1.5, 1.5)
     with pytest.raises(ValueError, match="equally long"):
         paired_ratio([1.0, 2.0], [1.0])
+
+
+# ---------------------------------------------------------------- call overhead
+from derain.bench import overhead  # noqa: E402
+
+NOT_OPS = {"backend_info", "empty_output_cache", "directional_kernels", "SSIMLoss", "nn"}
+
+
+def test_overhead_section_covers_every_public_op_in_both_modes():
+    import derain_kernels as dk
+    from derain.commands.bench import sections
+
+    assert "overhead" in sections()  # part of the default run
+    assert {s.name for s in overhead.SPECS} == set(overhead.PUBLIC_OPS)
+    # a public op added to derain_kernels must be added to the section (or listed as not an op here)
+    assert set(dk.__all__) - NOT_OPS == set(overhead.PUBLIC_OPS)
+    cases = overhead.cases(smoke=True)
+    assert sorted((c.op, c.mode) for c in cases) == sorted(
+        (op, mode) for op in overhead.PUBLIC_OPS for mode in overhead.MODES)
+    for case in cases:
+        assert [c.name for c in case.contenders] == [overhead.OURS, overhead.BARE, overhead.TORCH]
+        assert [c.ours for c in case.contenders] == [True, False, False]
+        assert harness.shape_numel(case.shape) == 16  # 1x1x4x4: tiny tensors
+
+
+def test_bare_call_replays_the_dispatcher_calls_of_the_public_function():
+    import derain_kernels as dk
+
+    x, y = torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4)
+    fn, names = overhead.bare_call(lambda: dk.ssim(x, y))
+    assert names == "torch.ops.derain.ssim"
+    torch.testing.assert_close(fn(), dk.ssim(x, y), rtol=0, atol=0)
+    xg = x.clone().requires_grad_()
+    with torch.enable_grad():  # with grad, ssim runs the op that also gives the gradient
+        assert overhead.bare_call(lambda: dk.ssim(xg, y))[1] == "torch.ops.derain.ssim_with_grad"
+    # the calls made at the top level only: dark_channel_loss -> dark_channel -> one op call
+    assert overhead.bare_call(lambda: dk.dark_channel_loss(x, 3))[1] == "torch.ops.derain.dark_channel"
+
+    def two_ops():
+        torch.ops.derain.min_composite(x, y)
+        return torch.ops.derain.rain_composite(x, y, True)
+
+    fn, names = overhead.bare_call(two_ops)
+    assert names == "torch.ops.derain.min_composite + torch.ops.derain.rain_composite"
+    assert [overhead._derain_name(f) for f, _, _ in overhead.record_dispatcher_calls(fn)] == [
+        "derain::min_composite", "derain::rain_composite"]  # the replay makes both calls again
+    with pytest.raises(RuntimeError, match="no torch.ops.derain call"):
+        overhead.bare_call(lambda: torch.minimum(x, y))
+
+
+def test_time_rounds_is_round_robin_and_reports_per_call_time():
+    now = [0.0]
+    log = []
+
+    def fn(name, cost_s, fail_at=None):
+        calls = [0]
+
+        def call():
+            calls[0] += 1
+            log.append(name)
+            now[0] += cost_s
+            if fail_at is not None and calls[0] == fail_at:
+                raise ValueError(f"{name} broke")
+        return call
+
+    plan = overhead.TimingPlan(warmup=2, rounds=3, calls=4)
+    errors = {}
+    out = overhead.time_rounds({"a": fn("a", 10e-6), "b": fn("b", 3e-6), "c": fn("c", 1e-6, fail_at=8)}, plan,
+                               clock=lambda: now[0], errors=errors)
+    assert log[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up, one after the other
+    assert log[6:18] == ["a"] * 4 + ["b"] * 4 + ["c"] * 4  # then rounds of `calls` calls, in turn
+    assert log.count("a") == log.count("b") == 2 + 3 * 4
+    assert out["a"] == pytest.approx([10.0] * 3) and out["b"] == pytest.approx([3.0] * 3)
+    assert log[18:28] == ["a"] * 4 + ["b"] * 4 + ["c"] * 2 and log[28:32] == ["a"] * 4  # c broke in round 2
+    assert "c" not in out and str(errors["c"]) == "c broke"  # dropped, the others go on
+
+
+def test_overhead_run_case_one_thread_grad_mode_and_failed_rows():
+    seen = []
+
+    def ours():
+        seen.append((torch.get_num_threads(), torch.is_grad_enabled()))
+
+    def broken():
+        raise RuntimeError("no dispatcher call")
+
+    case = Case("op", overhead.NO_GRAD, "1x1x4x4", [
+        Contender(overhead.OURS, lambda: ours, ours=True),
+        Contender(overhead.BARE, broken),
+        Contender(overhead.TORCH, lambda: (lambda: time.sleep(1e-4)), note="torch.sleep"),
+    ])
+    torch.set_num_threads(2)
+    with torch.no_grad():
+        rows = overhead.run_case(case, overhead.TimingPlan(1, 2, 3))
+    assert torch.get_num_threads() == 2  # restored
+    assert seen and set(seen) == {(1, True)}  # one thread, grad mode on (as in a plain call)
+    by = {r["impl"]: r for r in rows}
+    assert by[overhead.BARE]["status"] == "failed"
+    assert by[overhead.BARE]["reason"] == "RuntimeError: no dispatcher call"
+    ours_row, torch_row = by[overhead.OURS], by[overhead.TORCH]
+    assert ours_row["repeats"] == 2 and ours_row["batch"] == 3
+    assert ours_row["us_per_call"] == pytest.approx(ours_row["min_ms"] * 1e3)
+    assert torch_row["us_per_call"] >= 100  # each call sleeps 100 µs
+    assert torch_row["speedup_vs_ours"] == pytest.approx(torch_row["us_per_call"] / ours_row["us_per_call"])
+
+
+def test_overhead_goal_is_ours_at_most_twice_the_bare_call():
+    for mode in overhead.MODES:
+        for device in ("cpu", "cuda"):
+            g = goals.judge("min_composite", mode, overhead.BARE, device, 1 / 2.5)  # ours 2.5x the bare call
+            assert g["goal_min_ratio"] == 0.5 and g["goal_met"] is False
+            assert g["below_one_note"] != goals.UNKNOWN_BELOW_ONE
+            assert goals.judge("ssim", mode, overhead.BARE, device, 1 / 1.9)["goal_met"] is True
+            near = goals.judge("ssim", mode, overhead.TORCH, device, 0.1)
+            assert near["goal_min_ratio"] is None and near["goal_met"] is None
+    # the op table's rows keep their own goals
+    assert goals.judge("min_composite", "forward", "torch.where", "cpu", 0.4)["goal_min_ratio"] == 1.0
+
+
+def _overhead_case(op, mode, ours_us, bare_us, torch_us):
+    def row(impl, us, ours=False):
+        r = dict(_row(impl, us / 1e3, ours=ours), op=op, mode=mode, shape="1x1x4x4", us_per_call=us,
+                 note="torch.ops.derain." + op if impl == overhead.BARE else "")
+        r["speedup_vs_ours"] = None if ours else us / ours_us
+        return r
+    rows = [row(overhead.OURS, ours_us, True), row(overhead.BARE, bare_us), row(overhead.TORCH, torch_us)]
+    return {"section": "overhead", "op": op, "mode": mode, "shape": "1x1x4x4", "missing": [], "rows": rows}
+
+
+def test_overhead_report_gives_ours_over_bare_its_goal_and_lists_the_misses():
+    results = _results(_overhead_case("min_composite", overhead.NO_GRAD, 10.0, 4.0, 2.0),
+                       _overhead_case("ssim", overhead.REQUIRES_GRAD, 6.0, 4.0, 12.0))
+    results["settings"]["overhead"] = {"warmup": 5, "rounds": 7, "calls": 9, "threads": 1}
+    text, md = report.render_text(results), report.render_markdown(results)
+    for out in (text, md):
+        assert report.SECTION_TITLES["overhead"] in out
+        assert "2.50×" in out and "≤ 2× (missed)" in out and "1.50×" in out and "5.00×" in out
+        assert "Ours more than 2× the bare dispatcher call (goal missed):" in out
+        assert "- min_composite call, no grad: 2.50× (10.0 vs 4.0 µs)" in out
+        assert "- ssim call" not in out  # within its goal
+        assert "after 5 warm-up calls, 7 rounds of 9 calls" in out
+    assert "| min_composite | no | 1x1x4x4 | 10.0 | 4.0 | 2.50× | ≤ 2× (missed) | 2.0 | 5.00× |" in md
+    assert "| ssim | yes | 1x1x4x4 | 6.0 | 4.0 | 1.50× | ≤ 2× | 12.0 | 0.50× |" in md
+    within = _results(_overhead_case("ssim", overhead.NO_GRAD, 6.0, 4.0, 12.0))
+    assert "Every measured op is within 2× its bare dispatcher call." in report.render_text(within)
+    assert report.overhead_table(results, first="case")[0].markdown().startswith("| case | grad |")
+    results["smoke"] = True
+    assert "(missed)" not in report.render_text(results) and "Goals are not judged" in report.render_text(results)
+
+
+def test_bench_overhead_smoke_end_to_end(tmp_path, capsys):
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    assert main(["bench", "--smoke", "--no-progress", "--only", "overhead", "--json", str(js),
+                 "--markdown", str(md)]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(js.read_text())
+    text = md.read_text()
+    assert data["settings"]["overhead"]["threads"] == 1
+    assert {c["section"] for c in data["cases"]} == {"overhead"}
+    assert sorted((c["op"], c["mode"]) for c in data["cases"]) == sorted(
+        (op, mode) for op in overhead.PUBLIC_OPS for mode in overhead.MODES)
+    for case in data["cases"]:
+        by = {r["impl"]: r for r in case["rows"]}
+        assert set(by) == {overhead.OURS, overhead.BARE, overhead.TORCH}
+        assert all(r["status"] == "ok" and r["us_per_call"] > 0 for r in case["rows"]), case
+        assert by[overhead.BARE]["note"].startswith("torch.ops.derain.")
+        assert by[overhead.BARE]["goal_min_ratio"] == 0.5 and by[overhead.BARE]["goal_met"] is None  # smoke
+        assert by[overhead.TORCH]["speedup_vs_ours"] == pytest.approx(
+            by[overhead.TORCH]["us_per_call"] / by[overhead.OURS]["us_per_call"])
+        line = f"| {case['op']} | {'yes' if case['mode'] == overhead.REQUIRES_GRAD else 'no'} | {case['shape']} | "
+        assert line in text
+    assert report.SECTION_TITLES["overhead"] in out and report.SECTION_TITLES["overhead"] in text

@@ -1,4 +1,7 @@
-"""The public ops on CUDA tensors: their Triton kernels compiled for a real GPU.
+"""The public ops on CUDA tensors: their CUDA kernels (compiled C++, or Triton) on a real GPU.
+
+With the extension built with its CUDA kernels (scripts/gpu_check.sh builds it so, and
+DERAIN_TEST_CUDA_COMPILED=1, which it sets, requires it) every call below runs the compiled kernels.
 
 Runs only with DERAIN_TEST_CUDA=1 on a machine whose torch sees a GPU (scripts/gpu_check.sh);
 CI has no GPU, and there the same Triton kernels are tested under TRITON_INTERPRET=1 by
@@ -212,6 +215,39 @@ def test_cuda_training_step_of_the_model():
     for (n, pc), pg in zip(cpu.named_parameters(), gpu.parameters()):
         if pc.grad is not None:
             torch.testing.assert_close(pg.grad.cpu(), pc.grad, rtol=1e-3, atol=1e-4, msg=n)
+
+
+def test_cuda_kernels_are_the_compiled_ones_when_required():
+    info = dk.backend_info()
+    if os.environ.get("DERAIN_TEST_CUDA_COMPILED", "0") == "1":
+        assert info["cuda_kernels"] == "compiled", info["cuda_kernel_per_op"]
+    else:
+        assert info["cuda_kernels"] in ("compiled", "Triton JIT"), info["cuda_kernel_per_op"]
+
+
+def test_cuda_training_step_under_cuda_graphs():
+    """A compiled training step with our ops runs under CUDA graphs (reduce-overhead) and matches eager."""
+    block = dk.nn.SelfCorrectingBlock(8, 3).to(DEV)
+    head = torch.nn.Conv2d(3, 8, 3, padding=1).to(DEV)
+    tail = torch.nn.Conv2d(8, 3, 3, padding=1).to(DEV)
+    params = [*block.parameters(), *head.parameters(), *tail.parameters()]
+
+    def loss_fn(x, y):
+        r = tail(block(head(x)))
+        d = x - r
+        return (dk.ssim_loss(d, y) + 0.1 * dk.tv_loss(r) + dk.dark_channel_loss(d, 5)
+                + (dk.min_composite(dk.rain_composite(d, r), dk.median_filter(x, 3)) - y).abs().mean())
+
+    compiled = torch.compile(loss_fn, mode="reduce-overhead", fullgraph=True)
+    x, y = torch.rand(2, 3, 20, 24, device=DEV), torch.rand(2, 3, 20, 24, device=DEV)
+    want = loss_fn(x, y)
+    want_g = torch.autograd.grad(want, params)
+    for _ in range(3):  # warm-up, recording, replay
+        got = compiled(x, y)
+        got_g = torch.autograd.grad(got, params)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got_g, want_g):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_cuda_device_mixing_is_a_clear_error():

@@ -27,3 +27,22 @@ def test_triton_block_sweep_without_a_gpu_says_so():
                        env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"})
     assert r.returncode == 1, r.stderr
     assert "needs a CUDA GPU" in r.stdout
+
+
+def test_overhead_probe_runs_without_a_gpu_and_prints_the_table_the_script_shows(tmp_path, capsys):
+    # scripts/gpu_check.sh runs `benchmarks/cuda_overhead.py` (now `derain bench --only overhead`)
+    # and shows its output from the line that starts with "| case"
+    import importlib.util
+    import json
+
+    path = SCRIPT.parents[1] / "benchmarks" / "cuda_overhead.py"
+    spec = importlib.util.spec_from_file_location("cuda_overhead", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    js = tmp_path / "overhead.json"
+    assert probe.main(["--smoke", "--device", "cpu", "--json", str(js)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.startswith("| case |")):]
+    ops = {c["op"] for c in json.loads(js.read_text())["cases"] if c["section"] == "overhead"}
+    assert "min_composite" in ops and "self_correcting_block" in ops
+    assert all(any(line.startswith(f"| {op} |") for line in table) for op in ops)

@@ -23,7 +23,7 @@ from .harness import Case, Contender, on_device
 
 BLOCK_SHAPES = [(8, 16, 128, 128), (1, 16, 512, 512)]
 NET_SHAPE = (1, 3, 512, 512)
-NET_MACS_PER_PIXEL = 51_552  # SPEC §4: 27 GFLOP per 512x512 image
+NET_MACS_PER_PIXEL = 51_552  # 27 GFLOP per 512x512 image (docs/method.md#parameters-and-compute)
 
 
 def eager_block(x, w1, b1, w3, b3, dilation=3):

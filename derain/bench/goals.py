@@ -27,7 +27,19 @@ class Goal:
     device: str | None = None  # "cpu", "cuda" or None (any)
 
 
+#: The call-overhead section (derain/bench/overhead.py): its modes and contenders. Its ratio, like
+#: every other, is that contender's time over ours; ours ≤ 2× the bare dispatcher call is a
+#: ratio ≥ 0.5.
+OVERHEAD_MODES = ("call, no grad", "call, requires grad")
+OVERHEAD_BARE, OVERHEAD_TORCH = "torch.ops.derain", "nearest torch op"
+OVERHEAD_MAX_COST = 2.0  # ours / bare
+
 GOALS = [
+    *(Goal("", mode, OVERHEAD_BARE, 1.0 / OVERHEAD_MAX_COST,
+           f"ours ≤ {OVERHEAD_MAX_COST:g}× the bare torch.ops.derain call (its Python path at most doubles "
+           "the call)") for mode in OVERHEAD_MODES),
+    *(Goal("", mode, OVERHEAD_TORCH, None, "none: the nearest torch op, the floor of a torch call, for scale")
+      for mode in OVERHEAD_MODES),
     Goal("median_filter", "forward", "derain_kernels uint8", None,
          "none: our own uint8 path, shown beside float32 as the like-for-like row for OpenCV"),
     Goal("median_filter", "forward", "opencv medianBlur", 1 / 1.3,
@@ -58,6 +70,11 @@ class Note:
 
 # Measured causes (docs/ops/bench.md, "Rows below 1×").
 BELOW_ONE_NOTES = [
+    *(Note("", mode, OVERHEAD_BARE, None,
+           "expected: ours is this dispatcher call plus the Python around it (argument checks, the "
+           f"autograd wrapper); the goal is ours ≤ {OVERHEAD_MAX_COST:g}× it") for mode in OVERHEAD_MODES),
+    *(Note("", mode, OVERHEAD_TORCH, None,
+           "expected: one torch op, not the same computation; for scale, no goal") for mode in OVERHEAD_MODES),
     Note("median_filter", "forward", "derain_kernels uint8", None,
          "not a peer: our own uint8 path (replicate borders), the like-for-like row for OpenCV's "
          "uint8 medianBlur; being faster than our float32 path is expected"),

@@ -1,7 +1,7 @@
 """Bench cases of median_filter (k = 31, the soft label) against kornia, torch unfold, scipy, OpenCV.
 
 Peers that take more than ~10 s per call on this machine are skipped with a note
-(SPEC §4 quotes their times), except kornia, timed once at every size because the
+(benchmarks/RESULTS.md lists their times), except kornia, timed once at every size because the
 issue's goal is a ratio against it (about 21 s and 5.8 GB at 1x3x512x512). OpenCV's medianBlur works on uint8 only (for k > 5)
 with replicate borders: it is timed on the uint8 version of the same image, as
 is our op's uint8 path.
@@ -75,9 +75,9 @@ def _cases_for(shape, quick, device="cpu") -> list[Case]:
     slow = not gpu and (quick or big)  # on a GPU the k² copies of unfold+median take milliseconds
     if slow:
         fwd.missing.append("torch unfold+median: " + ("skipped in --quick" if quick else
-                                                       "~6 s and 2.9 GB per call (SPEC §4); skipped"))
+                                                       "~6 s and 2.9 GB per call (benchmarks/RESULTS.md); skipped"))
         fwd.missing.append("scipy.ndimage.median_filter: " + ("skipped in --quick" if quick else
-                                                               "~8.4 s per call, one thread (SPEC §4); skipped"))
+                                                               "~8.4 s per call, one thread (benchmarks/RESULTS.md); skipped"))
     else:
         fwd.contenders.append(Contender("torch unfold+median", lambda: (lambda: unfold_median(x, K)),
                                         note="k² copies of the image" if gpu else ""))

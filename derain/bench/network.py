@@ -21,7 +21,7 @@ from .harness import Case, Contender
 
 IMAGE_SHAPE = (1, 3, 512, 512)
 QUOTED_SOURCE = "quoted from TIP Table IV (i7-8700K / GTX 1080 Ti), not measured here"
-# (method, parameters, CPU seconds, GPU seconds) — SPEC §1 "Runtime table to reproduce".
+# (method, parameters, CPU seconds, GPU seconds) — docs/method.md#runtime-table.
 QUOTED = [
     ("Rain O'er Me (paper)", 51_552, 1.45, 0.13),
     ("DDN", 58_175, 1.56, 0.13),

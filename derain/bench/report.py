@@ -16,7 +16,9 @@ from .network import PAPER_SECONDS, QUOTED, QUOTED_SOURCE
 
 SECTION_TITLES = {
     "network": "Table IV reproduced: RainOerMeNet inference, 512×512 input",
-    "ops": "Op table: our ops vs the peers (SPEC §3), training and inference sizes",
+    "ops": "Op table: our ops vs the peers, training and inference sizes",
+    "overhead": ("Call overhead: µs per call on tiny tensors, one thread (ours, the bare torch.ops.derain call "
+                 "it makes, the nearest torch op)"),
     "train_step": "One training step of the two-stage distillation (batch 8, 128×128)",
 }
 
@@ -115,7 +117,10 @@ def header_lines(results: dict) -> list[str]:
         f"machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch threads {m.get('threads', '?')}"
         + ("" if m.get("load_average_1min") is None else
            f", 1-min load average {m['load_average_1min']} at the start"
-           + (" (other processes were competing for the cores)" if m["load_average_1min"] >= 1.0 else "")),
+           + (" (other processes were competing for the cores)" if m["load_average_1min"] >= 1.0 else ""))
+        + ("" if not m.get("malloc_mmap_threshold") else
+           f"; glibc's mmap threshold fixed at {m['malloc_mmap_threshold']} B (MALLOC_MMAP_THRESHOLD_): peak MiB "
+           "counts live allocations, and calls that allocate pay fresh page faults"),
         f"torch {m.get('torch', '?')}, python {m.get('python', '?')}, {m.get('platform', '')}".rstrip(", "),
         f"derain_kernels backend: CPU kernels {b.get('cpu_kernels', '?')} ({len(b.get('cpu_ops', []))} ops), "
         f"build {b.get('build', {}).get('flags', '?') if isinstance(b.get('build'), dict) else '?'}; "
@@ -314,6 +319,12 @@ def op_table(results: dict, section: str = "ops") -> tuple[Table, list[str]]:
 
 def case_line(case: dict) -> str:
     """One line per finished case, written while the run goes on."""
+    if case.get("section") == "overhead":
+        cells = [f"{r['impl']} " + ("failed" if r.get("us_per_call") is None else f"{r['us_per_call']:.1f} µs")
+                 for r in case["rows"]]
+        ratio = _ours_over(case, goals.OVERHEAD_BARE)
+        tail = "" if ratio is None else f" (ours / bare {fmt_ratio(ratio)})"
+        return f"{case['op']} {case['mode']} {case['shape']}: " + "; ".join(cells) + tail
     cells = []
     for r in case["rows"]:
         if r["median_ms"] is None:
@@ -339,6 +350,86 @@ def ratio_summary(results: dict) -> list[tuple[str, float]]:
     return out
 
 
+# ---------------------------------------------------------------- call overhead
+def _ours_over(case: dict, impl: str) -> float | None:
+    """ours' µs per call over `impl`'s in an overhead case (None if either is unmeasured)."""
+    by = {r["impl"]: r for r in case["rows"]}
+    ours = next((r for r in case["rows"] if r["ours"]), None)
+    other = by.get(impl)
+    if not ours or not other or not ours.get("us_per_call") or not other.get("us_per_call"):
+        return None
+    return ours["us_per_call"] / other["us_per_call"]
+
+
+def _us(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    if row.get("us_per_call") is None:
+        return row["status"]
+    v = row["us_per_call"]
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def overhead_goal_cell(case: dict, judged: bool = True) -> str:
+    """The bare row's goal as a bound on ours / bare ("≤ 2×"; "(missed)" when this run missed it)."""
+    bare = next((r for r in case["rows"] if r["impl"] == goals.OVERHEAD_BARE), None)
+    if bare is None:
+        return ""
+    g = row_goal(case, bare, judged)
+    if g["goal_min_ratio"] is None:
+        return "-"
+    return f"≤ {1 / g['goal_min_ratio']:g}×" + (" (missed)" if g["goal_met"] is False else "")
+
+
+def overhead_table(results: dict, first: str = "op") -> tuple[Table, list[str]]:
+    """(the call-overhead table, lines for failed rows). `first`: the first column's title."""
+    t = Table([first, "grad", "shape", "ours µs", "bare µs", "ours / bare", "goal", "torch µs", "ours / torch",
+               "bare call", "nearest torch op"],
+              right={"ours µs", "bare µs", "ours / bare", "torch µs", "ours / torch"})
+    failed = []
+    judged = _judged(results)
+    for case in _cases(results, "overhead"):
+        by = {r["impl"]: r for r in case["rows"]}
+        ours = next((r for r in case["rows"] if r["ours"]), None)
+        bare, near = by.get(goals.OVERHEAD_BARE), by.get(goals.OVERHEAD_TORCH)
+        device = ours["device"] if ours else "cpu"
+        shape = case["shape"] if device == "cpu" else f"{case['shape']} {device}"
+        grad = "yes" if case["mode"] == goals.OVERHEAD_MODES[1] else "no"
+        t.add(case["op"], grad, shape, _us(ours), _us(bare), fmt_ratio(_ours_over(case, goals.OVERHEAD_BARE)),
+              overhead_goal_cell(case, judged), _us(near), fmt_ratio(_ours_over(case, goals.OVERHEAD_TORCH)),
+              bare["note"] if bare else "-", near["note"] if near else "-")
+        failed += [f"{case['op']} {case['mode']} {shape}: {r['impl']} failed: {r['reason']}"
+                   for r in case["rows"] if r["status"] == "failed"]
+    return t, failed
+
+
+def overhead_lines(results: dict) -> list[str]:
+    """How the section times, then the ops whose call missed the goal (none in --smoke)."""
+    plan = results.get("settings", {}).get("overhead", {})
+    out = [f"Timing: after {plan.get('warmup', '?')} warm-up calls, {plan.get('rounds', '?')} rounds of "
+           f"{plan.get('calls', '?')} calls of each contender in turn; µs per call of the fastest round, one "
+           "torch thread. grad yes: the first image input requires grad and grad mode is on (the forward "
+           "records the autograd graph; no backward). bare call = the torch.ops.derain call(s) that our "
+           "function makes, with its arguments, called directly; ours / bare = what our Python path "
+           f"multiplies a call by (goal ≤ {goals.OVERHEAD_MAX_COST:g}×)."]
+    if not _judged(results):
+        return out + [SMOKE_GOALS[0].upper() + SMOKE_GOALS[1:] + "."]
+    missed = []
+    for case in _cases(results, "overhead"):
+        bare = next((r for r in case["rows"] if r["impl"] == goals.OVERHEAD_BARE), None)
+        if bare is not None and row_goal(case, bare)["goal_met"] is False:
+            device = bare.get("device", "cpu")
+            missed.append(f"{case['op']} {case['mode']}{'' if device == 'cpu' else ' ' + device}: "
+                          f"{fmt_ratio(_ours_over(case, goals.OVERHEAD_BARE))} ({_us(next(r for r in case['rows'] if r['ours']))}"
+                          f" vs {_us(bare)} µs)")
+    if missed:
+        out.append(f"Ours more than {goals.OVERHEAD_MAX_COST:g}× the bare dispatcher call (goal missed):")
+        out += [f"- {m}" for m in missed]
+    elif _cases(results, "overhead"):
+        out.append(f"Every measured op is within {goals.OVERHEAD_MAX_COST:g}× its bare dispatcher call.")
+    return out
+
+
 # ---------------------------------------------------------------- whole reports
 LEGEND = ("ours faster = contender's median / ours' median (Table IV: means; > 1: ours is faster); "
           "goal = the ratio the comparison should reach (≥ 1× where none was set: at least as fast as "
@@ -359,7 +450,13 @@ def render_text(results: dict) -> str:
         if cross is not None:
             parts.append(cross["text"])
         parts += ["", f"Peers' rows, {QUOTED_SOURCE}:", q.text()]
-    for section in ("ops", "train_step"):
+    for section in ("ops", "overhead", "train_step"):
+        if section == "overhead":
+            if _cases(results, section):
+                t, failed = overhead_table(results)
+                parts += ["", "== " + SECTION_TITLES[section], t.text()]
+                parts += [f"  {line}" for line in failed + overhead_lines(results)]
+            continue
         if _cases(results, section) or (section == "ops" and results.get("suite_errors")):
             t, missing = op_table(results, section)
             parts += ["", "== " + SECTION_TITLES[section], t.text()]
@@ -370,7 +467,8 @@ def render_text(results: dict) -> str:
                 parts.append("  peers not installed: " + ", ".join(missing_peers(results))
                              + f" ({peers_install_command(missing_peers(results))})")
             parts += [f"  {line}" for line in goal_lines(results, (section,))]
-    parts += ["", LEGEND]
+    if any(_cases(results, section) for section in ("network", "ops", "train_step")):
+        parts += ["", LEGEND]
     return "\n".join(parts) + "\n"
 
 
@@ -414,7 +512,14 @@ def render_markdown(results: dict) -> str:
         if cross is not None:
             out += ["", cross["text"]]
         out += ["", f"Peers' rows, {QUOTED_SOURCE}:", "", q.markdown()]
-    for section in ("ops", "train_step"):
+    for section in ("ops", "overhead", "train_step"):
+        if section == "overhead":
+            if _cases(results, section):
+                t, failed = overhead_table(results)
+                out += ["", "## " + SECTION_TITLES[section], "", t.markdown(), ""]
+                out += [f"- {line}" for line in failed]
+                out += _md_block(overhead_lines(results))
+            continue
         if _cases(results, section) or (section == "ops" and results.get("suite_errors")):
             t, missing = op_table(results, section)
             out += ["", "## " + SECTION_TITLES[section], "", t.markdown()]

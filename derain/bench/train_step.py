@@ -1,4 +1,4 @@
-"""One training step of the two-stage distillation (SPEC §1), ours vs the peers' ops.
+"""One training step of the two-stage distillation (docs/method.md#the-distillation-loop), ours vs the peers' ops.
 
 Inputs (batch 8, 128×128): X rainy crop, Y_s its soft label (precomputed, outside the
 timed step), C an unrelated clean crop. The timed step:

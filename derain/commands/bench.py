@@ -1,13 +1,15 @@
-"""`derain bench`: TIP Table IV reproduced, the op table and one training step, ours vs the peers.
+"""`derain bench`: TIP Table IV reproduced, the op table, the cost of a call and one training step, ours vs the peers.
 
 Sections: "network" (derain/bench/network.py), every op suite in derain.bench.SUITES,
-and "train_step" (derain/bench/train_step.py); `--only` picks among them. Every
+"overhead" (derain/bench/overhead.py: the cost of one call on tiny tensors) and
+"train_step" (derain/bench/train_step.py); `--only` picks among them. Every
 contender is timed by the same harness (derain/bench/harness.py); the results are
 printed as tables at the end, and written with --json, --markdown (the
 benchmarks/RESULTS.md body) and --plot (PNG bar chart of the speed-up ratios).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib
 import importlib.metadata
@@ -32,7 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes, 1 repeat, no torch.compile: checks that everything runs (seconds)")
     p.add_argument("--only", nargs="+", default=None, metavar="SECTION",
-                   help="sections to run: network, train_step and the op suites (default: all)")
+                   help="sections to run: network, the op suites (composite, median, ssim, related, block), "
+                        "overhead (µs per call on tiny tensors) and train_step (default: all)")
     p.add_argument("--images", type=int, default=None, help="Table IV images (default 100, --quick 10)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per contender in the op table")
     p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
@@ -54,7 +57,7 @@ def add_parser(sub) -> None:
 
 def sections() -> list[str]:
     from derain.bench import SUITES
-    return ["network", *SUITES, "train_step"]
+    return ["network", *SUITES, "overhead", "train_step"]
 
 
 def _cpu_name() -> str:
@@ -90,13 +93,15 @@ def machine_header() -> dict:
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu": _cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "load_average_1min": load,
+            # set: peak MiB counts live allocations only (see docs/ops/bench.md, "Peak memory")
+            "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
             "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(terse=True), "cuda": cuda, "backend": dk.backend_info(),
             "peers": {m: _version(m, d) for m, d in PEERS.items()}}
 
 
 def _settings(args) -> dict:
-    from derain.bench import network
+    from derain.bench import network, overhead
 
     if args.smoke:
         ops = {"warmup": 1, "repeats": 1, "max_seconds": 1.0, "budget_s": 2.0}
@@ -114,7 +119,8 @@ def _settings(args) -> dict:
             "network": {"warmup": 1 if args.smoke else 2, "repeats": images, "images": images,
                         "max_seconds": None, "budget_s": None,  # None: no limit (strict JSON)
                         "interleave": args.interleave},
-            "train_step": {**ops, "budget_s": None, "max_seconds": 2.0 * ops["max_seconds"]}}
+            "train_step": {**ops, "budget_s": None, "max_seconds": 2.0 * ops["max_seconds"]},
+            "overhead": {**dataclasses.asdict(overhead.plan_for(args.quick, args.smoke)), "threads": 1}}
 
 
 def devices(args) -> list[str]:
@@ -130,9 +136,11 @@ def devices(args) -> list[str]:
 
 def _suite_cases(name: str, args) -> tuple[list, str | None]:
     """(cases, reason they are not run or None). Suites may accept optional `smoke` and `device` keywords."""
-    from derain.bench import network, train_step
+    from derain.bench import network, overhead, train_step
 
     devs = devices(args)
+    if name == "overhead":
+        return [c for d in devs for c in overhead.cases(quick=args.quick, smoke=args.smoke, device=d)], None
     if name == "network":
         return network.cases(quick=args.quick, smoke=args.smoke, images=args.images, compile=args.compile,
                              devices=devs), None
@@ -157,7 +165,7 @@ def _suite_cases(name: str, args) -> tuple[list, str | None]:
 
 def collect(args, head: dict | None = None) -> dict:
     """Run the chosen sections; return the results dict that every renderer reads."""
-    from derain.bench import network, report
+    from derain.bench import network, overhead, report
     from derain.bench.harness import Settings, result_row, run_case
 
     chosen = args.only or sections()
@@ -169,7 +177,7 @@ def collect(args, head: dict | None = None) -> dict:
     planned = []  # (section, suite, case, reason not run)
     suite_errors = {}  # a suite that cannot build its cases is reported, the others still run
     for name in chosen:
-        section = name if name in ("network", "train_step") else "ops"
+        section = name if name in ("network", "overhead", "train_step") else "ops"
         try:
             cases, reason = _suite_cases(name, args)
         except Exception as exc:
@@ -205,10 +213,14 @@ def collect(args, head: dict | None = None) -> dict:
             def round_note(i, n):
                 if bar is not None and n > 1:
                     bar.set_postfix_str(f"timed round {i}/{n}")
-            max_seconds = math.inf if s["max_seconds"] is None else s["max_seconds"]
-            rows = run_case(case, Settings(warmup=s["warmup"], repeats=s["repeats"], max_seconds=max_seconds,
-                                           budget_s=s["budget_s"], interleave=s["interleave"]),
-                            on_result=tick, over_budget=over_budget, on_round=round_note)
+            if section == "overhead":
+                rows = overhead.run_case(case, overhead.TimingPlan(s["warmup"], s["rounds"], s["calls"]),
+                                         on_result=tick)
+            else:
+                max_seconds = math.inf if s["max_seconds"] is None else s["max_seconds"]
+                rows = run_case(case, Settings(warmup=s["warmup"], repeats=s["repeats"], max_seconds=max_seconds,
+                                               budget_s=s["budget_s"], interleave=s["interleave"]),
+                                on_result=tick, over_budget=over_budget, on_round=round_note)
         results_cases.append(report.annotate({"section": section, "suite": suite, "op": case.op,
                                               "mode": case.mode, "shape": case.shape,
                                               "missing": list(case.missing), "rows": rows},
@@ -262,6 +274,13 @@ def _command_line(args) -> str:
 
 
 def run(args) -> int:
+    execute(args)
+    return 0
+
+
+def execute(args) -> dict:
+    """`derain bench` with parsed arguments: prints the header, runs, prints the report, writes
+    the --json / --markdown / --plot files; returns the results dict."""
     from derain.bench import report
 
     if args.threads:
@@ -293,4 +312,4 @@ def run(args) -> int:
     for path in (args.json, args.markdown, args.plot):
         if path:
             print(f"wrote {path}")
-    return 0
+    return results

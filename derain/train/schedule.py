@@ -1,4 +1,4 @@
-"""Loss-weight and learning-rate schedules of the two-stage data distillation (SPEC §1).
+"""Loss-weight and learning-rate schedules of the two-stage data distillation (docs/method.md#losses-and-their-weights).
 
 t counts batches from 1 over the whole run (resumed runs continue the count).
 """

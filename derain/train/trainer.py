@@ -1,4 +1,4 @@
-"""The two-stage data distillation trainer of Rain O'er Me (SPEC §1, TIP Algorithm 1).
+"""The two-stage data distillation trainer of Rain O'er Me (docs/method.md#the-distillation-loop, TIP Algorithm 1).
 
 Per iteration t (counted from 1 over the whole run):
     R, Ŷ, R_e, Y_e = model.forward_train(X)          # Y_e = X − g(G(X))
@@ -192,7 +192,7 @@ def _run_config(cfg: TrainConfig) -> dict:
 
 def evaluate_pairs(model: nn.Module, pairs, limit: int | None = None, device="cpu",
                    channels_last: bool = False) -> dict:
-    """Mean PSNR/SSIM on Y (SPEC §1 conventions, derain.metrics) of the model's outputs and of the
+    """Mean PSNR/SSIM on Y (docs/method.md#evaluation-protocol, derain.metrics) of the model's outputs and of the
     rainy inputs against the clean images of `pairs` ((rainy path, clean path) list)."""
     from derain.io import read_image
     from derain.metrics import psnr_y, ssim_y

@@ -14,12 +14,17 @@ def sum_to(grad: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:
 def register_triton_cuda(op: str, module: str, fn: str) -> bool:
     """Register `derain_kernels.triton.<module>.<fn>` as the CUDA kernel of `derain::<op>`.
 
-    The Triton module is imported on first use, so `import derain_kernels` does not
-    pay for importing triton. Returns False when triton is not installed.
+    Only a fallback: when the extension was built with its CUDA kernels, `derain::<op>`
+    already has a CUDA kernel registered from C++ (csrc/ops/cuda) and nothing is registered
+    here, so an eager CUDA call never goes through Python. The Triton module is imported on
+    first use, so `import derain_kernels` does not pay for importing triton. Returns False
+    when nothing was registered (a compiled kernel exists, or triton is not installed).
     """
     import importlib
     import importlib.util
 
+    if torch._C._dispatch_has_kernel_for_dispatch_key(f"derain::{op}", "CUDA"):
+        return False  # registered from C++ when derain_kernels._C was loaded
     if importlib.util.find_spec("triton") is None:
         return False
 
