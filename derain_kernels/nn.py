@@ -1,7 +1,7 @@
 """Modules on the fused ops: `SelfCorrectingBlock` and `FusedRainOerMe`.
 
-Parameter names follow the authors' checkpoints (SPEC §1), so their state_dicts
-load into these modules as they are.
+SelfCorrectingBlock's parameter names follow the authors' block (`conv1.0`,
+`dilated_conv`), so a network built from it loads their checkpoints as they are.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn as _nn
 
 from .ops.block import check_dilation, self_correcting_block
-from .ops.network import PARAM_KEYS, rain_oer_me_derain
+from .ops.network import check_params, rain_oer_me_derain
 from .ops.ssim import SSIMLoss  # noqa: F401  (also derain_kernels.SSIMLoss)
 
 
@@ -48,26 +48,24 @@ class SelfCorrectingBlock(_nn.Module):
 
 
 class FusedRainOerMe(_nn.Module):
-    """Inference of the Rain O'er Me network from a G state dict: forward(x) = X − G(X).
+    """Inference of the Rain O'er Me network G from its weights: forward(x) = X − tanh(G(X)).
 
-    `state_dict` has the authors' keys (`inc.0.weight`, `block{k}.conv{j}.conv1.0.weight`,
-    `block{k}.conv{j}.dilated_conv.weight`, `block{k}.merge.0.weight`, `merge11.0.weight`,
-    `merge12.0.weight`, `outc.0.weight` and the biases); other keys (`out2.*`) are ignored.
+    `params`: the 38 tensors of G (weight and bias of its 19 convolutions) in the order of
+    `derain_kernels.ops.network` (the model maps its checkpoint keys to it:
+    `derain.models.rain_oer_me.fused_params(state_dict)`, or `RainOerMeNet.fused()`).
     The tensors are copied into buffers. Input (B, Cin, H, W) float32/float64, any
     size -> derained image of the same shape, computed under no_grad (the C++ kernel
     on CPU; the plain reference elsewhere).
     """
 
-    def __init__(self, state_dict, dilation: int = 3):
+    def __init__(self, params, dilation: int = 3):
         super().__init__()
-        missing = [k for k in PARAM_KEYS if k not in state_dict]
-        if missing:
-            raise ValueError(f"state_dict is missing {len(missing)} key(s) of G, e.g. {missing[:3]}")
+        check_params(params)
         self.dilation = check_dilation(dilation)
         self._names = []
-        for key in PARAM_KEYS:
-            name = key.replace(".", "_")
-            self.register_buffer(name, state_dict[key].detach().clone())
+        for i, p in enumerate(params):
+            name = f"conv{i // 2:02d}_{'weight' if i % 2 == 0 else 'bias'}"
+            self.register_buffer(name, p.detach().clone())
             self._names.append(name)
 
     def params(self) -> list[torch.Tensor]:

@@ -6,23 +6,14 @@ import torch
 
 import derain_kernels as dk
 from derain_kernels import reference as ref
+from derain_kernels._layout import empty_like_layout
+from contract import CONTRACTS, block_params as _params, block_tol as _tol, contract_tests
 from helpers import layouts, needs_triton, triton_device
 
 FLOATS = [torch.float32, torch.float64]
 
-
-def _params(c, dtype=torch.float32, scale=0.25):
-    w1 = torch.randn(c, c, 3, 3, dtype=dtype) * scale
-    b1 = torch.randn(c, dtype=dtype) * 0.1
-    w3 = torch.randn(c, c, 3, 3, dtype=dtype) * scale
-    b3 = torch.randn(c, dtype=dtype) * 0.1
-    return w1, b1, w3, b3
-
-
-def _tol(dtype):
-    # float32: both sides round (the reference's oneDNN convolution and ours); our Winograd F(4,3)
-    # convolutions round about 1.5x more than direct summation (tests below bound that separately)
-    return dict(rtol=1e-5, atol=3e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+# layouts x dtypes, gradcheck, opcheck, torch.compile, bad arguments, empty inputs: tests/contract.py
+TestContract = contract_tests(CONTRACTS["self_correcting_block"])
 
 
 @pytest.mark.parametrize("channels", [1, 3, 16, 17])
@@ -59,22 +50,6 @@ def test_band_seams_with_many_threads():
         torch.set_num_threads(old)
     torch.testing.assert_close(out, ref.self_correcting_block(x, *p, 3), **_tol(x.dtype))
     torch.testing.assert_close(xo.grad, xr.grad, **_tol(x.dtype))
-
-
-@pytest.mark.parametrize("dtype", FLOATS)
-def test_layouts(dtype):
-    x = torch.randn(2, 16, 11, 13, dtype=dtype)
-    p = _params(16, dtype)
-    expected = ref.self_correcting_block(x, *p, 3)
-    for name, xl in layouts(x):
-        out = dk.self_correcting_block(xl, *p)
-        torch.testing.assert_close(out, expected, **_tol(dtype), msg=name)
-    cl = x.contiguous(memory_format=torch.channels_last)
-    assert dk.self_correcting_block(cl, *p).is_contiguous(memory_format=torch.channels_last)
-    # non-contiguous parameters
-    w1, b1, w3, b3 = p
-    out = dk.self_correcting_block(x, w1.transpose(0, 1).contiguous().transpose(0, 1), b1, w3, b3)
-    torch.testing.assert_close(out, expected, **_tol(dtype))
 
 
 @pytest.mark.parametrize("channels,dilation", [(16, 3), (3, 2), (17, 1)])
@@ -207,15 +182,6 @@ def test_gradients_float32_channels_last():
     assert ours[0].grad.is_contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("recompute", [False, True])
-@pytest.mark.parametrize("channels,dilation,shape", [(3, 2, (1, 3, 5, 7)), (16, 3, (1, 16, 5, 6))])
-def test_gradcheck_float64(channels, dilation, shape, recompute):
-    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-    p = [t.requires_grad_() for t in _params(channels, torch.float64)]
-    assert torch.autograd.gradcheck(
-        lambda *a: dk.self_correcting_block(*a, dilation=dilation, recompute=recompute), (x, *p))
-
-
 def test_nan_propagates():
     x = torch.randn(1, 16, 9, 9)
     x[0, 3, 4, 4] = float("nan")
@@ -224,30 +190,6 @@ def test_nan_propagates():
     expected = ref.self_correcting_block(x, *p, 3)
     assert torch.isnan(out).any()
     torch.testing.assert_close(out, expected, equal_nan=True, **_tol(x.dtype))
-
-
-def test_empty_batch():
-    x = torch.randn(0, 16, 5, 5, requires_grad=True)
-    out = dk.self_correcting_block(x, *_params(16))
-    assert out.shape == x.shape
-    out.sum().backward()
-    assert x.grad.shape == x.shape
-
-
-@pytest.mark.parametrize("shape", [(0, 4, 5, 5), (2, 4, 0, 5), (2, 4, 5, 0), (2, 0, 5, 5)])
-@pytest.mark.parametrize("recompute", [False, True])
-def test_empty_inputs_give_empty_outputs_and_zero_parameter_gradients(shape, recompute):
-    # the package's rule: maps of empty inputs are empty; nothing contributes to the parameters
-    c = shape[1]
-    for impl in (lambda *a: dk.self_correcting_block(*a, recompute=recompute), ref.self_correcting_block):
-        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
-        p = [t.requires_grad_() for t in _params(c, torch.float64)]
-        out = impl(x, *p)
-        assert out.shape == shape
-        out.sum().backward()
-        assert x.grad.shape == shape
-        for t in p:
-            assert t.grad.shape == t.shape and not t.grad.any()
 
 
 @pytest.mark.parametrize("dilation", [10, 23, 10**9, 2**63, 10**30])
@@ -292,30 +234,6 @@ def test_non_finite_inputs_values_and_gradients_match_reference(bad, recompute):
         for i, (got, want) in enumerate(zip(*grads)):
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, equal_nan=True,
                                        msg=lambda m: f"{bad} at {pos}, output {i}: {m}")
-
-
-def test_opcheck():
-    x = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
-    p = [t.requires_grad_() for t in _params(3, torch.float64)]
-    torch.library.opcheck(torch.ops.derain.self_correcting_block, (x, *p, 2))
-    xc = x.detach().contiguous(memory_format=torch.channels_last)
-    torch.library.opcheck(torch.ops.derain.self_correcting_block, (xc, *[t.detach() for t in p], 3))
-    out = torch.ops.derain.self_correcting_block(x.detach(), *[t.detach() for t in p], 2)
-    g = torch.randn_like(out)
-    torch.library.opcheck(torch.ops.derain.self_correcting_block_backward,
-                          (g, x.detach(), out, *[t.detach() for t in p], 2))
-
-
-def test_opcheck_training_pair():
-    x = torch.randn(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
-    p = [t.requires_grad_() for t in _params(3, torch.float64)]
-    torch.library.opcheck(torch.ops.derain.self_correcting_block_train, (x, *p, 2))
-    xc = x.detach().contiguous(memory_format=torch.channels_last)
-    torch.library.opcheck(torch.ops.derain.self_correcting_block_train, (xc, *[t.detach() for t in p], 3))
-    out, la = torch.ops.derain.self_correcting_block_train(x.detach(), *[t.detach() for t in p], 2)
-    g = torch.randn_like(out)
-    torch.library.opcheck(torch.ops.derain.self_correcting_block_backward_la,
-                          (g, x.detach(), la, p[0].detach(), p[2].detach(), 2))
 
 
 @pytest.mark.parametrize("channels,dilation", [(16, 3), (17, 1), (3, 2)])
@@ -395,23 +313,6 @@ def test_training_pair_bad_arguments():
         torch.ops.derain.self_correcting_block_backward_la(out, x, la, p[0][:2], p[2], 3)
 
 
-def test_compiles_fullgraph():
-    block = dk.nn.SelfCorrectingBlock(16)
-    x = torch.randn(2, 16, 12, 12, requires_grad=True)
-
-    def f(t):
-        return block(t * 2).square().sum()
-
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    out = compiled(x)
-    out.backward()
-    torch.testing.assert_close(out, f(x))
-    gx = x.grad.clone()
-    x.grad = None
-    f(x).backward()
-    torch.testing.assert_close(gx, x.grad)
-
-
 def test_module_keys_and_semantics():
     block = dk.nn.SelfCorrectingBlock(16, dilation=3)
     assert set(block.state_dict()) == {"conv1.0.weight", "conv1.0.bias", "dilated_conv.weight", "dilated_conv.bias"}
@@ -424,29 +325,6 @@ def test_module_keys_and_semantics():
     torch.testing.assert_close(block(x), expected, **_tol(x.dtype))
     block(x).sum().backward()
     assert all(p.grad is not None for p in block.parameters())
-
-
-@pytest.mark.parametrize("bad,match", [
-    (lambda x, p: dk.self_correcting_block(x.half(), *p), "x must have dtype"),
-    (lambda x, p: dk.self_correcting_block(x.double(), *p), "same dtype"),
-    (lambda x, p: dk.self_correcting_block(x[0], *p), "x must be a 4-D"),
-    (lambda x, p: dk.self_correcting_block(x[:, :3], *p), r"w1 must have shape \(3, 3, 3, 3\)"),
-    (lambda x, p: dk.self_correcting_block(x, p[0], p[1][:3], p[2], p[3]), r"b1 must have shape"),
-    (lambda x, p: dk.self_correcting_block(x, p[0], p[1], p[2][..., :2], p[3]), r"w3 must have shape"),
-    (lambda x, p: dk.self_correcting_block(x, *p, dilation=0), "dilation must be >= 1"),
-    (lambda x, p: dk.self_correcting_block(x, *p, dilation=2.0), "dilation must be an int"),
-    (lambda x, p: dk.self_correcting_block(x, *p, dilation=True), "dilation must be an int"),
-    (lambda x, p: dk.self_correcting_block(x.numpy(), *p), "x must be a torch.Tensor"),
-    (lambda x, p: dk.self_correcting_block(x, p[0].to("meta"), *p[1:]), "same device"),
-    (lambda x, p: dk.self_correcting_block(x, *p, recompute=1), "recompute must be a bool"),
-    (lambda x, p: dk.nn.SelfCorrectingBlock(16, recompute="yes"), "recompute must be a bool"),
-    (lambda x, p: dk.nn.SelfCorrectingBlock(0), "channels must be >= 1"),
-    (lambda x, p: dk.nn.SelfCorrectingBlock(16, dilation=-1), "dilation must be >= 1"),
-])
-def test_bad_arguments(bad, match):
-    x = torch.randn(1, 16, 6, 6)
-    with pytest.raises((TypeError, ValueError), match=match):
-        bad(x, _params(16))
 
 
 # ---------------------------------------------------------------- Triton kernels
@@ -496,7 +374,7 @@ def test_triton_layouts_and_weight_gradient_chunks(monkeypatch, layout, channels
     cpu = [t.cpu() for t in p]
     out = tb.self_correcting_block(x, *p, dilation)
     torch.testing.assert_close(out.cpu(), ref.self_correcting_block(x.cpu(), *cpu, dilation), **_tol(dtype))
-    assert out.stride() == dk.ops.block.empty_like_layout(x).stride()
+    assert out.stride() == empty_like_layout(x).stride()
     for g in (torch.full((), 0.5, dtype=dtype, device=dev).expand(x.shape),
               torch.randn(x.shape, dtype=dtype, device=dev)[..., :]):
         got = tb.self_correcting_block_backward(g, x, out, *p, dilation)

@@ -3,8 +3,13 @@ import pytest
 import torch
 
 import derain_kernels as dk
+from contract import CONTRACTS, contract_tests
 from derain_kernels import reference as ref
-from helpers import layouts, needs_triton, triton_device
+from helpers import needs_triton, triton_device
+
+# layouts x dtypes, gradcheck, opcheck, torch.compile, bad arguments, empty inputs: tests/contract.py
+TestMinCompositeContract = contract_tests(CONTRACTS["min_composite"])
+TestRainCompositeContract = contract_tests(CONTRACTS["rain_composite"])
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 17, 23), (3, 5, 31), (7,), (4, 3, 129, 65)]
 FLOATS = [torch.float32, torch.float64]
@@ -50,25 +55,6 @@ def test_min_composite_nan_propagates_with_gradient_to_the_nan():
     assert y.grad.tolist() == [0.0, 1.0, 0.0]
 
 
-@pytest.mark.parametrize("dtype", FLOATS)
-def test_min_composite_gradients_match_reference_on_random_ties(dtype):
-    x, y = _pair((2, 3, 19, 21), dtype)
-    g = torch.randn(2, 3, 19, 21, dtype=dtype)
-    xa, ya = x.clone().requires_grad_(), y.clone().requires_grad_()
-    dk.min_composite(xa, ya).backward(g)
-    xb, yb = x.clone().requires_grad_(), y.clone().requires_grad_()
-    ref.min_composite(xb, yb).backward(g)
-    torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=0)
-    torch.testing.assert_close(ya.grad, yb.grad, rtol=0, atol=0)
-
-
-def test_min_composite_gradcheck_float64():
-    x = torch.rand(2, 3, 7, 9, dtype=torch.float64, requires_grad=True)
-    y = torch.rand(1, 3, 7, 9, dtype=torch.float64, requires_grad=True)  # broadcast over batch
-    assert torch.autograd.gradcheck(dk.min_composite, (x, y))
-    assert torch.autograd.gradgradcheck(dk.min_composite, (x, y))
-
-
 @pytest.mark.parametrize("x_shape,y_shape", [((2, 3, 5, 7), (1, 3, 5, 7)), ((2, 3, 5, 7), (7,)),
                                              ((5, 1), (1, 4)), ((2, 3, 5, 7), ())])
 def test_min_composite_broadcasting(x_shape, y_shape):
@@ -78,71 +64,6 @@ def test_min_composite_broadcasting(x_shape, y_shape):
     assert out.shape == torch.broadcast_shapes(x_shape, y_shape)
     torch.testing.assert_close(out, ref.min_composite(x, y), rtol=0, atol=0)
     assert torch.autograd.gradcheck(dk.min_composite, (x, y))
-
-
-@pytest.mark.parametrize("dtype", FLOATS)
-def test_min_composite_layouts(dtype):
-    x, y = _pair((2, 3, 11, 13), dtype)
-    expected = ref.min_composite(x, y)
-    for xn, xl in layouts(x):
-        for yn, yl in layouts(y):
-            out = dk.min_composite(xl, yl)
-            torch.testing.assert_close(out, expected, rtol=0, atol=0, msg=f"x {xn}, y {yn}")
-    cl = x.contiguous(memory_format=torch.channels_last)
-    assert dk.min_composite(cl, y).is_contiguous(memory_format=torch.channels_last)
-
-
-def test_min_composite_empty():
-    x = torch.rand(0, 3, 4, 5)
-    assert dk.min_composite(x, x).shape == (0, 3, 4, 5)
-
-
-@pytest.mark.parametrize("x_shape,y_shape", [((0, 3, 4, 5), (0, 3, 4, 5)), ((2, 3, 0, 5), (1, 3, 1, 5)),
-                                             ((2, 0), (1,)), ((3, 1), (3, 0))])
-@pytest.mark.parametrize("name", ["min_composite", "rain_composite"])
-def test_composites_of_empty_inputs_are_empty_with_empty_gradients(x_shape, y_shape, name):
-    for impl in (getattr(dk, name), getattr(ref, name)):
-        x = torch.rand(x_shape, dtype=torch.float64, requires_grad=True)
-        y = torch.rand(y_shape, dtype=torch.float64, requires_grad=True)
-        out = impl(x, y)
-        assert out.shape == torch.broadcast_shapes(x_shape, y_shape) and out.numel() == 0
-        out.sum().backward()
-        assert x.grad.shape == x_shape and not x.grad.any()
-        assert y.grad.shape == y_shape and not y.grad.any()
-
-
-def test_min_composite_opcheck():
-    x, y = _pair((2, 3, 8, 9), torch.float64)
-    torch.library.opcheck(torch.ops.derain.min_composite, (x.requires_grad_(), y.requires_grad_()))
-    torch.library.opcheck(torch.ops.derain.min_composite, (x.detach(), y.detach()[:1]))
-    g = torch.randn(2, 3, 8, 9, dtype=torch.float64)
-    torch.library.opcheck(torch.ops.derain.min_composite_backward, (g, x.detach(), y.detach()))
-
-
-def test_min_composite_compiles_fullgraph():
-    x, y = _pair((2, 3, 16, 16), torch.float32)
-    x.requires_grad_()
-
-    def f(a, b):
-        return dk.min_composite(a * 2, b).sum()
-
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    out = compiled(x, y)
-    out.backward()
-    torch.testing.assert_close(out, f(x, y))
-    assert x.grad is not None
-
-
-@pytest.mark.parametrize("bad,match", [
-    (lambda: dk.min_composite(torch.rand(3), torch.rand(3, dtype=torch.float64)), "same dtype"),
-    (lambda: dk.min_composite(torch.rand(3), [1.0, 2.0, 3.0]), "y must be a torch.Tensor"),
-    (lambda: dk.min_composite(torch.ones(3, dtype=torch.int64), torch.ones(3, dtype=torch.int64)), "x must have dtype"),
-    (lambda: dk.min_composite(torch.rand(3, 4), torch.rand(5, 4)), "not broadcastable"),
-    (lambda: dk.min_composite(torch.rand(3), torch.rand(3, device="meta")), "same device"),
-])
-def test_min_composite_bad_arguments(bad, match):
-    with pytest.raises((TypeError, ValueError), match=match):
-        bad()
 
 
 # ---------------------------------------------------------------- rain_composite
@@ -217,16 +138,6 @@ def test_rain_composite_nan():
     assert clean.grad.tolist() == [0.0, 0.0]
 
 
-@pytest.mark.parametrize("clamp", [True, False])
-def test_rain_composite_gradcheck_float64_broadcast(clamp):
-    clean = torch.rand(2, 3, 6, 7, dtype=torch.float64, requires_grad=True)
-    # keep sums away from the clamp bounds, where the derivative jumps
-    rain = (torch.rand(1, 3, 6, 7, dtype=torch.float64) * 0.8 - 0.4)
-    rain = torch.where((clean[:1] + rain - 0.5).abs().detach() > 0.45, rain * 0.2, rain).requires_grad_()
-    assert torch.autograd.gradcheck(lambda c, r: dk.rain_composite(c, r, clamp=clamp), (clean, rain))
-    assert torch.autograd.gradgradcheck(lambda c, r: dk.rain_composite(c, r, clamp=clamp), (clean, rain))
-
-
 def test_rain_composite_gradients_match_reference():
     clean = torch.rand(3, 3, 13, 17, dtype=torch.float64)
     rain = torch.rand(1, 3, 13, 17, dtype=torch.float64) - 0.3
@@ -237,44 +148,6 @@ def test_rain_composite_gradients_match_reference():
     ref.rain_composite(*b).backward(g)
     torch.testing.assert_close(a[0].grad, b[0].grad, rtol=0, atol=0)
     torch.testing.assert_close(a[1].grad, b[1].grad, rtol=0, atol=1e-12)
-
-
-def test_rain_composite_layouts():
-    clean = torch.rand(2, 3, 11, 13)
-    rain = torch.rand(2, 3, 11, 13) - 0.3
-    expected = ref.rain_composite(clean, rain)
-    for cn, cl in layouts(clean):
-        for rn, rl in layouts(rain):
-            torch.testing.assert_close(dk.rain_composite(cl, rl), expected, rtol=0, atol=0, msg=f"{cn}/{rn}")
-
-
-def test_rain_composite_opcheck():
-    clean = torch.rand(2, 3, 8, 9, dtype=torch.float64, requires_grad=True)
-    rain = (torch.rand(2, 3, 8, 9, dtype=torch.float64) - 0.3).requires_grad_()
-    torch.library.opcheck(torch.ops.derain.rain_composite, (clean, rain, True))
-    torch.library.opcheck(torch.ops.derain.rain_composite, (clean, rain[:1], False))
-    g = torch.randn(2, 3, 8, 9, dtype=torch.float64)
-    torch.library.opcheck(torch.ops.derain.rain_composite_backward, (g, clean.detach(), rain.detach(), True))
-
-
-def test_rain_composite_compiles_fullgraph():
-    clean = torch.rand(2, 3, 16, 16, requires_grad=True)
-    rain = torch.rand(2, 3, 16, 16) - 0.3
-    f = lambda c, r: dk.rain_composite(c, r.detach()).square().sum()  # noqa: E731
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    torch.testing.assert_close(compiled(clean, rain), f(clean, rain))
-
-
-@pytest.mark.parametrize("bad,match", [
-    (lambda: dk.rain_composite(torch.rand(3), torch.rand(3), clamp=1), "clamp must be a bool"),
-    (lambda: dk.rain_composite(torch.rand(3), torch.rand(3).double()), "same dtype"),
-    (lambda: dk.rain_composite(torch.rand(2, 3), torch.rand(3, 2)), "not broadcastable"),
-    (lambda: dk.rain_composite("image", torch.rand(3)), "clean must be a torch.Tensor"),
-    (lambda: dk.rain_composite(torch.rand(3), torch.rand(3, device="meta")), "same device"),
-])
-def test_rain_composite_bad_arguments(bad, match):
-    with pytest.raises((TypeError, ValueError), match=match):
-        bad()
 
 
 # ---------------------------------------------------------------- Triton kernels

@@ -7,9 +7,13 @@ import torch
 import derain_kernels as dk
 from derain_kernels import reference as ref
 from derain_kernels.reference.dark_channel import dark_channel_with_index
-from helpers import layouts, needs_triton, triton_device
+from contract import CONTRACTS, contract_tests
+from helpers import needs_triton, triton_device
 
 FLOATS = [torch.float32, torch.float64]
+
+# layouts x dtypes, gradcheck, opcheck, torch.compile, bad arguments, empty inputs: tests/contract.py
+TestContract = contract_tests(CONTRACTS["dark_channel"])
 
 
 def _quantised(shape, dtype=torch.float64, levels=4):
@@ -80,13 +84,6 @@ def test_gradient_matches_reference(dtype):
     torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-5)
 
 
-def test_gradcheck_float64():
-    x = torch.rand(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: dk.dark_channel(t, 3), (x,))
-    assert torch.autograd.gradgradcheck(lambda t: dk.dark_channel(t, 3), (x,))
-    assert torch.autograd.gradcheck(lambda t: dk.dark_channel_loss(t, 5), (x,))
-
-
 def test_nan_propagates_and_takes_the_gradient():
     x = torch.rand(1, 3, 5, 5, dtype=torch.float64)
     x[0, 1, 2, 2] = float("nan")
@@ -97,11 +94,9 @@ def test_nan_propagates_and_takes_the_gradient():
     assert x.grad[0, 1, 2, 2] == 9.0
 
 
-def test_layouts_and_leading_dims():
+def test_leading_dims():
     x = _quantised((2, 3, 11, 13))
     expected = ref.dark_channel(x, 5)
-    for name, xl in layouts(x):
-        torch.testing.assert_close(dk.dark_channel(xl, 5), expected, rtol=0, atol=0, msg=name)
     assert dk.dark_channel(x[0], 5).shape == (1, 11, 13)
     torch.testing.assert_close(dk.dark_channel(x[0], 5), expected[0], rtol=0, atol=0)
     x5 = x.view(1, 2, 3, 11, 13)
@@ -110,24 +105,15 @@ def test_layouts_and_leading_dims():
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3, 13, 0), (2, 3, 0, 5), (0, 3, 4, 5), (3, 0, 4), (2, 2, 3, 0, 0)])
-def test_empty_inputs(shape):
-    # the package's rule: empty maps; "mean" over no values NaN, "sum" 0, per-image means of
-    # images without pixels NaN, an empty batch an empty result (torch.mean / torch.sum)
-    lead, (C, H, W) = shape[:-3], shape[-3:]
-    for impl in (dk.dark_channel, ref.dark_channel):
-        x = torch.rand(shape, dtype=torch.float64, requires_grad=True)
-        out = impl(x, 5)
-        assert out.shape == (*lead, 1, H, W)
-        out.sum().backward()
-        assert x.grad.shape == shape
-    for impl in (dk.dark_channel_loss, ref.dark_channel_loss):
-        for reduction, expected in (("mean", torch.empty(0).mean()), ("sum", torch.tensor(0.0)),
-                                    ("none", torch.full(lead, float("nan")))):
-            x = torch.rand(shape, dtype=torch.float64, requires_grad=True)
-            out = impl(x, 5, reduction)
-            torch.testing.assert_close(out, expected.double(), equal_nan=True)
-            out.sum().backward()
-            assert x.grad.shape == shape and not x.grad.any()
+def test_empty_inputs_reduce_like_torch_mean_and_sum(shape):
+    # the package's rule: "mean" over no values NaN, "sum" 0, per-image means of images without
+    # pixels NaN, an empty batch an empty result (torch.mean / torch.sum); maps, gradients and the
+    # reference: the contract tests
+    lead = shape[:-3]
+    for reduction, expected in (("mean", torch.empty(0).mean()), ("sum", torch.tensor(0.0)),
+                                ("none", torch.full(lead, float("nan")))):
+        out = dk.dark_channel_loss(torch.rand(shape, dtype=torch.float64), 5, reduction)
+        torch.testing.assert_close(out, expected.double(), equal_nan=True)
 
 
 @pytest.mark.parametrize("patch", [35, 10 ** 9 + 1, 2 ** 63 + 1, 10 ** 30 + 1])
@@ -156,45 +142,6 @@ def test_loss_matches_reference(reduction):
     lb.sum().backward()
     torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12)
     assert la.shape == (() if reduction != "none" else (3,))
-
-
-def test_opcheck():
-    x = torch.rand(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
-    torch.library.opcheck(torch.ops.derain.dark_channel, (x, 5))
-    torch.library.opcheck(torch.ops.derain.dark_channel, (x.detach().contiguous(memory_format=torch.channels_last), 21))
-    _, index = torch.ops.derain.dark_channel(x.detach(), 5)
-    g = torch.randn(2, 1, 5, 6, dtype=torch.float64, requires_grad=True)
-    torch.library.opcheck(torch.ops.derain.dark_channel_backward, (g, index, 3))
-
-
-def test_compiles_fullgraph():
-    x = torch.rand(2, 3, 16, 16, requires_grad=True)
-
-    def f(t):
-        return dk.dark_channel_loss(t * 0.5, 7)
-
-    out = torch.compile(f, fullgraph=True, backend="aot_eager")(x)
-    out.backward()
-    torch.testing.assert_close(out, f(x))
-    assert x.grad is not None
-
-
-@pytest.mark.parametrize("bad,match", [
-    (lambda: dk.dark_channel(torch.rand(1, 3, 8, 8), 4), "patch must be odd"),
-    (lambda: dk.dark_channel(torch.rand(1, 3, 8, 8), 0), "patch must be >= 1"),
-    (lambda: dk.dark_channel(torch.rand(1, 3, 8, 8), 3.0), "patch must be an int"),
-    (lambda: dk.dark_channel(torch.rand(8, 8), 3), "x must have at least 3 dimensions"),
-    (lambda: dk.dark_channel(torch.rand(1, 0, 8, 8), 3), "at least one channel"),
-    (lambda: dk.dark_channel(torch.ones(1, 3, 8, 8, dtype=torch.int64), 3), "x must have dtype"),
-    (lambda: dk.dark_channel(torch.rand(1, 3, 8, 8).half(), 3), "x must have dtype"),
-    (lambda: dk.dark_channel([[1.0]], 3), "x must be a torch.Tensor"),
-    (lambda: dk.dark_channel_loss(torch.rand(1, 3, 8, 8), 3, reduction="avg"), "reduction must be one of"),
-    (lambda: dk.dark_channel_loss(torch.rand(1, 3, 8, 8), 3, reduction=None), "reduction must be a str"),
-    (lambda: dk.dark_channel(torch.rand(1, 3, 8, 8), True), "patch must be an int"),
-])
-def test_bad_arguments(bad, match):
-    with pytest.raises((TypeError, ValueError), match=match):
-        bad()
 
 
 @needs_triton

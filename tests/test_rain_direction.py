@@ -7,11 +7,15 @@ import torch.nn.functional as F
 
 import derain_kernels as dk
 from derain_kernels import reference as ref
-from derain_kernels.ops.rain_direction import kernel_indices
+from derain_kernels._contracts import kernel_indices
 from derain_kernels.reference.rain_direction import rain_direction_sums
-from helpers import layouts, needs_triton, triton_device
+from contract import CONTRACTS, contract_tests
+from helpers import needs_triton, triton_device
 
 FLOATS = [torch.float32, torch.float64]
+
+# layouts x dtypes, gradcheck, opcheck, torch.compile, bad arguments, empty inputs: tests/contract.py
+TestContract = contract_tests(CONTRACTS["rain_direction_loss"])
 
 
 # ---------------------------------------------------------------- the kernel bank
@@ -117,28 +121,15 @@ def test_matches_the_papers_eager_formulation():
     torch.testing.assert_close(dk.rain_direction_loss(z, g, torch.tensor([60.0, 60.0])), loss, rtol=1e-5, atol=1e-6)
 
 
-def test_gradcheck_float64():
-    z, g = _pair((2, 1, 4, 5))
-    z.requires_grad_()
-    g.requires_grad_()
-    angle = torch.tensor([20.0, 100.0])
-    assert torch.autograd.gradcheck(lambda a, b: dk.rain_direction_loss(a, b, angle), (z, g))
-    assert torch.autograd.gradcheck(lambda a, b: dk.rain_direction_loss(a, b, 45.0, "none", n=8, size=3), (z, g))
-
-
-def test_layouts():
-    z, g = _pair((2, 3, 11, 13))
-    angle = torch.tensor([10.0, 80.0])
-    expected = ref.rain_direction_loss(z, g, angle, "none")
-    zr = z.clone().requires_grad_()
-    ref.rain_direction_loss(zr, g, angle, "none").sum().backward()
-    for zn, zl in layouts(z):
-        for gn, gl in layouts(g):
-            leaf = zl.detach().requires_grad_()
-            out = dk.rain_direction_loss(leaf, gl, angle, "none")
-            torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12, msg=f"{zn}/{gn}")
-            out.sum().backward()
-            torch.testing.assert_close(leaf.grad, zr.grad, rtol=1e-10, atol=1e-12, msg=f"{zn}/{gn}")
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 3, 0, 4), (2, 0, 4, 4), (2, 3, 4, 0)])
+def test_empty_inputs_reduce_like_torch_mean_and_sum(shape):
+    # the package's rule (torch.mean / torch.sum): "mean" over no values NaN, "sum" 0, per-image
+    # means of images without values NaN, an empty batch an empty result; gradients and the
+    # reference: the contract tests
+    for reduction, expected in (("mean", torch.tensor(float("nan"))), ("sum", torch.tensor(0.0)),
+                                ("none", torch.full((shape[0],), float("nan")))):
+        out = dk.rain_direction_loss(*_pair(shape), 30.0, reduction)
+        torch.testing.assert_close(out, expected.double(), equal_nan=True)
 
 
 def test_nan_and_empty():
@@ -150,21 +141,6 @@ def test_nan_and_empty():
     assert not torch.isnan(per_image[0]) and torch.isnan(per_image[1])
     e = torch.rand(0, 3, 4, 4)
     assert dk.rain_direction_loss(e, e, torch.zeros(0), "sum").item() == 0.0
-
-
-@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 3, 0, 4), (2, 0, 4, 4), (2, 3, 4, 0)])
-def test_empty_inputs(shape):
-    # the package's rule (torch.mean / torch.sum): "mean" over no values NaN, "sum" 0, per-image
-    # means of images without values NaN, an empty batch an empty result; empty gradients
-    B = shape[0]
-    for impl in (dk.rain_direction_loss, ref.rain_direction_loss):
-        for reduction, expected in (("mean", torch.tensor(float("nan"))), ("sum", torch.tensor(0.0)),
-                                    ("none", torch.full((B,), float("nan")))):
-            z, g = (t.requires_grad_() for t in _pair(shape))
-            out = impl(z, g, 30.0, reduction)
-            torch.testing.assert_close(out, expected.double(), equal_nan=True)
-            out.sum().backward()
-            assert z.grad.shape == shape and g.grad.shape == shape
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
@@ -190,61 +166,6 @@ def test_non_finite_inputs_values_and_gradients_match_reference(bad, reduction):
                 torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, equal_nan=True)
             if bad == float("inf") and other is None:
                 assert torch.isinf(res[0][0]).any()  # an infinity in z alone: an infinite loss
-
-
-def test_opcheck():
-    z, g = _pair((2, 3, 6, 7))
-    k = torch.stack([dk.directional_kernels(dtype=torch.float64)[[1, 10]]] * 2)
-    torch.library.opcheck(torch.ops.derain.rain_direction_sums, (z.requires_grad_(), g.requires_grad_(), k))
-    cl = z.detach().contiguous(memory_format=torch.channels_last)
-    torch.library.opcheck(torch.ops.derain.rain_direction_sums, (cl, g.detach(), k))
-    w = torch.randn(2, 2, dtype=torch.float64)
-    torch.library.opcheck(torch.ops.derain.rain_direction_sums_backward, (w, cl, g.detach(), k))
-
-
-def test_compiles_fullgraph():
-    z, g = _pair((2, 3, 16, 16), torch.float32)
-    z.requires_grad_()
-    angle = torch.tensor([30.0, 150.0])
-    f = lambda a, b, t: 1.2 * dk.rain_direction_loss(a, b, t)  # noqa: E731
-    out = torch.compile(f, fullgraph=True, backend="aot_eager")(z, g, angle)
-    out.backward()
-    torch.testing.assert_close(out, f(z, g, angle))
-
-
-@pytest.mark.parametrize("bad,match", [
-    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 7), 0.0), "z_gt must have z's shape"),
-    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8).double(), 0.0), "same dtype"),
-    (lambda: dk.rain_direction_loss(torch.rand(3, 8, 8), torch.rand(3, 8, 8), 0.0), "z must be \\(B, C, H, W\\)"),
-    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), torch.zeros(3)), "angle must be"),
-    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), "left"), "angle must be a number"),
-    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), float("nan")),
-     "angle must be a finite number"),
-    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), 0.0, "avg"), "reduction must be"),
-    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), 0.0, size=4), "size must be odd"),
-    (lambda: dk.directional_kernels(0), "n must be >= 1"),
-    (lambda: dk.directional_kernels(18, 4), "size must be odd"),
-    (lambda: dk.directional_kernels(18.0), "n must be an int"),
-    (lambda: dk.directional_kernels(10 ** 9), r"at most 1048576 \(2\*\*20\)"),
-    (lambda: dk.directional_kernels(1, 100001), r"at most 1048576 \(2\*\*20\)"),
-    (lambda: dk.directional_kernels(2 ** 64), r"at most 1048576"),
-    (lambda: dk.directional_kernels(dtype=torch.int64), "dtype must be a floating dtype"),
-    (lambda: dk.directional_kernels(dtype=torch.bool), "dtype must be a floating dtype"),
-    (lambda: dk.directional_kernels(dtype="float32"), "dtype must be a torch.dtype"),
-    (lambda: dk.directional_kernels(device="gpu0"), "device"),
-    (lambda: dk.directional_kernels(device=1.5), "device must be a torch.device"),
-    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), 0.0, n=10 ** 9),
-     "at most 1048576"),
-    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8),
-                                    torch.zeros(2, device="meta")), "angle must be on z's device"),
-    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), 10 ** 400),
-     "angle must be a finite number"),
-    (lambda: dk.rain_direction_loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), 0.0, None),
-     "reduction must be a str"),
-])
-def test_bad_arguments(bad, match):
-    with pytest.raises((TypeError, ValueError), match=match):
-        bad()
 
 
 @needs_triton

@@ -83,11 +83,13 @@ def _network(seed=0):
 
 
 def _eager_network(model, channels_last):
+    from derain.models.rain_oer_me import fused_params
     from derain_kernels.reference import rain_oer_me_derain
 
     sd = {k: (v.contiguous(memory_format=torch.channels_last) if channels_last and v.dim() == 4 else v)
           for k, v in model.state_dict().items()}
-    return lambda x: rain_oer_me_derain(x, sd)
+    params = fused_params(sd)
+    return lambda x: rain_oer_me_derain(x, params)
 
 
 def network_contenders(with_compile: bool = True, shape=NET_SHAPE) -> list[Contender]:

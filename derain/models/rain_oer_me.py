@@ -3,7 +3,7 @@
 Submodule names reproduce the keys of the authors' state_dicts
 (`inc.0`, `block{1,2,3}.conv{1,2}.conv1.0`, `block{k}.conv{j}.dilated_conv`,
 `block{k}.merge.0`, `merge11.0`, `merge12.0`, `outc.0`, `out2.*`), so their
-checkpoints load as they are.
+checkpoints load as they are; `fused_params` maps them to the fused network op's order.
 """
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ class RainOerMeNet(nn.Module):
         Built from a snapshot of the current weights (derain_kernels.nn.FusedRainOerMe),
         in eval mode; no gradient. Rebuild it after changing the weights.
         """
-        return _CheckedFusedRainOerMe(self.state_dict(), dilation=self.config["dilation"]).eval()
+        return _CheckedFusedRainOerMe(fused_params(self.state_dict()), dilation=self.config["dilation"]).eval()
 
     def forward_train(self, x: torch.Tensor):
         self._check_input(x)
@@ -131,11 +131,33 @@ class RainOerMeNet(nn.Module):
         return r, x - r, r_e, x - r_e
 
 
+# G's 19 convolutions under the authors' module names, in the order of the fused op's
+# weight list (derain_kernels.ops.network): input conv, tree 1 (two blocks, merge),
+# tree 2, merge11, tree 3, merge12, output conv.
+_TREE = ("conv1.conv1.0", "conv1.dilated_conv", "conv2.conv1.0", "conv2.dilated_conv", "merge.0")
+FUSED_CONV_KEYS = (("inc.0",) + tuple(f"block1.{m}" for m in _TREE) + tuple(f"block2.{m}" for m in _TREE)
+                   + ("merge11.0",) + tuple(f"block3.{m}" for m in _TREE) + ("merge12.0", "outc.0"))
+FUSED_PARAM_KEYS = tuple(f"{k}.{p}" for k in FUSED_CONV_KEYS for p in ("weight", "bias"))
+
+
+def fused_params(state_dict) -> list[torch.Tensor]:
+    """The 38 tensors of G from a state dict with the authors' keys, in the fused op's order.
+
+    For `derain_kernels.nn.FusedRainOerMe(fused_params(sd))` and
+    `derain_kernels.reference.rain_oer_me_derain(x, fused_params(sd))`; other keys
+    (`out2.*` of the detail block g) are ignored.
+    """
+    missing = [k for k in FUSED_PARAM_KEYS if k not in state_dict]
+    if missing:
+        raise ValueError(f"state_dict is missing {len(missing)} key(s) of G, e.g. {missing[:3]}")
+    return [state_dict[k] for k in FUSED_PARAM_KEYS]
+
+
 class _CheckedFusedRainOerMe(derain_kernels.nn.FusedRainOerMe):
     """FusedRainOerMe that checks the caller's image first (3 channels: the network's input is RGB)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_image(x, "x", dtypes=(torch.float32, torch.float64), device=self.inc_0_weight.device)
+        _check_image(x, "x", dtypes=(torch.float32, torch.float64), device=self.conv00_weight.device)
         return super().forward(x)
 
 

@@ -1,18 +1,7 @@
-"""Helpers for registering ops: fake-tensor layouts, gradient reduction, Triton on CUDA."""
+"""Helpers for registering ops: gradient reduction, Triton on CUDA."""
 from __future__ import annotations
 
 import torch
-
-
-def empty_elementwise(like: torch.Tensor, shape) -> torch.Tensor:
-    """Output of an element-wise op: laid out like `like` when shapes match, else contiguous.
-
-    Mirrors csrc/ops/elementwise.h so fake tensors have the real strides.
-    """
-    shape = torch.Size(shape)
-    if like.shape == shape:
-        return torch.empty_like(like, memory_format=torch.preserve_format)
-    return like.new_empty(shape)
 
 
 def sum_to(grad: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:

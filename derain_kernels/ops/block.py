@@ -24,35 +24,16 @@ import torch
 from .. import reference
 from .._backend import has_op
 from .._checks import check_bool, check_int, check_same, check_tensor
+from .._contracts import effective_dilation
+from .._layout import empty_like_layout
 from ._common import register_triton_cuda
 
 _CPP = has_op("self_correcting_block")
 _DTYPES = (torch.float32, torch.float64)
 
 
-def channels_last_out(x: torch.Tensor) -> bool:
-    """The output layout rule of the block and network kernels (channels-last in, channels-last out)."""
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-def empty_like_layout(x: torch.Tensor) -> torch.Tensor:
-    fmt = torch.channels_last if channels_last_out(x) else torch.contiguous_format
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
-
-
 def check_dilation(dilation, name: str = "dilation") -> int:
     return check_int(dilation, name, 1)
-
-
-def effective_dilation(dilation: int, h: int, w: int) -> int:
-    """The dilation the kernels run: min(dilation, max(H, W)), with the same result.
-
-    The dilated 3x3 convolution reads x − la at offsets ±d (zero padding d): once
-    d >= H and d >= W every off-centre tap lies in the padding, so every d >= max(H, W)
-    computes the centre tap alone. Running d = max(H, W) keeps memory bounded by the
-    image (the kernels hold rows of W + 2d values, 2d + 1 of them) for any int dilation.
-    """
-    return min(dilation, max(h, w, 1))
 
 
 def _check_block(x, w1, b1, w3, b3, dilation) -> None:

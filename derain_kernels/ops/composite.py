@@ -14,7 +14,8 @@ import torch
 from .. import reference
 from .._backend import has_op
 from .._checks import check_bool, check_broadcastable, check_same, check_tensor
-from ._common import empty_elementwise, register_triton_cuda, sum_to
+from .._layout import empty_elementwise
+from ._common import register_triton_cuda, sum_to
 
 _CPP = has_op("min_composite")
 

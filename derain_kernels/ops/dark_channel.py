@@ -11,6 +11,7 @@ import torch
 from .. import reference
 from .._backend import has_op
 from .._checks import check_choice, check_int, check_tensor
+from .._contracts import effective_patch
 from ._common import register_triton_cuda
 
 _CPP = has_op("dark_channel")
@@ -23,17 +24,6 @@ def _check_patch(patch) -> int:
     if patch % 2 == 0:
         raise ValueError(f"patch must be odd (a window centred on each pixel), got {patch}")
     return patch
-
-
-def effective_patch(patch: int, h: int, w: int) -> int:
-    """The patch the kernels run: min(patch, 2·max(H, W) − 1), with the same result.
-
-    Borders repeat the image periodically (period 2n − 2), so once a window spans
-    2n − 1 positions along a dimension of size n it covers all of it: every patch
-    >= 2·max(H, W) − 1 gives the minimum of the whole image (values, selected element
-    and gradient alike). Running that patch instead keeps any int patch computable.
-    """
-    return min(patch, max(2 * max(h, w) - 1, 1))
 
 
 def _check_x(x) -> None:

@@ -14,7 +14,7 @@ import torch
 from .. import reference
 from .._backend import has_op
 from .._checks import FLOAT_DTYPES, check_bool, check_choice, check_odd_size, check_tensor
-from ..reference.median import PADDINGS
+from .._contracts import MEDIAN_PADDINGS as PADDINGS
 from .composite import min_composite as _min_composite
 
 _CPP = has_op("median_filter")

@@ -1,7 +1,6 @@
 """UDRDR's directional kernels and rain-direction regularizer (Eq. 5), fused (SPEC §2-§3)."""
 from __future__ import annotations
 
-import math
 import numbers
 
 import torch
@@ -9,6 +8,8 @@ import torch
 from .. import reference
 from .._backend import has_op
 from .._checks import check_choice, check_int, check_real, check_same, check_tensor
+from .._contracts import line_kernel_bank, select_kernels
+from .._layout import empty_like_layout
 from ._common import register_triton_cuda
 
 _CPP = has_op("rain_direction_sums")
@@ -17,45 +18,6 @@ REDUCTIONS = ("mean", "sum", "none")
 # The largest bank, n·size² values (8 MiB in float64): the bank is built in Python, one
 # kernel row of Python floats at a time, which takes about a second at this size.
 MAX_BANK_VALUES = 1 << 20
-_CACHED_BANK_VALUES = 1 << 14
-_BANKS: dict = {}
-
-
-def _line_kernel(theta_deg: float, size: int) -> list[list[float]]:
-    """One anti-aliased line through the centre at theta (0° = right, counter-clockwise), sum 1."""
-    r = size // 2
-    t = math.radians(theta_deg)
-    c, s = math.cos(t), math.sin(t)
-    k = [[0.0] * size for _ in range(size)]
-    # one unit of mass per step along the major axis, split linearly between the two
-    # nearest pixels of the minor axis (Wu's anti-aliasing); rows grow downwards, so a
-    # counter-clockwise angle moves up: row offset = -col offset * tan(theta).
-    for a in range(-r, r + 1):
-        if abs(c) >= abs(s):
-            b = round(-a * s / c, 12)
-            fl = math.floor(b)
-            f = b - fl
-            k[fl + r][a + r] += 1.0 - f
-            if f > 0:
-                k[fl + 1 + r][a + r] += f
-        else:
-            b = round(-a * c / s, 12)
-            fl = math.floor(b)
-            f = b - fl
-            k[a + r][fl + r] += 1.0 - f
-            if f > 0:
-                k[a + r][fl + 1 + r] += f
-    return [[v / size for v in row] for row in k]
-
-
-def _bank(n: int, size: int) -> torch.Tensor:
-    key = (n, size)
-    bank = _BANKS.get(key)
-    if bank is None:
-        bank = torch.tensor([_line_kernel(i * 180.0 / n, size) for i in range(n)], dtype=torch.float64)
-        if n * size * size <= _CACHED_BANK_VALUES:  # small banks (the usual ones) are kept
-            _BANKS[key] = bank
-    return bank
 
 
 def _check_bank_args(n, size) -> None:
@@ -92,43 +54,7 @@ def directional_kernels(n: int = 18, size: int = 5, dtype: torch.dtype = torch.f
             device = torch.device(device)
         except RuntimeError as exc:
             raise ValueError(f"device: {exc}") from None
-    return _bank(n, size).to(dtype=dtype, device=device, copy=True)  # callers may modify it
-
-
-def kernel_indices(angle, batch: int, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(parallel, perpendicular) bank indices (each (batch,) int64) of angles in degrees.
-
-    parallel = round(mod(angle, 180) / (180 / n)) mod n, rounding halves up;
-    perpendicular = the same for angle + 90°.
-    """
-    if isinstance(angle, torch.Tensor):
-        a = angle.to(device=device, dtype=torch.float64).reshape(-1)
-        if a.numel() == 1:
-            a = a.expand(batch)
-    else:
-        a = torch.full((batch,), float(angle), dtype=torch.float64, device=device)
-    step = 180.0 / n
-    par = torch.floor(torch.remainder(a, 180.0) / step + 0.5).long() % n
-    perp = torch.floor(torch.remainder(a + 90.0, 180.0) / step + 0.5).long() % n
-    return par, perp
-
-
-def select_kernels(angle, batch: int, n: int, size: int, dtype, device) -> torch.Tensor:
-    """(batch, 2, size, size): the parallel and perpendicular kernels of each image's angle.
-
-    A non-finite angle (NaN, inf) gives NaN kernels, so that image's loss is NaN.
-    """
-    bank = directional_kernels(n, size, dtype=dtype, device=device)
-    if isinstance(angle, torch.Tensor):
-        a = angle.to(device=device, dtype=torch.float64).reshape(-1)
-        if a.numel() == 1:
-            a = a.expand(batch)
-        finite = torch.isfinite(a)
-        par, perp = kernel_indices(torch.where(finite, a, torch.zeros_like(a)), batch, n, device)
-        poison = torch.where(finite, 1.0, float("nan")).to(dtype).view(-1, 1, 1, 1)
-        return torch.stack([bank[par], bank[perp]], dim=1) * poison
-    par, perp = kernel_indices(angle, batch, n, device)
-    return torch.stack([bank[par], bank[perp]], dim=1)
+    return line_kernel_bank(n, size).to(dtype=dtype, device=device, copy=True)  # callers may modify it
 
 
 def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: str = "mean",
@@ -183,12 +109,6 @@ def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: s
     return s.sum(1) / (C * H * W)
 
 
-def _layout_like(z: torch.Tensor) -> torch.Tensor:
-    if not z.is_contiguous() and z.is_contiguous(memory_format=torch.channels_last):
-        return torch.empty_like(z, memory_format=torch.channels_last)
-    return torch.empty(z.shape, dtype=z.dtype, device=z.device)
-
-
 if _CPP:
     @torch.library.register_fake("derain::rain_direction_sums")
     def _sums_fake(z, z_gt, kernels):
@@ -196,7 +116,7 @@ if _CPP:
 
     @torch.library.register_fake("derain::rain_direction_sums_backward")
     def _sums_backward_fake(grad, z, z_gt, kernels):
-        return _layout_like(z)
+        return empty_like_layout(z)
 
     def _setup(ctx, inputs, output):
         z, z_gt, kernels = inputs

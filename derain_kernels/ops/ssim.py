@@ -15,7 +15,7 @@ import torch
 from .. import reference
 from .._backend import has_op
 from .._checks import check_choice, check_int, check_real, check_same, check_tensor
-from ..reference.ssim import SIGMA_MIN, effective_constants, map_shape
+from .._contracts import SIGMA_MIN, effective_constants, map_shape
 from ._common import register_triton_cuda
 
 _CPP = has_op("ssim")

@@ -6,7 +6,8 @@ import torch
 from .. import reference
 from .._backend import has_op
 from .._checks import check_choice, check_tensor
-from ..reference.tv import as_images, tv_counts
+from .._contracts import as_images, tv_counts
+from .._layout import empty_like_layout
 from ._common import register_triton_cuda
 
 _CPP = has_op("tv_sums")
@@ -53,13 +54,6 @@ def tv_loss(x: torch.Tensor, reduction: str = "mean", p: int = 1, padding: str =
     return (s[:, 0] / nv + s[:, 1] / nh).reshape(x.shape[:-3])
 
 
-def _layout_like(x: torch.Tensor) -> torch.Tensor:
-    """Layout of the C++/Triton gradient: x's if channels-last, contiguous otherwise."""
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.empty_like(x, memory_format=torch.channels_last)
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-
-
 if _CPP:
     @torch.library.register_fake("derain::tv_sums")
     def _tv_sums_fake(x, p, padding="valid"):
@@ -67,7 +61,7 @@ if _CPP:
 
     @torch.library.register_fake("derain::tv_sums_backward")
     def _tv_sums_backward_fake(grad, x, p, padding="valid"):
-        return _layout_like(x)
+        return empty_like_layout(x)
 
     def _setup(ctx, inputs, output):
         x, p, *padding = inputs  # padding may be left to its schema default

@@ -5,6 +5,8 @@ import math
 
 import torch
 
+from .._contracts import effective_patch
+
 
 def mirror_index(i: torch.Tensor, n: int) -> torch.Tensor:
     """Periodic mirror (scipy 'mirror', torch 'reflect' repeated) of integer positions into [0, n)."""
@@ -45,11 +47,11 @@ def dark_channel(x: torch.Tensor, patch: int) -> torch.Tensor:
     """Dark channel of (..., C, H, W) -> (..., 1, H, W); see derain_kernels.dark_channel.
 
     A patch of 2·max(H, W) − 1 or more covers the whole periodic extension: it runs as that
-    patch (the same result; see derain_kernels.ops.dark_channel.effective_patch).
+    patch (the same result; see derain_kernels._contracts.effective_patch).
     """
     lead = x.shape[:-3]
     C, H, W = x.shape[-3:]
-    patch = min(patch, max(2 * max(H, W) - 1, 1))
+    patch = effective_patch(patch, H, W)
     if x.numel() == 0 and C > 0:  # an empty input has an empty dark channel
         return x.new_zeros(*lead, 1, H, W) + 0 * x.sum()
     out, _ = dark_channel_with_index(x.reshape(math.prod(lead), C, H, W), patch)

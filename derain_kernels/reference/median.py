@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-PADDINGS = ("reflect", "replicate", "zeros")
+from .._contracts import MEDIAN_PADDINGS as PADDINGS  # noqa: F401
 
 
 def source_index(n: int, before: int, after: int, padding: str, device=None) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._contracts import select_kernels
 from .tv import abs_keep_nan
 
 
@@ -36,8 +37,6 @@ def rain_direction_sums(z: torch.Tensor, z_gt: torch.Tensor, kernels: torch.Tens
 
 def rain_direction_loss(z, z_gt, angle, reduction: str = "mean", n: int = 18, size: int = 5) -> torch.Tensor:
     """See derain_kernels.rain_direction_loss (same kernel choice, reference arithmetic)."""
-    from ..ops.rain_direction import select_kernels
-
     B, C, H, W = z.shape
     kernels = select_kernels(angle, B, n, size, z.dtype, z.device)
     s = rain_direction_sums(z, z_gt, kernels)

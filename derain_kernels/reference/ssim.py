@@ -12,50 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-# Below this sigma every off-centre tap exp(-k²/(2σ²)) (|k| >= 1) is exactly 0 in double:
-# the window is [0, ..., 0, 1, 0, ..., 0] for every sigma in (0, SIGMA_MIN], so sigma is
-# raised to it (which keeps 2σ² from underflowing to 0 for sigma below ~1e-162).
-SIGMA_MIN = 0.02
-
-# C1 = (k1·L)² and C2 = (k2·L)² are used in these ranges, so that C1·C2 and 1 / (C1·C2) are
-# normal numbers of the dtype: then (a1·a2) / (b1·b2) is never 0/0 or inf/inf for finite
-# statistics, and identical images give exactly 1 for any data_range > 0. float32
-# computations whose constants fall outside the float32 range run in float64; float64
-# constants outside the float64 range are clamped to it (they are beyond what float64
-# statistics of images in [0, data_range] could resolve anyway).
-C_RANGE_FLOAT32 = (2.0 ** -62, 2.0 ** 62)
-C_RANGE_FLOAT64 = (2.0 ** -510, 2.0 ** 510)
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float16 / bfloat16 are computed in float32."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def effective_constants(k1: float, k2: float, data_range: float, dtype: torch.dtype):
-    """(k1, k2, data_range, dtype) to compute SSIM with, following the C1/C2 range rule.
-
-    Unchanged (bit for bit the same constants) when C1 and C2 lie in the range of the
-    compute dtype. Otherwise the computation moves to float64, and a constant outside the
-    float64 range is passed as its clamped square root with data_range 1 (the kernels
-    form C = (k·L)·(k·L), so the other constant, passed as k·L, is unchanged).
-    """
-    dtype = compute_dtype(dtype)
-    c1 = (k1 * data_range) * (k1 * data_range)
-    c2 = (k2 * data_range) * (k2 * data_range)
-    if dtype == torch.float32:
-        lo, hi = C_RANGE_FLOAT32
-        if lo <= c1 <= hi and lo <= c2 <= hi:
-            return k1, k2, data_range, dtype
-        dtype = torch.float64
-    lo, hi = C_RANGE_FLOAT64
-    if lo <= c1 <= hi and lo <= c2 <= hi:
-        return k1, k2, data_range, dtype
-
-    def root(k, c):
-        return math.sqrt(lo) if c < lo else math.sqrt(hi) if c > hi else k * data_range
-
-    return root(k1, c1), root(k2, c2), 1.0, dtype
+from .._contracts import SIGMA_MIN, compute_dtype, effective_constants, map_shape
 
 
 def gaussian_window(window_size: int, sigma: float, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -65,14 +22,6 @@ def gaussian_window(window_size: int, sigma: float, dtype=torch.float64, device=
     w = torch.tensor([math.exp(-((k - r) ** 2) / (2.0 * sigma * sigma)) for k in range(window_size)],
                      dtype=torch.float64)
     return (w / w.sum()).to(dtype=dtype, device=device)
-
-
-def map_shape(shape, window_size: int, padding: str) -> tuple:
-    """Shape of the SSIM map of inputs of `shape` (..., H, W)."""
-    h, w = shape[-2:]
-    if padding == "valid":
-        h, w = h - window_size + 1, w - window_size + 1
-    return (*shape[:-2], h, w)
 
 
 def _blur(t: torch.Tensor, w: torch.Tensor, padding: str) -> torch.Tensor:

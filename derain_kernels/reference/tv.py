@@ -1,10 +1,10 @@
 """Pure-PyTorch reference of the total-variation loss (the test oracle)."""
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
+
+from .._contracts import as_images, tv_counts
 
 
 def sign_keep_nan(d: torch.Tensor) -> torch.Tensor:
@@ -15,13 +15,6 @@ def sign_keep_nan(d: torch.Tensor) -> torch.Tensor:
 def abs_keep_nan(d: torch.Tensor) -> torch.Tensor:
     """|d| whose gradient is sign_keep_nan(d): a NaN difference passes NaN to its inputs."""
     return d * sign_keep_nan(d.detach())
-
-
-def as_images(x: torch.Tensor) -> torch.Tensor:
-    """(..., C, H, W) or (H, W) -> (N, C, H, W), also for inputs with zero-size dimensions."""
-    if x.dim() == 2:
-        return x.reshape(1, 1, *x.shape)
-    return x.reshape(math.prod(x.shape[:-3]), *x.shape[-3:])
 
 
 def tv_sums(x: torch.Tensor, p: int = 1, padding: str = "valid") -> torch.Tensor:
@@ -40,15 +33,6 @@ def tv_sums(x: torch.Tensor, p: int = 1, padding: str = "valid") -> torch.Tensor
         dh = x4[..., :, 1:] - x4[..., :, :-1]
     phi = abs_keep_nan if p == 1 else (lambda d: d.square())
     return torch.stack([phi(dv).sum((1, 2, 3)), phi(dh).sum((1, 2, 3))], dim=1)
-
-
-def tv_counts(shape, padding: str = "valid") -> tuple[int, int]:
-    """Numbers of vertical and horizontal differences per image of x of `shape`."""
-    H, W = shape[-2:]
-    C = shape[-3] if len(shape) >= 3 else 1
-    if padding == "zeros":
-        return C * H * W, C * H * W
-    return C * max(H - 1, 0) * W, C * H * max(W - 1, 0)
 
 
 def tv_loss(x: torch.Tensor, reduction: str = "mean", p: int = 1, padding: str = "valid") -> torch.Tensor:

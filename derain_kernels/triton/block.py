@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops.block import empty_like_layout
+from .._layout import empty_like_layout
 
 # Launch parameters, tuned on an H200 (benchmarks/results/gpu.md, GPU time of CUDA-graph replays,
 # 8x16x128^2 and 1x16x512^2): the forward's two convolutions 49 / 98 us with these against 133 / 263 us

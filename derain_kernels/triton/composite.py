@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops._common import empty_elementwise
+from .._layout import empty_elementwise
 from ._launch import flat_operands
 
 BLOCK = 1024

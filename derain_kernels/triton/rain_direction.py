@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._layout import empty_like_layout
+
 BLOCK = 256
 
 
@@ -101,9 +103,7 @@ def rain_direction_sums(z: torch.Tensor, z_gt: torch.Tensor, kernels: torch.Tens
 
 def rain_direction_sums_backward(grad: torch.Tensor, z: torch.Tensor, z_gt: torch.Tensor,
                                  kernels: torch.Tensor) -> torch.Tensor:
-    from ..ops.rain_direction import _layout_like
-
-    out = _layout_like(z)
+    out = empty_like_layout(z)
     B, C, H, W = z.shape
     M, K = kernels.shape[1], kernels.shape[-1]
     if z.numel() == 0:

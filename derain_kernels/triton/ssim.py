@@ -18,13 +18,13 @@ import torch
 import triton
 import triton.language as tl
 
+from .._contracts import SIGMA_MIN, map_shape
+
 BH = 16
 BW = 32
 
 
 def _window(k: int, sigma: float) -> torch.Tensor:
-    from ..reference.ssim import SIGMA_MIN
-
     sigma = max(sigma, SIGMA_MIN)  # the same window; keeps 2σ² from underflowing to 0
     r = k // 2
     w = torch.tensor([math.exp(-((i - r) ** 2) / (2.0 * sigma * sigma)) for i in range(k)], dtype=torch.float64)
@@ -205,8 +205,6 @@ def ssim_with_dmaps(x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: f
     h, w = x.shape[-2:]
     if h == 0 or w == 0:
         # empty images: an empty map, means over no values are NaN (as torch.mean)
-        from ..reference.ssim import map_shape
-
         m = x.new_zeros(map_shape(x.shape, window_size, padding))
         dmaps = x.new_zeros((5, _planes(x), *m.shape[-2:])) if save_for_backward else x.new_empty((0,))
         if reduction == "map":

@@ -10,6 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._layout import empty_like_layout
+
 BLOCK = 1024
 
 
@@ -109,9 +111,7 @@ def tv_sums(x: torch.Tensor, p: int, padding: str = "valid") -> torch.Tensor:
 
 
 def tv_sums_backward(grad: torch.Tensor, x: torch.Tensor, p: int, padding: str = "valid") -> torch.Tensor:
-    from ..ops.tv import _layout_like
-
-    out = _layout_like(x)
+    out = empty_like_layout(x)
     N, C, H, W = x.shape
     total = x.numel()
     if total == 0:
