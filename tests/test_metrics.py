@@ -1,4 +1,4 @@
-"""derain.metrics against scikit-image (the evaluation convention of SPEC §1)."""
+"""derain.metrics against scikit-image (the evaluation convention of docs/method.md#evaluation-protocol)."""
 import numpy as np
 import pytest
 import torch

@@ -13,10 +13,10 @@ from derain.models import checkpoint as ckpt
 AUTHORS = ("rain1400", "rain200l", "did")
 
 
-# --------------------------------------------------------------------- the authors' forward (SPEC §1)
+# --------------------------------------------------------------------- the authors' forward (docs/method.md#network-g)
 
 def authors_forward(sd: dict, x: torch.Tensor):
-    """The released network written from SPEC §1 with F.conv2d on the raw state_dict: (R, Ŷ, R_e, Ŷ_e)."""
+    """The released network written from docs/method.md#network-g with F.conv2d on the raw state_dict: (R, Ŷ, R_e, Ŷ_e)."""
     def conv(name, t, dilation=1):
         return F.conv2d(t, sd[name + ".weight"], sd[name + ".bias"], padding=dilation, dilation=dilation)
 

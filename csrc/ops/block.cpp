@@ -1,4 +1,4 @@
-// Schemas of the fused self-correcting dilated block (SPEC §1, §3) and of the
+// Schemas of the fused self-correcting dilated block (docs/method.md#self-correcting-block, docs/ops/block.md) and of the
 // fused inference of the whole network G. Kernels: cpu/block_kernel.cpp,
 // cpu/network_kernel.cpp (C++), derain_kernels/triton/block.py (CUDA);
 // autograd and fake tensors are registered in derain_kernels/ops/block.py and

@@ -1,4 +1,4 @@
-// Schemas of the compositing ops (SPEC §3). Kernels: cpu/composite_kernel.cpp
+// Schemas of the compositing ops (README.md#api). Kernels: cpu/composite_kernel.cpp
 // (C++), derain_kernels/triton/composite.py (CUDA); autograd and fake tensors
 // are registered in derain_kernels/ops/composite.py.
 #include <torch/library.h>

@@ -1,4 +1,4 @@
-// Schemas of the median filter (SPEC §3). Kernels: cpu/median_kernel.cpp (C++),
+// Schemas of the median filter (docs/ops/median.md). Kernels: cpu/median_kernel.cpp (C++),
 // derain_kernels/triton/median.py (CUDA); autograd and fake tensors are
 // registered in derain_kernels/ops/median.py.
 #include <torch/library.h>

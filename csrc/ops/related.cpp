@@ -1,4 +1,4 @@
-// Schemas of the ops of the related methods (SPEC §2-§3): dark channel
+// Schemas of the ops of the related methods (docs/method.md#related-methods-that-use-the-same-ops, docs/ops/related.md): dark channel
 // (SSID-KD), total variation (SSID-KD, UDRDR) and the rain-direction
 // regularizer (UDRDR). Kernels: cpu/dark_channel_kernel.cpp, cpu/tv_kernel.cpp,
 // cpu/rain_direction_kernel.cpp (C++), derain_kernels/triton/{dark_channel,tv,

@@ -1,4 +1,4 @@
-// Schemas of SSIM (SPEC §3). Kernels: cpu/ssim_kernel.cpp (C++),
+// Schemas of SSIM (docs/ops/ssim.md). Kernels: cpu/ssim_kernel.cpp (C++),
 // derain_kernels/triton/ssim.py (CUDA); autograd and fake tensors are
 // registered in derain_kernels/ops/ssim.py.
 //

@@ -1,4 +1,4 @@
-"""The Rain O'er Me network (SPEC §1), with the authors' module names.
+"""The Rain O'er Me network (docs/method.md#network), with the authors' module names.
 
 Submodule names reproduce the keys of the authors' state_dicts
 (`inc.0`, `block{1,2,3}.conv{1,2}.conv1.0`, `block{k}.conv{j}.dilated_conv`,

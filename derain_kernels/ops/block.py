@@ -1,4 +1,4 @@
-"""The self-correcting dilated block of Rain O'er Me (SPEC §1) as one fused op.
+"""The self-correcting dilated block of Rain O'er Me (docs/method.md#self-correcting-block) as one fused op.
 
     la  = ReLU(conv3x3(x; w1, b1))                      (padding 1)
     out = ReLU(conv3x3(x - la; w3, b3, dilation d) + la) (padding d, zeros)

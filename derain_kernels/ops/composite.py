@@ -1,4 +1,4 @@
-"""Compositing ops of the method (SPEC §1, §3): min_composite and rain_composite.
+"""Compositing ops of the method (docs/method.md#rain-composite): min_composite and rain_composite.
 
 Both are element-wise and broadcast like torch's binary ops: inputs of any
 broadcastable shapes (a rain layer of shape (1, C, H, W) over a batch, say),
@@ -47,7 +47,7 @@ def rain_composite(clean: torch.Tensor, rain: torch.Tensor, clamp: bool = True) 
     float16 / bfloat16 are added in float32; value and gradient both follow that
     sum, rounded to the dtype once: bfloat16 0.5 + 0.50390625 = 1.00390625 > 1 is
     clamped (gradient 0, as in exact arithmetic), though the sum rounded to
-    bfloat16 first would be 1.0. The trainer detaches `rain` itself (SPEC §1); the op does not.
+    bfloat16 first would be 1.0. The trainer detaches `rain` itself (docs/method.md#rain-composite); the op does not.
     """
     check_tensor(clean, "clean")
     check_tensor(rain, "rain")

@@ -1,4 +1,4 @@
-"""Dark channel of SSID-KD (He et al.'s prior) and the dark-channel loss (SPEC §2-§3).
+"""Dark channel of SSID-KD (He et al.'s prior) and the dark-channel loss (docs/method.md#related-methods-that-use-the-same-ops, docs/ops/related.md).
 
 D(x)(y, x) = min over the patch x patch window centred at (y, x) of min over channels.
 """

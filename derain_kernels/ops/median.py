@@ -1,4 +1,4 @@
-"""Median filter (SPEC §1, §3): median_filter and the soft label of the method.
+"""Median filter (docs/method.md#soft-label, docs/ops/median.md): median_filter and the soft label of the method.
 
 Exact median of an odd kh x kw window around every pixel of the last two
 dimensions, for float16, bfloat16, float32, float64 and uint8 (no
@@ -59,7 +59,7 @@ def median_filter(x: torch.Tensor, kernel_size, padding: str = "reflect") -> tor
 
 def soft_label(x: torch.Tensor, kernel_size=31, padding: str = "reflect",
                min_composite: bool = False) -> torch.Tensor:
-    """The soft label Y_s of Rain O'er Me (SPEC §1): median_filter(x, kernel_size, padding).
+    """The soft label Y_s of Rain O'er Me (docs/method.md#soft-label): median_filter(x, kernel_size, padding).
 
     With min_composite=True (the CVPR-W variant): min(x, median_filter(x)).
     Shapes/dtypes as median_filter. The result is a label: it is computed without

@@ -1,4 +1,4 @@
-"""UDRDR's directional kernels and rain-direction regularizer (Eq. 5), fused (SPEC §2-§3)."""
+"""UDRDR's directional kernels and rain-direction regularizer (Eq. 5), fused (docs/method.md#related-methods-that-use-the-same-ops, docs/ops/related.md)."""
 from __future__ import annotations
 
 import numbers

@@ -1,4 +1,4 @@
-"""SSIM and the SSIM loss (SPEC §1, §3): one fused forward and one fused backward kernel.
+"""SSIM and the SSIM loss (docs/method.md#ssim-in-the-losses, docs/ops/ssim.md): one fused forward and one fused backward kernel.
 
     S = ((2 μx μy + C1)(2 σxy + C2)) / ((μx² + μy² + C1)(σx² + σy² + C2)),
     C1 = (k1·L)², C2 = (k2·L)², L = data_range,

@@ -1,4 +1,4 @@
-// CPU kernel of the fused inference of the Rain O'er Me network G (SPEC §1):
+// CPU kernel of the fused inference of the Rain O'er Me network G (docs/method.md#network-g):
 //   Y = X - tanh(outc(merge12(cat(f01, tree3(f01))))),  f01 = merge11(cat(f0, f1)),
 //   f0 = tree1(inc(X)), f1 = tree2(f0),  tree(t) = merge(cat(a1 = block(t), block(a1))).
 // All 19 convolutions run as one line-buffer pipeline (conv3x3/pipeline.h) per
