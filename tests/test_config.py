@@ -12,12 +12,7 @@ SETTINGS = {"conv_winograd": True, "conv_pairs": True, "wgrad_winograd": True, "
             "fused_epilogues": True, "median_tracking": True, "output_cache_mb": 64}
 
 
-@pytest.fixture(autouse=True)
-def _restore():
-    before = dk.config.as_dict()
-    yield
-    for name, value in before.items():
-        setattr(dk.config, name, value)
+# tests/conftest.py restores the settings after every test.
 
 
 def test_settings_and_defaults():
