@@ -149,18 +149,22 @@ def test_dark_channel_matches_reference_with_ties_and_nan(shape, patch):
 
 # ---- total variation ----
 
+@pytest.mark.parametrize("padding", ["valid", "zeros"])
 @pytest.mark.parametrize("p", [1, 2])
 @pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 1, 1, 6), (2, 2, 4, 1)])
-def test_tv_sums_match_reference(p, shape):
-    x = torch.randint(0, 3, shape).double()  # zero differences: sign(0) = 0
+def test_tv_sums_match_reference(p, shape, padding):
+    x = torch.randint(-1, 3, shape).double()  # zero differences: sign(0) = 0; zeros on the border too
     x[0, 0, 0, 0] = 0.5
-    torch.testing.assert_close(E._emulate_cuda_tv_sums(x, p), ref_tv_sums(x, p), rtol=1e-12, atol=1e-12)
+    got = E._emulate_cuda_tv_sums(x, p, padding)
+    torch.testing.assert_close(got, ref_tv_sums(x, p, padding), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got, E.tv_sums(x, p, padding), rtol=1e-12, atol=1e-12)
     g = torch.randn(shape[0], 2, dtype=torch.float64)
     xd = x.clone().requires_grad_()
-    (ref_g,) = torch.autograd.grad(ref_tv_sums(xd, p), xd, g)
-    torch.testing.assert_close(E._emulate_cuda_tv_sums_backward(g, x, p), ref_g, rtol=1e-12, atol=1e-12)
+    (ref_g,) = torch.autograd.grad(ref_tv_sums(xd, p, padding), xd, g)
+    torch.testing.assert_close(E._emulate_cuda_tv_sums_backward(g, x, p, padding), ref_g, rtol=1e-12, atol=1e-12)
     cl = x.contiguous(memory_format=torch.channels_last)
-    assert E._emulate_cuda_tv_sums_backward(g, cl, p).stride() == E.tv_sums_backward(g, cl, p).stride()
+    assert (E._emulate_cuda_tv_sums_backward(g, cl, p, padding).stride()
+            == E.tv_sums_backward(g, cl, p, padding).stride())
 
 
 def test_tv_nan_propagates():

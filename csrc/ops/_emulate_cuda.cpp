@@ -26,8 +26,8 @@ TORCH_LIBRARY_FRAGMENT(derain, m) {
         "-> Tensor");
   m.def("_emulate_cuda_dark_channel(Tensor x, int patch) -> (Tensor, Tensor)");
   m.def("_emulate_cuda_dark_channel_backward(Tensor grad, Tensor index, int channels) -> Tensor");
-  m.def("_emulate_cuda_tv_sums(Tensor x, int p) -> Tensor");
-  m.def("_emulate_cuda_tv_sums_backward(Tensor grad, Tensor x, int p) -> Tensor");
+  m.def("_emulate_cuda_tv_sums(Tensor x, int p, str padding=\"valid\") -> Tensor");
+  m.def("_emulate_cuda_tv_sums_backward(Tensor grad, Tensor x, int p, str padding=\"valid\") -> Tensor");
   m.def("_emulate_cuda_rain_direction_sums(Tensor z, Tensor z_gt, Tensor kernels) -> Tensor");
   m.def("_emulate_cuda_rain_direction_sums_backward(Tensor grad, Tensor z, Tensor z_gt, Tensor kernels) -> Tensor");
   m.def("_emulate_cuda_ssim(Tensor x, Tensor y, int window_size, float sigma, float data_range, str padding, "

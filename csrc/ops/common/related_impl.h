@@ -77,17 +77,20 @@ DERAIN_HOST_DEVICE inline T tv_dphi(T d, int64_t p) {
   return d > T(0) ? T(1) : (d < T(0) ? T(-1) : d);
 }
 
-// Per element of x (N, C, H, W): |x[y+1] - x[y]|^p and |x[x+1] - x[x]|^p (0 at the last row / column).
+// Per element of x (N, C, H, W): |x[y+1] - x[y]|^p and |x[x+1] - x[x]|^p (0 at the last row / column);
+// with the zero border (padding "zeros") the first row and column also count |x|^p, their difference
+// to the zero row above and the zero column to the left.
 template <typename T>
 struct TvTermsFn {
   const T* x;
   T* vert;
   T* horiz;
   int64_t H, W, p;
+  bool zero_border;
   DERAIN_HOST_DEVICE void operator()(int64_t i) const {
     const int64_t yx = i % (H * W), y = yx / W, xx = yx % W;
-    vert[i] = y + 1 < H ? tv_phi(x[i + W] - x[i], p) : T(0);
-    horiz[i] = xx + 1 < W ? tv_phi(x[i + 1] - x[i], p) : T(0);
+    vert[i] = (y + 1 < H ? tv_phi(x[i + W] - x[i], p) : T(0)) + (zero_border && y == 0 ? tv_phi(x[i], p) : T(0));
+    horiz[i] = (xx + 1 < W ? tv_phi(x[i + 1] - x[i], p) : T(0)) + (zero_border && xx == 0 ? tv_phi(x[i], p) : T(0));
   }
 };
 
@@ -98,13 +101,16 @@ struct TvGradFn {
   const T* grad;
   T* gx;
   int64_t CHW, H, W, p;
+  bool zero_border;
   DERAIN_HOST_DEVICE void operator()(int64_t i) const {
     const int64_t n = i / CHW, yx = i % (H * W), y = yx / W, xx = yx % W;
     const T gv = grad[2 * n], gh = grad[2 * n + 1];
     T dv = T(0), dh = T(0);
     if (y >= 1) dv += tv_dphi(x[i] - x[i - W], p);
+    else if (zero_border) dv += tv_dphi(x[i], p);
     if (y + 1 < H) dv -= tv_dphi(x[i + W] - x[i], p);
     if (xx >= 1) dh += tv_dphi(x[i] - x[i - 1], p);
+    else if (zero_border) dh += tv_dphi(x[i], p);
     if (xx + 1 < W) dh -= tv_dphi(x[i + 1] - x[i], p);
     gx[i] = gv * dv + gh * dh;
   }
@@ -247,8 +253,17 @@ at::Tensor dark_channel_backward(const at::Tensor& grad, const at::Tensor& index
   return gx;
 }
 
+// padding "valid" (no border) or "zeros" (the first row and column against a zero border)
+inline bool tv_zero_border(c10::string_view padding, const char* op) {
+  if (padding == "zeros") return true;
+  TORCH_CHECK(padding == "valid", "derain::", op, ": padding must be 'valid' or 'zeros', got '",
+              std::string(padding), "'");
+  return false;
+}
+
 template <typename L>
-at::Tensor tv_sums(const at::Tensor& x, int64_t p) {
+at::Tensor tv_sums(const at::Tensor& x, int64_t p, c10::string_view padding) {
+  const bool zb = tv_zero_border(padding, "tv_sums");
   TORCH_CHECK(x.dim() == 4, "derain::tv_sums: x must be (N, C, H, W), got ", x.sizes());
   check_real(x, "tv_sums", "x");
   TORCH_CHECK(p == 1 || p == 2, "derain::tv_sums: p must be 1 or 2, got ", p);
@@ -258,13 +273,14 @@ at::Tensor tv_sums(const at::Tensor& x, int64_t p) {
   at::Tensor terms = at::empty({2, N, xc.numel() / std::max<int64_t>(N, 1)}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tv_sums", [&] {
     scalar_t* t = terms.data_ptr<scalar_t>();
-    L::grid(xc.numel(), logic::TvTermsFn<scalar_t>{xc.data_ptr<scalar_t>(), t, t + xc.numel(), H, W, p});
+    L::grid(xc.numel(), logic::TvTermsFn<scalar_t>{xc.data_ptr<scalar_t>(), t, t + xc.numel(), H, W, p, zb});
   });
   return terms.sum(2).t().contiguous();
 }
 
 template <typename L>
-at::Tensor tv_sums_backward(const at::Tensor& grad, const at::Tensor& x, int64_t p) {
+at::Tensor tv_sums_backward(const at::Tensor& grad, const at::Tensor& x, int64_t p, c10::string_view padding) {
+  const bool zb = tv_zero_border(padding, "tv_sums_backward");
   TORCH_CHECK(x.dim() == 4, "derain::tv_sums_backward: x must be (N, C, H, W), got ", x.sizes());
   check_real(x, "tv_sums_backward", "x");
   TORCH_CHECK(p == 1 || p == 2, "derain::tv_sums_backward: p must be 1 or 2, got ", p);
@@ -277,7 +293,7 @@ at::Tensor tv_sums_backward(const at::Tensor& grad, const at::Tensor& x, int64_t
   const int64_t H = x.size(2), W = x.size(3);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tv_sums_backward", [&] {
     L::grid(xc.numel(), logic::TvGradFn<scalar_t>{xc.data_ptr<scalar_t>(), gc.data_ptr<scalar_t>(),
-                                                  gx.data_ptr<scalar_t>(), x.size(1) * H * W, H, W, p});
+                                                  gx.data_ptr<scalar_t>(), x.size(1) * H * W, H, W, p, zb});
   });
   return in_layout_of(x, gx);
 }

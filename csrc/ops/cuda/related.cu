@@ -20,14 +20,15 @@ at::Tensor dark_channel_backward_cuda(const at::Tensor& grad, const at::Tensor& 
   return related_impl::dark_channel_backward<CudaLaunch>(grad, index, channels);
 }
 
-at::Tensor tv_sums_cuda(const at::Tensor& x, int64_t p) {
+at::Tensor tv_sums_cuda(const at::Tensor& x, int64_t p, c10::string_view padding) {
   const c10::cuda::OptionalCUDAGuard guard(x.device());
-  return related_impl::tv_sums<CudaLaunch>(x, p);
+  return related_impl::tv_sums<CudaLaunch>(x, p, padding);
 }
 
-at::Tensor tv_sums_backward_cuda(const at::Tensor& grad, const at::Tensor& x, int64_t p) {
+at::Tensor tv_sums_backward_cuda(const at::Tensor& grad, const at::Tensor& x, int64_t p,
+                                 c10::string_view padding) {
   const c10::cuda::OptionalCUDAGuard guard(x.device());
-  return related_impl::tv_sums_backward<CudaLaunch>(grad, x, p);
+  return related_impl::tv_sums_backward<CudaLaunch>(grad, x, p, padding);
 }
 
 at::Tensor rain_direction_sums_cuda(const at::Tensor& z, const at::Tensor& z_gt, const at::Tensor& kernels) {
