@@ -297,7 +297,9 @@ def test_block_channels_last_layout():
 
 
 def test_network_matches_reference():
-    from derain_kernels.ops.network import CONV_KEYS, PARAM_KEYS
+    # the authors' names of G's 19 convolutions in the fused op's order, to shape the weights
+    from derain.models.rain_oer_me import FUSED_CONV_KEYS as CONV_KEYS
+    from derain.models.rain_oer_me import FUSED_PARAM_KEYS as PARAM_KEYS
 
     cin, c = 3, 4
     params = []
@@ -310,7 +312,7 @@ def test_network_matches_reference():
         params.append(torch.randn(shape, dtype=torch.float64) * 0.2)
     x = torch.rand(2, cin, 10, 9, dtype=torch.float64)
     got = E._emulate_cuda_rain_oer_me_derain(x, params, 3)
-    torch.testing.assert_close(got, reference.rain_oer_me_derain(x, dict(zip(PARAM_KEYS, params)), 3))
+    torch.testing.assert_close(got, reference.rain_oer_me_derain(x, params, 3))
 
 
 def test_emulation_ops_are_not_public():
