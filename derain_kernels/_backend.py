@@ -45,17 +45,21 @@ def has_op(name: str) -> bool:
     return HAS_CPP and hasattr(torch.ops.derain, name)
 
 
-def _public_derain_ops() -> list[str]:
-    """Qualified names `derain::<op>` of the registered ops, without the test-only `_` ones."""
+def _derain_ops() -> list[str]:
+    """Qualified names `derain::<op>` of the registered ops, without the test-only `_emulate_*` ones.
+
+    Internal ops (backwards, training forms, the fused network) have a leading underscore and are
+    listed: they run kernels too.
+    """
     return sorted(n for n in torch._C._dispatch_get_all_op_names()
-                  if n.startswith("derain::") and not n.split("::", 1)[1].startswith("_"))
+                  if n.startswith("derain::") and not n.split("::", 1)[1].startswith("_emulate_"))
 
 
 def cpu_kernel_ops() -> list[str]:
     """Names of the `derain::` ops that have a C++ CPU kernel."""
     if not HAS_CPP:
         return []
-    return [n.split("::", 1)[1] for n in _public_derain_ops()
+    return [n.split("::", 1)[1] for n in _derain_ops()
             if torch._C._dispatch_has_kernel_for_dispatch_key(n, "CPU")]
 
 
@@ -81,12 +85,12 @@ def cuda_kernel_ops() -> list[str]:
     """Names of the `derain::` ops that have a CUDA kernel (compiled or Triton JIT)."""
     if not HAS_CPP:
         return []
-    return [n.split("::", 1)[1] for n in _public_derain_ops()
+    return [n.split("::", 1)[1] for n in _derain_ops()
             if torch._C._dispatch_has_kernel_for_dispatch_key(n, "CUDA")]
 
 
 def _cuda_kernels_summary(per_op: dict) -> str:
-    # ops without a CUDA kernel (the Triton build has none for rain_oer_me_derain, whose public
+    # ops without a CUDA kernel (the Triton build has none for _rain_oer_me_derain, whose public
     # entry point runs the reference on a GPU) do not change what the others run
     kinds = set(per_op.values()) - {"none"}
     if not kinds:

@@ -225,7 +225,7 @@ def _min_composite_opchecks():
     return [(torch.ops.derain.min_composite, (x.clone().requires_grad_(), y.clone().requires_grad_())),
             (torch.ops.derain.min_composite, (x, y[:1])),
             (torch.ops.derain.min_composite, (x.contiguous(memory_format=torch.channels_last), y)),
-            (torch.ops.derain.min_composite_backward, (g, x, y))]
+            (torch.ops.derain._min_composite_backward, (g, x, y))]
 
 
 def _min_composite_compiled():
@@ -281,7 +281,7 @@ def _rain_composite_opchecks():
     return [(torch.ops.derain.rain_composite, (clean.clone().requires_grad_(), rain.clone().requires_grad_(), True)),
             (torch.ops.derain.rain_composite, (clean, rain[:1], False)),
             (torch.ops.derain.rain_composite, (clean.contiguous(memory_format=torch.channels_last), rain, True)),
-            (torch.ops.derain.rain_composite_backward, (g, clean, rain, True))]
+            (torch.ops.derain._rain_composite_backward, (g, clean, rain, True))]
 
 
 def _rain_composite_compiled():
@@ -342,7 +342,7 @@ def _median_opchecks():
             (torch.ops.derain.median_filter, ((x * 200).to(torch.uint8), [3, 3], "zeros")),
             (torch.ops.derain.median_filter, (x.float().contiguous(memory_format=torch.channels_last), [5, 5],
                                               "replicate")),
-            (torch.ops.derain.median_filter_backward, (g, x, [3, 3], "zeros"))]
+            (torch.ops.derain._median_filter_backward, (g, x, [3, 3], "zeros"))]
 
 
 def _t55():
@@ -401,11 +401,11 @@ def _dark_channel_gradchecks():
 
 def _dark_channel_opchecks():
     x = torch.rand(2, 3, 5, 6, dtype=torch.float64)
-    _, index = torch.ops.derain.dark_channel(x, 5)
+    _, index = torch.ops.derain._dark_channel(x, 5)
     g = torch.randn(2, 1, 5, 6, dtype=torch.float64, requires_grad=True)
-    return [(torch.ops.derain.dark_channel, (x.clone().requires_grad_(), 5)),
-            (torch.ops.derain.dark_channel, (x.contiguous(memory_format=torch.channels_last), 21)),
-            (torch.ops.derain.dark_channel_backward, (g, index, 3))]
+    return [(torch.ops.derain._dark_channel, (x.clone().requires_grad_(), 5)),
+            (torch.ops.derain._dark_channel, (x.contiguous(memory_format=torch.channels_last), 21)),
+            (torch.ops.derain._dark_channel_backward, (g, index, 3))]
 
 
 def _img(*shape, **kw):
@@ -459,13 +459,13 @@ def _tv_opchecks():
     g = torch.randn(2, 2, dtype=torch.float64)
     out = []
     for p in (1, 2):
-        out += [(torch.ops.derain.tv_sums, (x.clone().requires_grad_(), p)),
-                (torch.ops.derain.tv_sums, (x.contiguous(memory_format=torch.channels_last), p)),
-                (torch.ops.derain.tv_sums_backward, (g, x, p))]
+        out += [(torch.ops.derain._tv_sums, (x.clone().requires_grad_(), p)),
+                (torch.ops.derain._tv_sums, (x.contiguous(memory_format=torch.channels_last), p)),
+                (torch.ops.derain._tv_sums_backward, (g, x, p))]
         for padding in ("valid", "zeros"):
-            out += [(torch.ops.derain.tv_sums, (x.clone().requires_grad_(), p, padding)),
-                    (torch.ops.derain.tv_sums, (x.contiguous(memory_format=torch.channels_last), p, padding)),
-                    (torch.ops.derain.tv_sums_backward, (g, x, p, padding))]
+            out += [(torch.ops.derain._tv_sums, (x.clone().requires_grad_(), p, padding)),
+                    (torch.ops.derain._tv_sums, (x.contiguous(memory_format=torch.channels_last), p, padding)),
+                    (torch.ops.derain._tv_sums_backward, (g, x, p, padding))]
     return out
 
 
@@ -518,9 +518,9 @@ def _rd_opchecks():
     k = torch.stack([dk.directional_kernels(dtype=torch.float64)[[1, 10]]] * 2)
     cl = z.contiguous(memory_format=torch.channels_last)
     w = torch.randn(2, 2, dtype=torch.float64)
-    return [(torch.ops.derain.rain_direction_sums, (z.clone().requires_grad_(), g.clone().requires_grad_(), k)),
-            (torch.ops.derain.rain_direction_sums, (cl, g, k)),
-            (torch.ops.derain.rain_direction_sums_backward, (w, cl, g, k))]
+    return [(torch.ops.derain._rain_direction_sums, (z.clone().requires_grad_(), g.clone().requires_grad_(), k)),
+            (torch.ops.derain._rain_direction_sums, (cl, g, k)),
+            (torch.ops.derain._rain_direction_sums_backward, (w, cl, g, k))]
 
 
 def _rd_compiled():
@@ -611,10 +611,10 @@ def _ssim_opchecks():
         g = torch.randn_like(torch.ops.derain.ssim(x, y, *args[2:]))
         out += [(torch.ops.derain.ssim, args),
                 (torch.ops.derain.ssim, (x.contiguous(memory_format=torch.channels_last), y, *args[2:])),
-                (torch.ops.derain.ssim_backward, (g, x, y, *args[2:])),
-                (torch.ops.derain.ssim_backward_x, (g, x, y, *args[2:]))]
+                (torch.ops.derain._ssim_backward, (g, x, y, *args[2:])),
+                (torch.ops.derain._ssim_backward_x, (g, x, y, *args[2:]))]
         if reduction != "map":
-            out += [(torch.ops.derain.ssim_with_grad, (*args, need_y)) for need_y in (True, False)]
+            out += [(torch.ops.derain._ssim_with_grad, (*args, need_y)) for need_y in (True, False)]
     return out
 
 
@@ -712,13 +712,13 @@ def _block_opchecks():
     leaves = _req(x.clone(), *[t.clone() for t in p])
     out = torch.ops.derain.self_correcting_block(x, *p, 2)
     g = torch.randn_like(out)
-    out2, la = torch.ops.derain.self_correcting_block_train(x, *p, 2)
+    out2, la = torch.ops.derain._self_correcting_block_train(x, *p, 2)
     return [(torch.ops.derain.self_correcting_block, (*leaves, 2)),
             (torch.ops.derain.self_correcting_block, (xc, *p, 3)),
-            (torch.ops.derain.self_correcting_block_backward, (g, x, out, *p, 2)),
-            (torch.ops.derain.self_correcting_block_train, (*leaves, 2)),
-            (torch.ops.derain.self_correcting_block_train, (xc, *p, 3)),
-            (torch.ops.derain.self_correcting_block_backward_la, (g, x, la, p[0], p[2], 2))]
+            (torch.ops.derain._self_correcting_block_backward, (g, x, out, *p, 2)),
+            (torch.ops.derain._self_correcting_block_train, (*leaves, 2)),
+            (torch.ops.derain._self_correcting_block_train, (xc, *p, 3)),
+            (torch.ops.derain._self_correcting_block_backward_la, (g, x, la, p[0], p[2], 2))]
 
 
 def _block_compiled():
@@ -811,8 +811,8 @@ def network_params(dtype=torch.float32):
 def _network_opchecks():
     x = torch.rand(1, 3, 9, 11)
     params = network_params()
-    return [(torch.ops.derain.rain_oer_me_derain, (x, params, 3)),
-            (torch.ops.derain.rain_oer_me_derain, (x.contiguous(memory_format=torch.channels_last), params, 3))]
+    return [(torch.ops.derain._rain_oer_me_derain, (x, params, 3)),
+            (torch.ops.derain._rain_oer_me_derain, (x.contiguous(memory_format=torch.channels_last), params, 3))]
 
 
 def _fused():

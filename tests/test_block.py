@@ -86,14 +86,14 @@ def test_float32_forward_and_gradients_wide_rows(channels, dilation):
 
 
 def _block_grads_f32(x, p, g, dilation):
-    out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)
-    return torch.ops.derain.self_correcting_block_backward_la(g, x, la, p[0], p[2], dilation)
+    out, la = torch.ops.derain._self_correcting_block_train(x, *p, dilation)
+    return torch.ops.derain._self_correcting_block_backward_la(g, x, la, p[0], p[2], dilation)
 
 
 def _block_grads_f64_same_masks(x, p, g, dilation):
     """float64 gradients (g float64) through the ReLU masks of the float32 forward of x (see below)."""
-    _, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)  # la carries the final mask
-    return torch.ops.derain.self_correcting_block_backward_la(g, x.double(), la.double(), p[0].double(),
+    _, la = torch.ops.derain._self_correcting_block_train(x, *p, dilation)  # la carries the final mask
+    return torch.ops.derain._self_correcting_block_backward_la(g, x.double(), la.double(), p[0].double(),
                                                               p[2].double(), dilation)
 
 
@@ -242,7 +242,7 @@ def test_training_pair_matches_recomputing_backward(channels, dilation):
     # (recomputes la in its backward; recompute=True) must give bit-identical outputs and gradients
     x = torch.randn(2, channels, 9, 21, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     p = _params(channels, torch.float64)
-    out, la = torch.ops.derain.self_correcting_block_train(x, *p, dilation)
+    out, la = torch.ops.derain._self_correcting_block_train(x, *p, dilation)
     torch.testing.assert_close(out, torch.ops.derain.self_correcting_block(x, *p, dilation), rtol=0, atol=0)
     # la: |la| = ReLU(conv(x)), sign bit set exactly where out is not > 0 (the final ReLU's mask)
     torch.testing.assert_close(la.abs(), torch.relu(torch.nn.functional.conv2d(x, p[0], p[1], padding=1)),
@@ -250,8 +250,8 @@ def test_training_pair_matches_recomputing_backward(channels, dilation):
     assert torch.equal(torch.signbit(la), ~(out > 0)) and (out <= 0).any() and (out > 0).any()
     assert out.is_contiguous(memory_format=torch.channels_last) and la.is_contiguous(memory_format=torch.channels_last)
     g = torch.randn_like(out)
-    got = torch.ops.derain.self_correcting_block_backward_la(g, x, la, p[0], p[2], dilation)
-    want = torch.ops.derain.self_correcting_block_backward(g, x, out, *p, dilation)
+    got = torch.ops.derain._self_correcting_block_backward_la(g, x, la, p[0], p[2], dilation)
+    want = torch.ops.derain._self_correcting_block_backward(g, x, out, *p, dilation)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     # autograd through both ops, and the function in both modes
@@ -274,12 +274,12 @@ def test_training_pair_non_finite_and_zero_masks_like_recompute(dtype):
     x[0, 2, 5, 7] = float("nan")
     x[0, 9, 1, 3] = float("inf")
     p = _params(16, dtype)
-    out, la = torch.ops.derain.self_correcting_block_train(x, *p, 3)
+    out, la = torch.ops.derain._self_correcting_block_train(x, *p, 3)
     assert torch.equal(torch.signbit(la), ~(out > 0))
     assert ((la == 0) & ~torch.signbit(la)).any() and ((la == 0) & torch.signbit(la)).any()
     g = torch.randn_like(out)
-    got = torch.ops.derain.self_correcting_block_backward_la(g, x, la, p[0], p[2], 3)
-    want = torch.ops.derain.self_correcting_block_backward(g, x, out, *p, 3)
+    got = torch.ops.derain._self_correcting_block_backward_la(g, x, la, p[0], p[2], 3)
+    want = torch.ops.derain._self_correcting_block_backward(g, x, out, *p, 3)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
 
@@ -304,13 +304,13 @@ def test_function_saves_la_unless_recompute():
 def test_training_pair_bad_arguments():
     x = torch.randn(1, 4, 6, 6)
     p = _params(4)
-    out, la = torch.ops.derain.self_correcting_block_train(x, *p, 3)
+    out, la = torch.ops.derain._self_correcting_block_train(x, *p, 3)
     with pytest.raises(RuntimeError, match="must have x's shape"):
-        torch.ops.derain.self_correcting_block_backward_la(out, x, la[:, :, :3], p[0], p[2], 3)
+        torch.ops.derain._self_correcting_block_backward_la(out, x, la[:, :, :3], p[0], p[2], 3)
     with pytest.raises(RuntimeError, match="must have x's dtype"):
-        torch.ops.derain.self_correcting_block_backward_la(out, x, la.double(), p[0], p[2], 3)
+        torch.ops.derain._self_correcting_block_backward_la(out, x, la.double(), p[0], p[2], 3)
     with pytest.raises(RuntimeError, match="block weights must be"):
-        torch.ops.derain.self_correcting_block_backward_la(out, x, la, p[0][:2], p[2], 3)
+        torch.ops.derain._self_correcting_block_backward_la(out, x, la, p[0][:2], p[2], 3)
 
 
 def test_module_keys_and_semantics():
@@ -341,7 +341,7 @@ def test_triton_forward_and_backward(channels, dilation, dtype):
     assert out.is_contiguous(memory_format=torch.channels_last)
     g = torch.randn_like(out)
     got = tb.self_correcting_block_backward(g, x, out, *p, dilation)
-    want = torch.ops.derain.self_correcting_block_backward(g.cpu(), x.cpu(), out.cpu(), *[t.cpu() for t in p],
+    want = torch.ops.derain._self_correcting_block_backward(g.cpu(), x.cpu(), out.cpu(), *[t.cpu() for t in p],
                                                            dilation)
     for a, b, what in zip(got, want, ("x", "w1", "b1", "w3", "b3")):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4 * max(1.0, b.abs().max().item()), msg=what)
@@ -378,7 +378,7 @@ def test_triton_layouts_and_weight_gradient_chunks(monkeypatch, layout, channels
     for g in (torch.full((), 0.5, dtype=dtype, device=dev).expand(x.shape),
               torch.randn(x.shape, dtype=dtype, device=dev)[..., :]):
         got = tb.self_correcting_block_backward(g, x, out, *p, dilation)
-        want = torch.ops.derain.self_correcting_block_backward(g.cpu(), x.cpu(), out.cpu(), *cpu, dilation)
+        want = torch.ops.derain._self_correcting_block_backward(g.cpu(), x.cpu(), out.cpu(), *cpu, dilation)
         for a, b, what in zip(got, want, ("x", "w1", "b1", "w3", "b3")):
             torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4 * max(1.0, b.abs().max().item()), msg=what)
         assert got[0].stride() == out.stride()
@@ -606,10 +606,10 @@ def test_large_outputs_streamed_like_small_ones(layout):
     try:
         torch.set_num_threads(1)
         big = _block_grads_f32(x, p, g, 3)
-        big_out, big_la = torch.ops.derain.self_correcting_block_train(x, *p, 3)
+        big_out, big_la = torch.ops.derain._self_correcting_block_train(x, *p, 3)
         for i in range(2):
             small = _block_grads_f32(x[i:i + 1], p, g[i:i + 1], 3)
-            out, la = torch.ops.derain.self_correcting_block_train(x[i:i + 1], *p, 3)
+            out, la = torch.ops.derain._self_correcting_block_train(x[i:i + 1], *p, 3)
             assert torch.equal(big_out[i:i + 1], out) and torch.equal(big_la[i:i + 1], la)
             assert torch.equal(big[0][i:i + 1], small[0]), "gx"
     finally:
@@ -637,8 +637,8 @@ def test_fused_epilogues_match_scalar_loops(monkeypatch, shape):
     g = torch.randn_like(x)
 
     def run():
-        out, la = torch.ops.derain.self_correcting_block_train(x, *p, 3)
-        grads = torch.ops.derain.self_correcting_block_backward_la(g, x, la, p[0], p[2], 3)
+        out, la = torch.ops.derain._self_correcting_block_train(x, *p, 3)
+        grads = torch.ops.derain._self_correcting_block_backward_la(g, x, la, p[0], p[2], 3)
         return [out, la, torch.ops.derain.self_correcting_block(x, *p, 3), *grads]
 
     dk.config.fused_epilogues = False
@@ -661,11 +661,11 @@ def test_backward_reads_saved_la_in_place_like_from_rings(channels):
     x[1, 2, 9, 3] = float("inf")
     p = _params(channels)
     g = torch.randn_like(x)
-    _, la = torch.ops.derain.self_correcting_block_train(x, *p, 3)
+    _, la = torch.ops.derain._self_correcting_block_train(x, *p, 3)
     assert la.is_contiguous(memory_format=torch.channels_last)
     assert (la == 0).any() and torch.signbit(la).any() and torch.isnan(la).any()
-    direct = torch.ops.derain.self_correcting_block_backward_la(g, x, la, p[0], p[2], 3)
-    rings = torch.ops.derain.self_correcting_block_backward_la(g, x, la.contiguous(), p[0], p[2], 3)
+    direct = torch.ops.derain._self_correcting_block_backward_la(g, x, la, p[0], p[2], 3)
+    rings = torch.ops.derain._self_correcting_block_backward_la(g, x, la.contiguous(), p[0], p[2], 3)
     for a, b in zip(direct, rings):
         assert torch.equal(_bits(a), _bits(b))
 
@@ -752,7 +752,7 @@ def test_random_configurations_float32(seed):
             name, x = list(layouts(x0))[rng.randrange(4)]
             g = torch.randn(x.shape, generator=gen, dtype=torch.float64)
             what = f"N={n} C={c} H={h} W={w} d={d} threads={torch.get_num_threads()} {name} scale={scale}"
-            out, _ = torch.ops.derain.self_correcting_block_train(x, *p, d)
+            out, _ = torch.ops.derain._self_correcting_block_train(x, *p, d)
             exact = ref.self_correcting_block(x.double(), *[t.double() for t in p], d)
             torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=3e-5 * max(1.0, exact.abs().max().item()),
                                        msg=what)
@@ -762,8 +762,8 @@ def test_random_configurations_float32(seed):
             pr = [t.double().requires_grad_() for t in p]
             ref.self_correcting_block(xr, *pr, d).backward(g)
             with torch.no_grad():
-                la64 = torch.ops.derain.self_correcting_block_train(x.double(), *pr, d)[1]
-                mine = torch.ops.derain.self_correcting_block_backward_la(g, x.double(), la64, pr[0], pr[2], d)
+                la64 = torch.ops.derain._self_correcting_block_train(x.double(), *pr, d)[1]
+                mine = torch.ops.derain._self_correcting_block_backward_la(g, x.double(), la64, pr[0], pr[2], d)
             for a, b, k in zip(mine, [xr.grad] + [t.grad for t in pr], ("gx", "gw1", "gb1", "gw3", "gb3")):
                 torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * max(1.0, b.abs().max().item()),
                                            msg=f"float64 {k}: {what}")

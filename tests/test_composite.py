@@ -166,7 +166,7 @@ def test_triton_min_composite(dtype):
     assert out.is_contiguous(memory_format=torch.channels_last)
     g = torch.randn_like(x)
     gx, gy = tk.min_composite_backward(g, x, y)
-    rx, ry = torch.ops.derain.min_composite_backward(g.cpu(), x.cpu(), y.cpu())
+    rx, ry = torch.ops.derain._min_composite_backward(g.cpu(), x.cpu(), y.cpu())
     torch.testing.assert_close(gx.cpu(), rx, rtol=0, atol=0)
     torch.testing.assert_close(gy.cpu(), ry, rtol=0, atol=0)
 
@@ -184,7 +184,7 @@ def test_triton_rain_composite(dtype, clamp):
     torch.testing.assert_close(tk.rain_composite(clean, rain[..., :1, :], clamp),
                                ref.rain_composite(clean, rain[..., :1, :], clamp), rtol=0, atol=0)
     g = torch.randn_like(clean)
-    expected = torch.ops.derain.rain_composite_backward(g.cpu(), clean.cpu(), rain.cpu(), clamp)
+    expected = torch.ops.derain._rain_composite_backward(g.cpu(), clean.cpu(), rain.cpu(), clamp)
     torch.testing.assert_close(tk.rain_composite_backward(g, clean, rain, clamp).cpu(), expected, rtol=0, atol=0)
 
 
@@ -209,5 +209,5 @@ def test_triton_rain_composite_half_follows_the_float32_sum(dtype):
     loose = dev == "cpu" and dtype == torch.bfloat16
     torch.testing.assert_close(out, expected.detach(), rtol=2.0 ** -7 if loose else 0, atol=0)
     torch.testing.assert_close(gout, c.grad, rtol=0, atol=0)
-    torch.testing.assert_close(torch.ops.derain.rain_composite_backward(grad, clean, rain, True), c.grad,
+    torch.testing.assert_close(torch.ops.derain._rain_composite_backward(grad, clean, rain, True), c.grad,
                                rtol=0, atol=0)

@@ -162,14 +162,14 @@ def test_cuda_opcheck():
     ops = torch.ops.derain
     torch.library.opcheck(ops.median_filter, (x, [3, 5], "reflect"))
     torch.library.opcheck(ops.ssim, (x, y, 11, 1.5, 1.0, "zeros", "mean", 0.01, 0.03))
-    torch.library.opcheck(ops.dark_channel, (x, 5))
+    torch.library.opcheck(ops._dark_channel, (x, 5))
     torch.library.opcheck(ops.min_composite, (x, y))
     torch.library.opcheck(ops.rain_composite, (x, y - 0.5, True))
     xb = torch.randn(1, 16, 9, 10, device=DEV).contiguous(memory_format=torch.channels_last)
     p = [0.1 * torch.randn(16, 16, 3, 3, device=DEV), 0.1 * torch.randn(16, device=DEV),
          0.1 * torch.randn(16, 16, 3, 3, device=DEV), 0.1 * torch.randn(16, device=DEV)]
     torch.library.opcheck(ops.self_correcting_block, (xb, *p, 3))
-    torch.library.opcheck(ops.self_correcting_block_train, (xb, *p, 2))
+    torch.library.opcheck(ops._self_correcting_block_train, (xb, *p, 2))
 
 
 def test_cuda_torch_compile_fullgraph():

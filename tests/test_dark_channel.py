@@ -27,7 +27,7 @@ def _quantised(shape, dtype=torch.float64, levels=4):
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_values_and_indices_match_reference_with_ties(shape, patch, dtype):
     x = _quantised(shape, dtype)
-    out, index = torch.ops.derain.dark_channel(x, patch)
+    out, index = torch.ops.derain._dark_channel(x, patch)
     rv, ri = dark_channel_with_index(x, patch)
     torch.testing.assert_close(out, rv, rtol=0, atol=0)
     assert torch.equal(index, ri)
@@ -64,7 +64,7 @@ def test_tie_rule_channel_then_raster():
     x[0, 1, 2, 2] = 0.0
     x[0, 1, 1, 2] = 0.0  # first channel holding a tie, first in raster order there: wins
     x.requires_grad_()
-    out, index = torch.ops.derain.dark_channel(x.detach(), 5)
+    out, index = torch.ops.derain._dark_channel(x.detach(), 5)
     assert torch.all(index == 1 * 9 + 1 * 3 + 2)  # flat (C, H, W) index
     out = dk.dark_channel(x, 5)
     assert torch.all(out == 0)
@@ -152,7 +152,7 @@ def test_triton_matches_cpp(dtype):
     for shape, patch in (((2, 3, 9, 12), 5), ((1, 2, 5, 4), 15), ((1, 1, 1, 1), 3)):
         x = _quantised(shape, dtype)
         x[0, 0, 0, 0] = float("nan")
-        rv, ri = torch.ops.derain.dark_channel(x, patch)
+        rv, ri = torch.ops.derain._dark_channel(x, patch)
         xd = x.to(dev).contiguous(memory_format=torch.channels_last)
         v, i = tk.dark_channel(xd, patch)
         torch.testing.assert_close(v.cpu(), rv, rtol=0, atol=0, equal_nan=True)
@@ -161,4 +161,4 @@ def test_triton_matches_cpp(dtype):
         # a GPU's atomic adds sum the gradients of one input element in any order: round-off only
         exact = {"rtol": 0, "atol": 0} if dev == "cpu" else {}
         torch.testing.assert_close(tk.dark_channel_backward(g.to(dev), i, shape[1]).cpu(),
-                                   torch.ops.derain.dark_channel_backward(g, ri, shape[1]), **exact)
+                                   torch.ops.derain._dark_channel_backward(g, ri, shape[1]), **exact)

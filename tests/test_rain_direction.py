@@ -89,7 +89,7 @@ def test_sums_match_reference(shape, dtype):
     k = torch.rand(shape[0], 3, 5, 5, dtype=dtype)
     k[k < 0.4] = 0
     tol = dict(rtol=1e-5, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-11)
-    torch.testing.assert_close(torch.ops.derain.rain_direction_sums(z, g, k), rain_direction_sums(z, g, k), **tol)
+    torch.testing.assert_close(torch.ops.derain._rain_direction_sums(z, g, k), rain_direction_sums(z, g, k), **tol)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -175,10 +175,10 @@ def test_triton_matches_cpp():
     z, g = _pair((2, 2, 6, 7))
     k = torch.stack([dk.directional_kernels(dtype=torch.float64)[[2, 11]], dk.directional_kernels(dtype=torch.float64)[[5, 14]]])
     torch.testing.assert_close(tk.rain_direction_sums(z.to(dev), g.to(dev), k.to(dev)).cpu(),
-                               torch.ops.derain.rain_direction_sums(z, g, k), rtol=1e-12, atol=1e-12)
+                               torch.ops.derain._rain_direction_sums(z, g, k), rtol=1e-12, atol=1e-12)
     w = torch.randn(2, 2, dtype=torch.float64)
     zc = z.contiguous(memory_format=torch.channels_last)
     out = tk.rain_direction_sums_backward(w.to(dev), zc.to(dev), g.to(dev), k.to(dev))
-    expected = torch.ops.derain.rain_direction_sums_backward(w, zc, g, k)
+    expected = torch.ops.derain._rain_direction_sums_backward(w, zc, g, k)
     assert out.stride() == expected.stride()
     torch.testing.assert_close(out.cpu(), expected, rtol=1e-12, atol=1e-12)

@@ -322,13 +322,13 @@ def test_ssim_with_grad_matches_value_and_backward_ops(padding, reduction, dtype
     # (1, 1, 70, 41) is split into strips of rows over the threads
     x, y = _images(shape, dtype)
     args = (x, y, 11, 1.5, 1.0, padding, reduction, 0.01, 0.03)
-    value, ux, uy = torch.ops.derain.ssim_with_grad(*args, True)
+    value, ux, uy = torch.ops.derain._ssim_with_grad(*args, True)
     assert torch.equal(value, torch.ops.derain.ssim(*args))
     g = torch.rand(value.shape, dtype=dtype) + 0.5
     gb = g.reshape(-1, *([1] * (x.dim() - 1))) if g.dim() == 1 else g
-    gx, gy = torch.ops.derain.ssim_backward(g, *args)
+    gx, gy = torch.ops.derain._ssim_backward(g, *args)
     assert torch.equal(gb * ux, gx) and torch.equal(gb * uy, gy)
-    value1, ux1, uy1 = torch.ops.derain.ssim_with_grad(*args, False)
+    value1, ux1, uy1 = torch.ops.derain._ssim_with_grad(*args, False)
     assert torch.equal(value1, value) and torch.equal(ux1, ux) and uy1.shape == (0,)
     a, b = x.clone().requires_grad_(), y.clone().requires_grad_()
     out = dk.ssim(a, b, padding=padding, reduction=reduction)
@@ -350,9 +350,9 @@ def test_ssim_with_grad_thread_counts_agree():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = torch.ops.derain.ssim_with_grad(*args, True)
+        one = torch.ops.derain._ssim_with_grad(*args, True)
         torch.set_num_threads(max(2, threads))
-        two = torch.ops.derain.ssim_with_grad(*args, True)
+        two = torch.ops.derain._ssim_with_grad(*args, True)
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(one, two):
@@ -380,7 +380,7 @@ def test_ssim_double_backward_is_not_silent():
     a = x.clone().requires_grad_()
     (gx,) = torch.autograd.grad(dk.ssim_loss(a, y), a, create_graph=True)
     torch.testing.assert_close(gx, torch.autograd.grad(dk.ssim_loss(a, y), a)[0], rtol=0, atol=1e-15)
-    with pytest.warns(UserWarning, match=r"derain::ssim_backward_\w+: an autograd kernel was not registered"), \
+    with pytest.warns(UserWarning, match=r"derain::_ssim_backward_\w+: an autograd kernel was not registered"), \
             pytest.raises(RuntimeError):
         torch.autograd.grad(gx.sum(), a)
 
@@ -402,7 +402,7 @@ def test_one_sided_gradients(padding, reduction, dtype):
         torch.testing.assert_close(leaf.grad.double(), expected, rtol=0, atol=atol)
     both_x, both_y = x.clone().requires_grad_(), y.clone().requires_grad_()
     dk.ssim(both_x, both_y, 7, padding=padding, reduction=reduction).backward(g.to(dtype))
-    gx = torch.ops.derain.ssim_backward_x(g.to(dtype), x, y, 7, 1.5, 1.0, padding, reduction, 0.01, 0.03)
+    gx = torch.ops.derain._ssim_backward_x(g.to(dtype), x, y, 7, 1.5, 1.0, padding, reduction, 0.01, 0.03)
     assert torch.equal(gx, both_x.grad)  # same arithmetic as the two-sided kernel
 
 
@@ -450,7 +450,7 @@ def test_triton_ssim_with_grad(reduction):
     dev = triton_device()
     x, y = x.to(dev), y.to(dev)
     value, gx, gy = ts.ssim_with_grad(x, y, 7, 1.5, 1.0, "reflect", reduction, 0.01, 0.03, True)
-    cv, cx, cy = torch.ops.derain.ssim_with_grad(x.cpu(), y.cpu(), 7, 1.5, 1.0, "reflect", reduction, 0.01, 0.03, True)
+    cv, cx, cy = torch.ops.derain._ssim_with_grad(x.cpu(), y.cpu(), 7, 1.5, 1.0, "reflect", reduction, 0.01, 0.03, True)
     torch.testing.assert_close(value.cpu(), cv, rtol=0, atol=2e-6)
     scale = float(cx.abs().max())
     torch.testing.assert_close(gx.cpu(), cx, rtol=0, atol=2e-5 * scale)

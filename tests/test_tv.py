@@ -27,9 +27,9 @@ def _tol(dtype):
 @pytest.mark.parametrize("padding", ["valid", "zeros"])
 def test_sums_match_reference(shape, p, dtype, padding):
     x = torch.rand(shape, dtype=dtype) - 0.3
-    torch.testing.assert_close(torch.ops.derain.tv_sums(x, p, padding), tv_sums(x, p, padding), **_tol(dtype))
+    torch.testing.assert_close(torch.ops.derain._tv_sums(x, p, padding), tv_sums(x, p, padding), **_tol(dtype))
     xc = x.contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(torch.ops.derain.tv_sums(xc, p, padding), tv_sums(x, p, padding), **_tol(dtype))
+    torch.testing.assert_close(torch.ops.derain._tv_sums(xc, p, padding), tv_sums(x, p, padding), **_tol(dtype))
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -190,12 +190,12 @@ def test_triton_matches_cpp(dtype, p, padding):
     x = torch.rand(2, 3, 9, 12, dtype=dtype) - 0.5
     x[0, 0, 3] = x[0, 0, 4]
     x[1, 2, 0, 5] = 0.0
-    torch.testing.assert_close(tk.tv_sums(x.to(dev), p, padding).cpu(), torch.ops.derain.tv_sums(x, p, padding),
+    torch.testing.assert_close(tk.tv_sums(x.to(dev), p, padding).cpu(), torch.ops.derain._tv_sums(x, p, padding),
                                **_tol(dtype))
     torch.testing.assert_close(tk.tv_sums(x.to(dev), p, padding).cpu(), tv_sums(x, p, padding), **_tol(dtype))
     g = torch.randn(2, 2, dtype=dtype)
     xc = x.contiguous(memory_format=torch.channels_last)
     out = tk.tv_sums_backward(g.to(dev), xc.to(dev), p, padding)
-    expected = torch.ops.derain.tv_sums_backward(g, xc, p, padding)
+    expected = torch.ops.derain._tv_sums_backward(g, xc, p, padding)
     assert out.stride() == expected.stride()
     torch.testing.assert_close(out.cpu(), expected, **_tol(dtype))

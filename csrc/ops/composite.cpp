@@ -5,7 +5,7 @@
 
 TORCH_LIBRARY_FRAGMENT(derain, m) {
   m.def("min_composite(Tensor x, Tensor y) -> Tensor");
-  m.def("min_composite_backward(Tensor grad, Tensor x, Tensor y) -> (Tensor, Tensor)");
+  m.def("_min_composite_backward(Tensor grad, Tensor x, Tensor y) -> (Tensor, Tensor)");
   m.def("rain_composite(Tensor clean, Tensor rain, bool clamp=True) -> Tensor");
-  m.def("rain_composite_backward(Tensor grad, Tensor clean, Tensor rain, bool clamp=True) -> Tensor");
+  m.def("_rain_composite_backward(Tensor grad, Tensor clean, Tensor rain, bool clamp=True) -> Tensor");
 }

@@ -6,5 +6,5 @@
 TORCH_LIBRARY_FRAGMENT(derain, m) {
   m.def("median_filter(Tensor x, int[2] kernel_size, str padding=\"reflect\") -> Tensor");
   // The gradient of median_filter: grad scattered (summed) onto the selected elements of x.
-  m.def("median_filter_backward(Tensor grad, Tensor x, int[2] kernel_size, str padding=\"reflect\") -> Tensor");
+  m.def("_median_filter_backward(Tensor grad, Tensor x, int[2] kernel_size, str padding=\"reflect\") -> Tensor");
 }

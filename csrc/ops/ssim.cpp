@@ -16,10 +16,10 @@
 TORCH_LIBRARY_FRAGMENT(derain, m) {
   m.def("ssim(Tensor x, Tensor y, int window_size, float sigma, float data_range, str padding, "
         "str reduction, float k1, float k2) -> Tensor");
-  m.def("ssim_backward(Tensor grad, Tensor x, Tensor y, int window_size, float sigma, float data_range, "
+  m.def("_ssim_backward(Tensor grad, Tensor x, Tensor y, int window_size, float sigma, float data_range, "
         "str padding, str reduction, float k1, float k2) -> (Tensor, Tensor)");
-  m.def("ssim_backward_x(Tensor grad, Tensor x, Tensor y, int window_size, float sigma, float data_range, "
+  m.def("_ssim_backward_x(Tensor grad, Tensor x, Tensor y, int window_size, float sigma, float data_range, "
         "str padding, str reduction, float k1, float k2) -> Tensor");
-  m.def("ssim_with_grad(Tensor x, Tensor y, int window_size, float sigma, float data_range, str padding, "
+  m.def("_ssim_with_grad(Tensor x, Tensor y, int window_size, float sigma, float data_range, str padding, "
         "str reduction, float k1, float k2, bool need_y) -> (Tensor, Tensor, Tensor)");
 }

@@ -11,8 +11,11 @@ def sum_to(grad: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:
     return grad.sum_to_size(shape)
 
 
-def register_triton_cuda(op: str, module: str, fn: str) -> bool:
+def register_triton_cuda(op: str, module: str) -> bool:
     """Register `derain_kernels.triton.<module>.<fn>` as the CUDA kernel of `derain::<op>`.
+
+    `fn` is the op's name without the leading underscore of internal ops
+    (`_ssim_backward` -> `ssim_backward`).
 
     Only a fallback: when the extension was built with its CUDA kernels, `derain::<op>`
     already has a CUDA kernel registered from C++ (csrc/ops/cuda) and nothing is registered
@@ -27,6 +30,8 @@ def register_triton_cuda(op: str, module: str, fn: str) -> bool:
         return False  # registered from C++ when derain_kernels._C was loaded
     if importlib.util.find_spec("triton") is None:
         return False
+
+    fn = op.lstrip("_")
 
     def cuda_kernel(*args, **kwargs):
         mod = importlib.import_module(f"derain_kernels.triton.{module}")

@@ -73,7 +73,7 @@ def self_correcting_block(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w
     dilation = effective_dilation(dilation, x.shape[2], x.shape[3])
     if _CPP:
         if not recompute and torch.is_grad_enabled() and any(t.requires_grad for t in (x, w1, b1, w3, b3)):
-            return torch.ops.derain.self_correcting_block_train(x, w1, b1, w3, b3, dilation)[0]
+            return torch.ops.derain._self_correcting_block_train(x, w1, b1, w3, b3, dilation)[0]
         return torch.ops.derain.self_correcting_block(x, w1, b1, w3, b3, dilation)
     return reference.self_correcting_block(x, w1, b1, w3, b3, dilation)
 
@@ -83,7 +83,7 @@ if _CPP:
     def _block_fake(x, w1, b1, w3, b3, dilation=3):
         return empty_like_layout(x)
 
-    @torch.library.register_fake("derain::self_correcting_block_backward")
+    @torch.library.register_fake("derain::_self_correcting_block_backward")
     def _block_backward_fake(grad, x, out, w1, b1, w3, b3, dilation=3):
         return (empty_like_layout(x), torch.empty_like(w1, memory_format=torch.contiguous_format),
                 torch.empty_like(b1, memory_format=torch.contiguous_format),
@@ -97,17 +97,17 @@ if _CPP:
 
     def _block_backward(ctx, grad):
         x, out, w1, b1, w3, b3 = ctx.saved_tensors
-        gx, gw1, gb1, gw3, gb3 = torch.ops.derain.self_correcting_block_backward(
+        gx, gw1, gb1, gw3, gb3 = torch.ops.derain._self_correcting_block_backward(
             grad, x, out, w1, b1, w3, b3, ctx.dilation)
         return gx, gw1, gb1, gw3, gb3, None
 
     torch.library.register_autograd("derain::self_correcting_block", _block_backward, setup_context=_block_setup)
 
-    @torch.library.register_fake("derain::self_correcting_block_train")
+    @torch.library.register_fake("derain::_self_correcting_block_train")
     def _block_train_fake(x, w1, b1, w3, b3, dilation=3):
         return empty_like_layout(x), empty_like_layout(x)
 
-    @torch.library.register_fake("derain::self_correcting_block_backward_la")
+    @torch.library.register_fake("derain::_self_correcting_block_backward_la")
     def _block_backward_la_fake(grad, x, la, w1, w3, dilation=3):
         c = x.shape[1]
         return (empty_like_layout(x), torch.empty_like(w1, memory_format=torch.contiguous_format), x.new_empty(c),
@@ -126,13 +126,13 @@ if _CPP:
         if grad is None:
             return None, None, None, None, None, None
         x, la, w1, w3 = ctx.saved_tensors
-        gx, gw1, gb1, gw3, gb3 = torch.ops.derain.self_correcting_block_backward_la(
+        gx, gw1, gb1, gw3, gb3 = torch.ops.derain._self_correcting_block_backward_la(
             grad, x, la, w1, w3, ctx.dilation)
         return gx, gw1, gb1, gw3, gb3, None
 
-    torch.library.register_autograd("derain::self_correcting_block_train", _block_train_backward,
+    torch.library.register_autograd("derain::_self_correcting_block_train", _block_train_backward,
                                     setup_context=_block_train_setup)
 
-    for _op in ("self_correcting_block", "self_correcting_block_backward", "self_correcting_block_train",
-                "self_correcting_block_backward_la"):
-        register_triton_cuda(_op, "block", _op)
+    for _op in ("self_correcting_block", "_self_correcting_block_backward", "_self_correcting_block_train",
+                "_self_correcting_block_backward_la"):
+        register_triton_cuda(_op, "block")

@@ -65,7 +65,7 @@ if _CPP:
     def _min_composite_fake(x, y):
         return empty_elementwise(x, torch.broadcast_shapes(x.shape, y.shape))
 
-    @torch.library.register_fake("derain::min_composite_backward")
+    @torch.library.register_fake("derain::_min_composite_backward")
     def _min_composite_backward_fake(grad, x, y):
         shape = torch.broadcast_shapes(x.shape, y.shape)
         return empty_elementwise(grad, shape), empty_elementwise(grad, shape)
@@ -74,7 +74,7 @@ if _CPP:
     def _rain_composite_fake(clean, rain, clamp=True):
         return empty_elementwise(clean, torch.broadcast_shapes(clean.shape, rain.shape))
 
-    @torch.library.register_fake("derain::rain_composite_backward")
+    @torch.library.register_fake("derain::_rain_composite_backward")
     def _rain_composite_backward_fake(grad, clean, rain, clamp=True):
         return empty_elementwise(grad, torch.broadcast_shapes(clean.shape, rain.shape))
 
@@ -85,7 +85,7 @@ if _CPP:
 
     def _min_backward(ctx, grad):
         x, y = ctx.saved_tensors
-        gx, gy = torch.ops.derain.min_composite_backward(grad, x, y)
+        gx, gy = torch.ops.derain._min_composite_backward(grad, x, y)
         return sum_to(gx, x.shape), sum_to(gy, y.shape)
 
     torch.library.register_autograd("derain::min_composite", _min_backward, setup_context=_min_setup)
@@ -100,13 +100,13 @@ if _CPP:
         x, y = ctx.saved_tensors
         gg = None
         if ggx is not None:
-            gg = torch.ops.derain.min_composite_backward(ggx, x, y)[0]
+            gg = torch.ops.derain._min_composite_backward(ggx, x, y)[0]
         if ggy is not None:
-            part = torch.ops.derain.min_composite_backward(ggy, x, y)[1]
+            part = torch.ops.derain._min_composite_backward(ggy, x, y)[1]
             gg = part if gg is None else gg + part
         return gg, None, None
 
-    torch.library.register_autograd("derain::min_composite_backward", _min_bwd_backward,
+    torch.library.register_autograd("derain::_min_composite_backward", _min_bwd_backward,
                                     setup_context=_min_bwd_setup)
 
     def _rain_setup(ctx, inputs, output):
@@ -116,7 +116,7 @@ if _CPP:
 
     def _rain_backward(ctx, grad):
         clean, rain = ctx.saved_tensors
-        g = torch.ops.derain.rain_composite_backward(grad, clean, rain, ctx.clamp)
+        g = torch.ops.derain._rain_composite_backward(grad, clean, rain, ctx.clamp)
         return sum_to(g, clean.shape), sum_to(g, rain.shape), None
 
     torch.library.register_autograd("derain::rain_composite", _rain_backward, setup_context=_rain_setup)
@@ -128,11 +128,11 @@ if _CPP:
 
     def _rain_bwd_backward(ctx, gg):
         clean, rain = ctx.saved_tensors
-        return torch.ops.derain.rain_composite_backward(gg, clean, rain, ctx.clamp), None, None, None
+        return torch.ops.derain._rain_composite_backward(gg, clean, rain, ctx.clamp), None, None, None
 
-    torch.library.register_autograd("derain::rain_composite_backward", _rain_bwd_backward,
+    torch.library.register_autograd("derain::_rain_composite_backward", _rain_bwd_backward,
                                     setup_context=_rain_bwd_setup)
 
     # ---- CUDA: Triton ----
-    for _op in ("min_composite", "min_composite_backward", "rain_composite", "rain_composite_backward"):
-        register_triton_cuda(_op, "composite", _op)
+    for _op in ("min_composite", "_min_composite_backward", "rain_composite", "_rain_composite_backward"):
+        register_triton_cuda(_op, "composite")

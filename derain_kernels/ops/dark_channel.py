@@ -14,7 +14,7 @@ from .._checks import check_choice, check_int, check_tensor
 from .._contracts import effective_patch
 from ._common import register_triton_cuda
 
-_CPP = has_op("dark_channel")
+_CPP = has_op("_dark_channel")
 REAL_DTYPES = (torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -53,7 +53,7 @@ def dark_channel(x: torch.Tensor, patch: int = 15) -> torch.Tensor:
     if not _CPP:
         return reference.dark_channel(x, patch)
     x4 = x.reshape(math.prod(lead), C, H, W) if x.dim() != 4 else x
-    out, _ = torch.ops.derain.dark_channel(x4, patch)
+    out, _ = torch.ops.derain._dark_channel(x4, patch)
     return out.reshape(*lead, 1, H, W) if x.dim() != 4 else out
 
 
@@ -77,12 +77,12 @@ def dark_channel_loss(x: torch.Tensor, patch: int = 15, reduction: str = "mean")
 
 
 if _CPP:
-    @torch.library.register_fake("derain::dark_channel")
+    @torch.library.register_fake("derain::_dark_channel")
     def _dark_channel_fake(x, patch):
         B, _, H, W = x.shape
         return x.new_empty(B, 1, H, W), x.new_empty(B, 1, H, W, dtype=torch.int64)
 
-    @torch.library.register_fake("derain::dark_channel_backward")
+    @torch.library.register_fake("derain::_dark_channel_backward")
     def _dark_channel_backward_fake(grad, index, channels):
         B, _, H, W = grad.shape
         return grad.new_empty(B, channels, H, W)
@@ -95,9 +95,9 @@ if _CPP:
 
     def _backward(ctx, grad, _grad_index):
         (index,) = ctx.saved_tensors
-        return torch.ops.derain.dark_channel_backward(grad, index, ctx.channels), None
+        return torch.ops.derain._dark_channel_backward(grad, index, ctx.channels), None
 
-    torch.library.register_autograd("derain::dark_channel", _backward, setup_context=_setup)
+    torch.library.register_autograd("derain::_dark_channel", _backward, setup_context=_setup)
 
     def _bwd_setup(ctx, inputs, output):
         _, index, _ = inputs
@@ -109,7 +109,7 @@ if _CPP:
         B, C, H, W = gg.shape
         return gg.reshape(B, -1).gather(1, index.reshape(B, -1)).view(B, 1, H, W), None, None
 
-    torch.library.register_autograd("derain::dark_channel_backward", _bwd_backward, setup_context=_bwd_setup)
+    torch.library.register_autograd("derain::_dark_channel_backward", _bwd_backward, setup_context=_bwd_setup)
 
-    for _op in ("dark_channel", "dark_channel_backward"):
-        register_triton_cuda(_op, "dark_channel", _op)
+    for _op in ("_dark_channel", "_dark_channel_backward"):
+        register_triton_cuda(_op, "dark_channel")

@@ -83,7 +83,7 @@ if _CPP:
     def _median_filter_fake(x, kernel_size, padding="reflect"):
         return torch.empty_like(x, memory_format=torch.preserve_format)
 
-    @torch.library.register_fake("derain::median_filter_backward")
+    @torch.library.register_fake("derain::_median_filter_backward")
     def _median_filter_backward_fake(grad, x, kernel_size, padding="reflect"):
         return torch.empty_like(x, memory_format=torch.preserve_format)
 
@@ -98,10 +98,10 @@ if _CPP:
         (x,) = ctx.saved_tensors
         if grad is None or not x.is_floating_point():
             return None, None, None
-        return torch.ops.derain.median_filter_backward(grad, x, ctx.kernel_size, ctx.padding), None, None
+        return torch.ops.derain._median_filter_backward(grad, x, ctx.kernel_size, ctx.padding), None, None
 
     torch.library.register_autograd("derain::median_filter", _backward, setup_context=_setup)
 
     # ---- CUDA: Triton ----
-    for _op in ("median_filter", "median_filter_backward"):
-        register_triton_cuda(_op, "median", _op)
+    for _op in ("median_filter", "_median_filter_backward"):
+        register_triton_cuda(_op, "median")

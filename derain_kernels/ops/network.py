@@ -30,7 +30,7 @@ from .._contracts import effective_dilation
 from .._layout import empty_like_layout
 from .block import check_dilation
 
-_CPP = has_op("rain_oer_me_derain")
+_CPP = has_op("_rain_oer_me_derain")
 
 N_CONVS = 19
 N_PARAMS = 2 * N_CONVS
@@ -90,11 +90,11 @@ def rain_oer_me_derain(x: torch.Tensor, params: list[torch.Tensor], dilation: in
     params = [p.detach().to(x.dtype) for p in params]
     with torch.no_grad():
         if _CPP and x.device.type == "cpu":
-            return torch.ops.derain.rain_oer_me_derain(x.detach(), params, dilation)
+            return torch.ops.derain._rain_oer_me_derain(x.detach(), params, dilation)
         return reference.rain_oer_me_derain(x, params, dilation)
 
 
 if _CPP:
-    @torch.library.register_fake("derain::rain_oer_me_derain")
+    @torch.library.register_fake("derain::_rain_oer_me_derain")
     def _network_fake(x, params, dilation=3):
         return empty_like_layout(x)

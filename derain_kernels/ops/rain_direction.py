@@ -12,7 +12,7 @@ from .._contracts import line_kernel_bank, select_kernels
 from .._layout import empty_like_layout
 from ._common import register_triton_cuda
 
-_CPP = has_op("rain_direction_sums")
+_CPP = has_op("_rain_direction_sums")
 REAL_DTYPES = (torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum", "none")
 # The largest bank, n·size² values (8 MiB in float64): the bank is built in Python, one
@@ -101,7 +101,7 @@ def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: s
     if not _CPP:
         return reference.rain_direction_loss(z, z_gt, angle, reduction, n, size)
     kernels = select_kernels(angle, B, n, size, z.dtype, z.device)  # (B, 2, size, size)
-    s = torch.ops.derain.rain_direction_sums(z, z_gt, kernels)
+    s = torch.ops.derain._rain_direction_sums(z, z_gt, kernels)
     if reduction == "sum":
         return s.sum()
     if reduction == "mean":
@@ -110,11 +110,11 @@ def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: s
 
 
 if _CPP:
-    @torch.library.register_fake("derain::rain_direction_sums")
+    @torch.library.register_fake("derain::_rain_direction_sums")
     def _sums_fake(z, z_gt, kernels):
         return z.new_empty(z.shape[0], kernels.shape[1])
 
-    @torch.library.register_fake("derain::rain_direction_sums_backward")
+    @torch.library.register_fake("derain::_rain_direction_sums_backward")
     def _sums_backward_fake(grad, z, z_gt, kernels):
         return empty_like_layout(z)
 
@@ -124,10 +124,10 @@ if _CPP:
 
     def _backward(ctx, grad):
         z, z_gt, kernels = ctx.saved_tensors
-        gz = torch.ops.derain.rain_direction_sums_backward(grad, z, z_gt, kernels)
+        gz = torch.ops.derain._rain_direction_sums_backward(grad, z, z_gt, kernels)
         return gz, -gz, None
 
-    torch.library.register_autograd("derain::rain_direction_sums", _backward, setup_context=_setup)
+    torch.library.register_autograd("derain::_rain_direction_sums", _backward, setup_context=_setup)
 
-    for _op in ("rain_direction_sums", "rain_direction_sums_backward"):
-        register_triton_cuda(_op, "rain_direction", _op)
+    for _op in ("_rain_direction_sums", "_rain_direction_sums_backward"):
+        register_triton_cuda(_op, "rain_direction")

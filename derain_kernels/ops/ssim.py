@@ -94,7 +94,7 @@ def _ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
             # value and gradients in one sweep; the backward is then a multiply.
             # SSIM is symmetric in (x, y) (bit for bit), so a y-only gradient runs on (y, x).
             a, b = (x, y) if x.requires_grad else (y, x)
-            return torch.ops.derain.ssim_with_grad(a, b, window_size, sigma, data_range, padding, reduction, k1, k2,
+            return torch.ops.derain._ssim_with_grad(a, b, window_size, sigma, data_range, padding, reduction, k1, k2,
                                                    x.requires_grad and y.requires_grad)[0]
         return torch.ops.derain.ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
     # one-tap windows are element-wise (the luminance term alone) and empty images have
@@ -140,16 +140,16 @@ if _CPP:
     def _ssim_fake(x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
         return x.new_empty(_output_shape(x, window_size, padding, reduction))
 
-    @torch.library.register_fake("derain::ssim_with_grad")
+    @torch.library.register_fake("derain::_ssim_with_grad")
     def _ssim_with_grad_fake(x, y, window_size, sigma, data_range, padding, reduction, k1, k2, need_y):
         gy = x.new_empty(x.shape) if need_y else x.new_empty((0,))
         return x.new_empty(_output_shape(x, window_size, padding, reduction)), x.new_empty(x.shape), gy
 
-    @torch.library.register_fake("derain::ssim_backward")
+    @torch.library.register_fake("derain::_ssim_backward")
     def _ssim_backward_fake(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
         return x.new_empty(x.shape), x.new_empty(x.shape)
 
-    @torch.library.register_fake("derain::ssim_backward_x")
+    @torch.library.register_fake("derain::_ssim_backward_x")
     def _ssim_backward_x_fake(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
         return x.new_empty(x.shape)
 
@@ -164,11 +164,11 @@ if _CPP:
         # grad of the target, and ssim_backward_x skips its share of the work.
         # SSIM is symmetric in (x, y), so grad_y alone is ssim_backward_x(grad, y, x).
         if need_x and need_y:
-            return torch.ops.derain.ssim_backward(grad, x, y, *params)
+            return torch.ops.derain._ssim_backward(grad, x, y, *params)
         if need_x:
-            return torch.ops.derain.ssim_backward_x(grad, x, y, *params), None
+            return torch.ops.derain._ssim_backward_x(grad, x, y, *params), None
         if need_y:
-            return None, torch.ops.derain.ssim_backward_x(grad, y, x, *params)
+            return None, torch.ops.derain._ssim_backward_x(grad, y, x, *params)
         return None, None
 
     def _ssim_backward(ctx, grad):
@@ -212,9 +212,9 @@ if _CPP:
         ctx.units = None
         return (unit_gx.mul_(g) if need_x else None), (unit_gy.mul_(g) if need_y else None), *nones
 
-    torch.library.register_autograd("derain::ssim_with_grad", _ssim_with_grad_backward,
+    torch.library.register_autograd("derain::_ssim_with_grad", _ssim_with_grad_backward,
                                     setup_context=_ssim_with_grad_setup)
 
     # ---- CUDA: Triton ----
-    for _op in ("ssim", "ssim_backward", "ssim_backward_x", "ssim_with_grad"):
-        register_triton_cuda(_op, "ssim", _op)
+    for _op in ("ssim", "_ssim_backward", "_ssim_backward_x", "_ssim_with_grad"):
+        register_triton_cuda(_op, "ssim")

@@ -10,7 +10,7 @@ from .._contracts import as_images, tv_counts
 from .._layout import empty_like_layout
 from ._common import register_triton_cuda
 
-_CPP = has_op("tv_sums")
+_CPP = has_op("_tv_sums")
 REAL_DTYPES = (torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum", "none")
 PADDINGS = ("valid", "zeros")
@@ -44,7 +44,7 @@ def tv_loss(x: torch.Tensor, reduction: str = "mean", p: int = 1, padding: str =
     if not _CPP:
         return reference.tv_loss(x, reduction, p, padding)
     x4 = x if x.dim() == 4 else as_images(x)
-    s = torch.ops.derain.tv_sums(x4, p, padding)
+    s = torch.ops.derain._tv_sums(x4, p, padding)
     nv, nh = tv_counts(x.shape, padding)
     if reduction == "sum":
         return s.sum()
@@ -55,11 +55,11 @@ def tv_loss(x: torch.Tensor, reduction: str = "mean", p: int = 1, padding: str =
 
 
 if _CPP:
-    @torch.library.register_fake("derain::tv_sums")
+    @torch.library.register_fake("derain::_tv_sums")
     def _tv_sums_fake(x, p, padding="valid"):
         return x.new_empty(x.shape[0], 2)
 
-    @torch.library.register_fake("derain::tv_sums_backward")
+    @torch.library.register_fake("derain::_tv_sums_backward")
     def _tv_sums_backward_fake(grad, x, p, padding="valid"):
         return empty_like_layout(x)
 
@@ -72,10 +72,10 @@ if _CPP:
 
     def _backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        gx = torch.ops.derain.tv_sums_backward(grad, x, ctx.p, ctx.padding)
+        gx = torch.ops.derain._tv_sums_backward(grad, x, ctx.p, ctx.padding)
         return (gx,) + (None,) * (ctx.n_args - 1)
 
-    torch.library.register_autograd("derain::tv_sums", _backward, setup_context=_setup)
+    torch.library.register_autograd("derain::_tv_sums", _backward, setup_context=_setup)
 
-    for _op in ("tv_sums", "tv_sums_backward"):
-        register_triton_cuda(_op, "tv", _op)
+    for _op in ("_tv_sums", "_tv_sums_backward"):
+        register_triton_cuda(_op, "tv")

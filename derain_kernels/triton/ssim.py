@@ -246,20 +246,20 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: float, data_
 
 def ssim_backward(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: float,
                   data_range: float, padding: str, reduction: str, k1: float, k2: float):
-    """Launcher with the schema of derain::ssim_backward: recomputes the derivative maps, then the transposed blur."""
+    """Launcher with the schema of derain::_ssim_backward: recomputes the derivative maps, then the transposed blur."""
     dmaps = ssim_with_dmaps(x, y, window_size, sigma, data_range, padding, reduction, k1, k2, True)[1]
     return ssim_backward_from_dmaps(grad, x, y, dmaps, window_size, sigma, padding, reduction)
 
 
 def ssim_backward_x(grad: torch.Tensor, x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: float,
                     data_range: float, padding: str, reduction: str, k1: float, k2: float):
-    """Launcher with the schema of derain::ssim_backward_x: grad_x alone (here via `ssim_backward`)."""
+    """Launcher with the schema of derain::_ssim_backward_x: grad_x alone (here via `ssim_backward`)."""
     return ssim_backward(grad, x, y, window_size, sigma, data_range, padding, reduction, k1, k2)[0]
 
 
 def ssim_with_grad(x: torch.Tensor, y: torch.Tensor, window_size: int, sigma: float, data_range: float,
                    padding: str, reduction: str, k1: float, k2: float, need_y: bool):
-    """Launcher with the schema of derain::ssim_with_grad: (value, d value/dx, d value/dy or an empty (0,))."""
+    """Launcher with the schema of derain::_ssim_with_grad: (value, d value/dx, d value/dy or an empty (0,))."""
     value, dmaps = ssim_with_dmaps(x, y, window_size, sigma, data_range, padding, reduction, k1, k2, True)
     ones = torch.ones(value.shape, dtype=x.dtype, device=x.device)
     gx, gy = ssim_backward_from_dmaps(ones, x, y, dmaps, window_size, sigma, padding, reduction)

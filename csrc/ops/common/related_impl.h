@@ -220,11 +220,11 @@ inline void check_real(const at::Tensor& t, const char* op, const char* name) {
 
 template <typename L>
 std::tuple<at::Tensor, at::Tensor> dark_channel(const at::Tensor& x, int64_t patch) {
-  TORCH_CHECK(x.dim() == 4, "derain::dark_channel: x must be (B, C, H, W), got ", x.sizes());
-  check_real(x, "dark_channel", "x");
-  TORCH_CHECK(patch >= 1 && patch % 2 == 1, "derain::dark_channel: patch must be odd and >= 1, got ", patch);
+  TORCH_CHECK(x.dim() == 4, "derain::_dark_channel: x must be (B, C, H, W), got ", x.sizes());
+  check_real(x, "_dark_channel", "x");
+  TORCH_CHECK(patch >= 1 && patch % 2 == 1, "derain::_dark_channel: patch must be odd and >= 1, got ", patch);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  TORCH_CHECK(C >= 1, "derain::dark_channel: x must have at least one channel");
+  TORCH_CHECK(C >= 1, "derain::_dark_channel: x must have at least one channel");
   at::Tensor out = at::empty({B, 1, H, W}, x.options());
   at::Tensor index = at::empty({B, 1, H, W}, x.options().dtype(at::kLong));
   if (out.numel() == 0) return {out, index};
@@ -238,10 +238,10 @@ std::tuple<at::Tensor, at::Tensor> dark_channel(const at::Tensor& x, int64_t pat
 
 template <typename L>
 at::Tensor dark_channel_backward(const at::Tensor& grad, const at::Tensor& index, int64_t channels) {
-  TORCH_CHECK(grad.dim() == 4 && grad.size(1) == 1, "derain::dark_channel_backward: grad must be (B, 1, H, W)");
+  TORCH_CHECK(grad.dim() == 4 && grad.size(1) == 1, "derain::_dark_channel_backward: grad must be (B, 1, H, W)");
   TORCH_CHECK(index.sizes().equals(grad.sizes()) && index.scalar_type() == at::kLong,
-              "derain::dark_channel_backward: index must be int64 of grad's shape");
-  TORCH_CHECK(channels >= 1, "derain::dark_channel_backward: channels must be >= 1");
+              "derain::_dark_channel_backward: index must be int64 of grad's shape");
+  TORCH_CHECK(channels >= 1, "derain::_dark_channel_backward: channels must be >= 1");
   const int64_t B = grad.size(0), H = grad.size(2), W = grad.size(3);
   at::Tensor gx = at::zeros({B, channels, H, W}, grad.options());
   if (grad.numel() == 0) return gx;
@@ -263,10 +263,10 @@ inline bool tv_zero_border(c10::string_view padding, const char* op) {
 
 template <typename L>
 at::Tensor tv_sums(const at::Tensor& x, int64_t p, c10::string_view padding) {
-  const bool zb = tv_zero_border(padding, "tv_sums");
-  TORCH_CHECK(x.dim() == 4, "derain::tv_sums: x must be (N, C, H, W), got ", x.sizes());
-  check_real(x, "tv_sums", "x");
-  TORCH_CHECK(p == 1 || p == 2, "derain::tv_sums: p must be 1 or 2, got ", p);
+  const bool zb = tv_zero_border(padding, "_tv_sums");
+  TORCH_CHECK(x.dim() == 4, "derain::_tv_sums: x must be (N, C, H, W), got ", x.sizes());
+  check_real(x, "_tv_sums", "x");
+  TORCH_CHECK(p == 1 || p == 2, "derain::_tv_sums: p must be 1 or 2, got ", p);
   const int64_t N = x.size(0), H = x.size(2), W = x.size(3);
   if (x.numel() == 0) return at::zeros({N, 2}, x.options());
   const at::Tensor xc = x.contiguous();
@@ -280,13 +280,13 @@ at::Tensor tv_sums(const at::Tensor& x, int64_t p, c10::string_view padding) {
 
 template <typename L>
 at::Tensor tv_sums_backward(const at::Tensor& grad, const at::Tensor& x, int64_t p, c10::string_view padding) {
-  const bool zb = tv_zero_border(padding, "tv_sums_backward");
-  TORCH_CHECK(x.dim() == 4, "derain::tv_sums_backward: x must be (N, C, H, W), got ", x.sizes());
-  check_real(x, "tv_sums_backward", "x");
-  TORCH_CHECK(p == 1 || p == 2, "derain::tv_sums_backward: p must be 1 or 2, got ", p);
+  const bool zb = tv_zero_border(padding, "_tv_sums_backward");
+  TORCH_CHECK(x.dim() == 4, "derain::_tv_sums_backward: x must be (N, C, H, W), got ", x.sizes());
+  check_real(x, "_tv_sums_backward", "x");
+  TORCH_CHECK(p == 1 || p == 2, "derain::_tv_sums_backward: p must be 1 or 2, got ", p);
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.size(1) == 2,
-              "derain::tv_sums_backward: grad must be (N, 2)");
-  TORCH_CHECK(grad.scalar_type() == x.scalar_type(), "derain::tv_sums_backward: grad and x dtypes differ");
+              "derain::_tv_sums_backward: grad must be (N, 2)");
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type(), "derain::_tv_sums_backward: grad and x dtypes differ");
   if (x.numel() == 0) return empty_layout_of(x);
   const at::Tensor xc = x.contiguous(), gc = grad.contiguous();
   at::Tensor gx = at::empty(x.sizes(), x.options());
@@ -310,7 +310,7 @@ inline void check_rain_direction(const at::Tensor& z, const at::Tensor& zg, cons
 
 template <typename L>
 at::Tensor rain_direction_sums(const at::Tensor& z, const at::Tensor& z_gt, const at::Tensor& kernels) {
-  check_rain_direction(z, z_gt, kernels, "rain_direction_sums");
+  check_rain_direction(z, z_gt, kernels, "_rain_direction_sums");
   const int64_t B = z.size(0), C = z.size(1), H = z.size(2), W = z.size(3), M = kernels.size(1),
                 K = kernels.size(2);
   if (B * M == 0 || C * H * W == 0) return at::zeros({B, M}, z.options());
@@ -327,12 +327,12 @@ at::Tensor rain_direction_sums(const at::Tensor& z, const at::Tensor& z_gt, cons
 template <typename L>
 at::Tensor rain_direction_sums_backward(const at::Tensor& grad, const at::Tensor& z, const at::Tensor& z_gt,
                                         const at::Tensor& kernels) {
-  check_rain_direction(z, z_gt, kernels, "rain_direction_sums_backward");
+  check_rain_direction(z, z_gt, kernels, "_rain_direction_sums_backward");
   const int64_t B = z.size(0), C = z.size(1), H = z.size(2), W = z.size(3), M = kernels.size(1),
                 K = kernels.size(2);
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == B && grad.size(1) == M,
-              "derain::rain_direction_sums_backward: grad must be (B, M)");
-  TORCH_CHECK(grad.scalar_type() == z.scalar_type(), "derain::rain_direction_sums_backward: grad dtype");
+              "derain::_rain_direction_sums_backward: grad must be (B, M)");
+  TORCH_CHECK(grad.scalar_type() == z.scalar_type(), "derain::_rain_direction_sums_backward: grad dtype");
   if (z.numel() == 0) return empty_layout_of(z);
   if (M == 0) return in_layout_of(z, at::zeros(z.sizes(), z.options()));
   const at::Tensor zc = z.contiguous(), gc = z_gt.contiguous(), kc = kernels.contiguous(),

@@ -301,9 +301,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> block_bac
 
 TORCH_LIBRARY_IMPL(derain, CPU, m) {
   m.impl("self_correcting_block", &block_forward_cpu);
-  m.impl("self_correcting_block_backward", &block_backward_cpu);
-  m.impl("self_correcting_block_train", &block_forward_train_cpu);
-  m.impl("self_correcting_block_backward_la", &block_backward_la_cpu);
+  m.impl("_self_correcting_block_backward", &block_backward_cpu);
+  m.impl("_self_correcting_block_train", &block_forward_train_cpu);
+  m.impl("_self_correcting_block_backward_la", &block_backward_la_cpu);
 }
 
 }  // namespace derain

@@ -171,9 +171,9 @@ at::Tensor rain_composite_backward_cpu(const at::Tensor& grad, const at::Tensor&
 
 TORCH_LIBRARY_IMPL(derain, CPU, m) {
   m.impl("min_composite", &min_composite_cpu);
-  m.impl("min_composite_backward", &min_composite_backward_cpu);
+  m.impl("_min_composite_backward", &min_composite_backward_cpu);
   m.impl("rain_composite", &rain_composite_cpu);
-  m.impl("rain_composite_backward", &rain_composite_backward_cpu);
+  m.impl("_rain_composite_backward", &rain_composite_backward_cpu);
 }
 
 }  // namespace derain

@@ -109,12 +109,12 @@ DERAIN_SIMD
 }
 
 std::tuple<at::Tensor, at::Tensor> dark_channel_cpu(const at::Tensor& x, int64_t patch) {
-  TORCH_CHECK(x.dim() == 4, "derain::dark_channel: x must be (B, C, H, W), got ", x.sizes());
+  TORCH_CHECK(x.dim() == 4, "derain::_dark_channel: x must be (B, C, H, W), got ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "derain::dark_channel: x must be float32 or float64, got ", x.scalar_type());
-  TORCH_CHECK(patch >= 1 && patch % 2 == 1, "derain::dark_channel: patch must be odd and >= 1, got ", patch);
+              "derain::_dark_channel: x must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(patch >= 1 && patch % 2 == 1, "derain::_dark_channel: patch must be odd and >= 1, got ", patch);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  TORCH_CHECK(C >= 1, "derain::dark_channel: x must have at least one channel");
+  TORCH_CHECK(C >= 1, "derain::_dark_channel: x must have at least one channel");
   at::Tensor out = at::empty({B, 1, H, W}, x.options());
   at::Tensor index = at::empty({B, 1, H, W}, x.options().dtype(at::kLong));
   if (B == 0 || H == 0 || W == 0) return {out, index};
@@ -211,10 +211,10 @@ DERAIN_SIMD
 }
 
 at::Tensor dark_channel_backward_cpu(const at::Tensor& grad, const at::Tensor& index, int64_t channels) {
-  TORCH_CHECK(grad.dim() == 4 && grad.size(1) == 1, "derain::dark_channel_backward: grad must be (B, 1, H, W)");
+  TORCH_CHECK(grad.dim() == 4 && grad.size(1) == 1, "derain::_dark_channel_backward: grad must be (B, 1, H, W)");
   TORCH_CHECK(index.sizes().equals(grad.sizes()) && index.scalar_type() == at::kLong,
-              "derain::dark_channel_backward: index must be int64 with grad's shape");
-  TORCH_CHECK(channels >= 1, "derain::dark_channel_backward: channels must be >= 1");
+              "derain::_dark_channel_backward: index must be int64 with grad's shape");
+  TORCH_CHECK(channels >= 1, "derain::_dark_channel_backward: channels must be >= 1");
   const int64_t B = grad.size(0), H = grad.size(2), W = grad.size(3), C = channels;
   at::Tensor gx = at::zeros({B, C, H, W}, grad.options());
   if (gx.numel() == 0) return gx;
@@ -230,7 +230,7 @@ at::Tensor dark_channel_backward_cpu(const at::Tensor& grad, const at::Tensor& i
         scalar_t* ob = op + b * C * HW;
         for (int64_t p = b * HW; p < (b + 1) * HW; ++p) {
           const int64_t code = ip[p];
-          TORCH_CHECK(code >= 0 && code < C * HW, "derain::dark_channel_backward: index out of range");
+          TORCH_CHECK(code >= 0 && code < C * HW, "derain::_dark_channel_backward: index out of range");
           ob[code] += gp[p];
         }
       }
@@ -242,8 +242,8 @@ at::Tensor dark_channel_backward_cpu(const at::Tensor& grad, const at::Tensor& i
 }  // namespace
 
 TORCH_LIBRARY_IMPL(derain, CPU, m) {
-  m.impl("dark_channel", &dark_channel_cpu);
-  m.impl("dark_channel_backward", &dark_channel_backward_cpu);
+  m.impl("_dark_channel", &dark_channel_cpu);
+  m.impl("_dark_channel_backward", &dark_channel_backward_cpu);
 }
 
 }  // namespace derain

@@ -201,7 +201,7 @@ at::Tensor median_filter_backward_cpu(const at::Tensor& grad, const at::Tensor& 
 
 TORCH_LIBRARY_IMPL(derain, CPU, m) {
   m.impl("median_filter", &median_filter_cpu);
-  m.impl("median_filter_backward", &median_filter_backward_cpu);
+  m.impl("_median_filter_backward", &median_filter_backward_cpu);
 }
 
 }  // namespace derain

@@ -163,6 +163,6 @@ at::Tensor rain_oer_me_derain_cpu(const at::Tensor& x, at::TensorList params_lis
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(derain, CPU, m) { m.impl("rain_oer_me_derain", &rain_oer_me_derain_cpu); }
+TORCH_LIBRARY_IMPL(derain, CPU, m) { m.impl("_rain_oer_me_derain", &rain_oer_me_derain_cpu); }
 
 }  // namespace derain

@@ -118,7 +118,7 @@ DERAIN_SIMD
 }
 
 at::Tensor rain_direction_sums_cpu(const at::Tensor& z, const at::Tensor& z_gt, const at::Tensor& kernels) {
-  check_args(z, z_gt, kernels, "rain_direction_sums");
+  check_args(z, z_gt, kernels, "_rain_direction_sums");
   const int64_t B = z.size(0), M = kernels.size(1), r = kernels.size(2) / 2;
   at::Tensor out = at::zeros({B, M}, z.options());
   if (z.numel() == 0 || M == 0) return out;
@@ -171,11 +171,11 @@ DERAIN_SIMD
 
 at::Tensor rain_direction_sums_backward_cpu(const at::Tensor& grad, const at::Tensor& z, const at::Tensor& z_gt,
                                             const at::Tensor& kernels) {
-  check_args(z, z_gt, kernels, "rain_direction_sums_backward");
+  check_args(z, z_gt, kernels, "_rain_direction_sums_backward");
   const int64_t B = z.size(0), M = kernels.size(1), r = kernels.size(2) / 2;
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == B && grad.size(1) == M,
-              "derain::rain_direction_sums_backward: grad must be (B, M)");
-  TORCH_CHECK(grad.scalar_type() == z.scalar_type(), "derain::rain_direction_sums_backward: grad dtype");
+              "derain::_rain_direction_sums_backward: grad must be (B, M)");
+  TORCH_CHECK(grad.scalar_type() == z.scalar_type(), "derain::_rain_direction_sums_backward: grad dtype");
   Layout l = layout_of(z, z_gt);
   at::Tensor gz = at::empty_like(l.z);
   if (z.numel() == 0) return gz;
@@ -239,8 +239,8 @@ DERAIN_SIMD
 }  // namespace
 
 TORCH_LIBRARY_IMPL(derain, CPU, m) {
-  m.impl("rain_direction_sums", &rain_direction_sums_cpu);
-  m.impl("rain_direction_sums_backward", &rain_direction_sums_backward_cpu);
+  m.impl("_rain_direction_sums", &rain_direction_sums_cpu);
+  m.impl("_rain_direction_sums_backward", &rain_direction_sums_backward_cpu);
 }
 
 }  // namespace derain

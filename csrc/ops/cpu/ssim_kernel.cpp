@@ -287,9 +287,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ssim_with_grad_cpu(const at::Tens
 
 TORCH_LIBRARY_IMPL(derain, CPU, m) {
   m.impl("ssim", &ssim_cpu);
-  m.impl("ssim_backward", &ssim_backward_cpu);
-  m.impl("ssim_backward_x", &ssim_backward_x_cpu);
-  m.impl("ssim_with_grad", &ssim_with_grad_cpu);
+  m.impl("_ssim_backward", &ssim_backward_cpu);
+  m.impl("_ssim_backward_x", &ssim_backward_x_cpu);
+  m.impl("_ssim_with_grad", &ssim_with_grad_cpu);
 }
 
 }  // namespace derain

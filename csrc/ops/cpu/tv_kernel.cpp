@@ -87,8 +87,8 @@ void check_x(const at::Tensor& x, int64_t p, const char* op) {
 }
 
 at::Tensor tv_sums_cpu(const at::Tensor& x, int64_t p, c10::string_view padding) {
-  check_x(x, p, "tv_sums");
-  const bool zb = parse_padding(padding, "tv_sums");
+  check_x(x, p, "_tv_sums");
+  const bool zb = parse_padding(padding, "_tv_sums");
   const int64_t N = x.size(0);
   at::Tensor out = at::zeros({N, 2}, x.options());
   if (x.numel() == 0) return out;
@@ -156,11 +156,11 @@ at::Tensor tv_sums_cpu(const at::Tensor& x, int64_t p, c10::string_view padding)
 
 at::Tensor tv_sums_backward_cpu(const at::Tensor& grad, const at::Tensor& x, int64_t p,
                                 c10::string_view padding) {
-  check_x(x, p, "tv_sums_backward");
-  const bool zb = parse_padding(padding, "tv_sums_backward");
+  check_x(x, p, "_tv_sums_backward");
+  const bool zb = parse_padding(padding, "_tv_sums_backward");
   TORCH_CHECK(grad.dim() == 2 && grad.size(0) == x.size(0) && grad.size(1) == 2,
-              "derain::tv_sums_backward: grad must be (N, 2)");
-  TORCH_CHECK(grad.scalar_type() == x.scalar_type(), "derain::tv_sums_backward: grad and x dtypes differ");
+              "derain::_tv_sums_backward: grad must be (N, 2)");
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type(), "derain::_tv_sums_backward: grad and x dtypes differ");
   Planes P = as_planes(x);
   at::Tensor gx = at::empty_like(P.t);
   if (x.numel() == 0) return gx;
@@ -212,8 +212,8 @@ DERAIN_SIMD
 }  // namespace
 
 TORCH_LIBRARY_IMPL(derain, CPU, m) {
-  m.impl("tv_sums", &tv_sums_cpu);
-  m.impl("tv_sums_backward", &tv_sums_backward_cpu);
+  m.impl("_tv_sums", &tv_sums_cpu);
+  m.impl("_tv_sums_backward", &tv_sums_backward_cpu);
 }
 
 }  // namespace derain

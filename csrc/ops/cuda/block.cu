@@ -44,10 +44,10 @@ at::Tensor network_cuda(const at::Tensor& x, at::TensorList params, int64_t dila
 
 TORCH_LIBRARY_IMPL(derain, CUDA, m) {
   m.impl("self_correcting_block", &block_cuda);
-  m.impl("self_correcting_block_backward", &block_backward_cuda);
-  m.impl("self_correcting_block_train", &block_train_cuda);
-  m.impl("self_correcting_block_backward_la", &block_backward_la_cuda);
-  m.impl("rain_oer_me_derain", &network_cuda);
+  m.impl("_self_correcting_block_backward", &block_backward_cuda);
+  m.impl("_self_correcting_block_train", &block_train_cuda);
+  m.impl("_self_correcting_block_backward_la", &block_backward_la_cuda);
+  m.impl("_rain_oer_me_derain", &network_cuda);
 }
 
 }  // namespace derain

@@ -36,9 +36,9 @@ at::Tensor rain_composite_backward_cuda(const at::Tensor& grad, const at::Tensor
 
 TORCH_LIBRARY_IMPL(derain, CUDA, m) {
   m.impl("min_composite", &min_composite_cuda);
-  m.impl("min_composite_backward", &min_composite_backward_cuda);
+  m.impl("_min_composite_backward", &min_composite_backward_cuda);
   m.impl("rain_composite", &rain_composite_cuda);
-  m.impl("rain_composite_backward", &rain_composite_backward_cuda);
+  m.impl("_rain_composite_backward", &rain_composite_backward_cuda);
 }
 
 }  // namespace derain

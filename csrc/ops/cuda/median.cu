@@ -26,7 +26,7 @@ at::Tensor median_filter_backward_cuda(const at::Tensor& grad, const at::Tensor&
 
 TORCH_LIBRARY_IMPL(derain, CUDA, m) {
   m.impl("median_filter", &median_filter_cuda);
-  m.impl("median_filter_backward", &median_filter_backward_cuda);
+  m.impl("_median_filter_backward", &median_filter_backward_cuda);
 }
 
 }  // namespace derain

@@ -47,9 +47,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ssim_with_grad_cuda(const at::Ten
 
 TORCH_LIBRARY_IMPL(derain, CUDA, m) {
   m.impl("ssim", &ssim_cuda);
-  m.impl("ssim_backward", &ssim_backward_cuda);
-  m.impl("ssim_backward_x", &ssim_backward_x_cuda);
-  m.impl("ssim_with_grad", &ssim_with_grad_cuda);
+  m.impl("_ssim_backward", &ssim_backward_cuda);
+  m.impl("_ssim_backward_x", &ssim_backward_x_cuda);
+  m.impl("_ssim_with_grad", &ssim_with_grad_cuda);
 }
 
 }  // namespace derain
