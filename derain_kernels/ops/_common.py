@@ -1,6 +1,8 @@
 """Helpers for registering ops: gradient reduction, Triton on CUDA."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -40,3 +42,41 @@ def register_triton_cuda(op: str, module: str) -> bool:
     cuda_kernel.__name__ = f"{op}_cuda"
     torch.library.register_kernel(f"derain::{op}", "cuda", cuda_kernel)
     return True
+
+
+def explain_failure(check, *args) -> None:
+    """Called where an op call raised: run the Python checks of its arguments.
+
+    The public functions call the op first: every kernel refuses bad arguments itself, so a good
+    call costs one dispatcher call and no Python checks. When the call raised, `check(*args)`
+    names the argument and the rule in a TypeError / ValueError, raised in place of the kernel's
+    message (which is hidden). If the checks pass, the failure was something else (out of
+    memory, say) and the caller re-raises the original error.
+    """
+    try:
+        check(*args)
+    except (TypeError, ValueError) as err:
+        err.__suppress_context__ = True
+        raise
+
+
+def eager_cache(maxsize: int = 64, typed: bool = True):
+    """functools.lru_cache for eager calls only: torch.compile traces the function itself.
+
+    For facts derived from scalar arguments (checked values, divisors, selected kernels),
+    computed once per distinct set of arguments. typed=True keeps True, 1 and 1.0 apart, so a
+    value the checks refuse is never served from the cache of an accepted one.
+    """
+    def wrap(fn):
+        cached = functools.lru_cache(maxsize=maxsize, typed=typed)(fn)
+
+        @functools.wraps(fn)
+        def call(*args):
+            if torch.compiler.is_compiling():
+                return fn(*args)
+            return cached(*args)
+
+        call.cache_clear = cached.cache_clear
+        return call
+
+    return wrap

@@ -15,9 +15,14 @@ from .. import reference
 from .._backend import has_op
 from .._checks import check_bool, check_broadcastable, check_same, check_tensor
 from .._layout import empty_elementwise
-from ._common import register_triton_cuda, sum_to
+from ._common import explain_failure, register_triton_cuda, sum_to
 
 _CPP = has_op("min_composite")
+# The public functions call the op first and check their arguments only when it raises: the
+# kernels refuse every bad argument (csrc/ops/common/composite_impl.h, cpu/composite_kernel.cpp),
+# and the Python checks then name the argument. A good call costs one dispatcher call.
+_MIN_COMPOSITE = torch.ops.derain.min_composite.default if _CPP else None
+_RAIN_COMPOSITE = torch.ops.derain.rain_composite.default if _CPP else None
 
 
 def min_composite(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -28,12 +33,13 @@ def min_composite(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     torch.minimum, which splits ties ½/½. NaN propagates: a NaN in x is returned
     (gradient to x); a NaN in y where x is not NaN is returned (gradient to y).
     """
-    check_tensor(x, "x")
-    check_tensor(y, "y")
-    check_same(x, "x", y, "y")
-    check_broadcastable(x, "x", y, "y")
     if _CPP:
-        return torch.ops.derain.min_composite(x, y)
+        try:
+            return _MIN_COMPOSITE(x, y)
+        except Exception:
+            explain_failure(_check_pair, x, "x", y, "y")
+            raise
+    _check_pair(x, "x", y, "y")
     return reference.min_composite(x, y)
 
 
@@ -49,20 +55,33 @@ def rain_composite(clean: torch.Tensor, rain: torch.Tensor, clamp: bool = True) 
     clamped (gradient 0, as in exact arithmetic), though the sum rounded to
     bfloat16 first would be 1.0. The trainer detaches `rain` itself (docs/method.md#rain-composite); the op does not.
     """
-    check_tensor(clean, "clean")
-    check_tensor(rain, "rain")
-    check_same(clean, "clean", rain, "rain")
-    check_broadcastable(clean, "clean", rain, "rain")
-    check_bool(clamp, "clamp")
-    if _CPP:
-        return torch.ops.derain.rain_composite(clean, rain, clamp)
+    if _CPP and (clamp is True or clamp is False):  # the schema would take an int for the bool
+        try:
+            return _RAIN_COMPOSITE(clean, rain, clamp)
+        except Exception:
+            explain_failure(_check_rain, clean, rain, clamp)
+            raise
+    _check_rain(clean, rain, clamp)
     return reference.rain_composite(clean, rain, clamp)
+
+
+def _check_pair(a, a_name, b, b_name) -> None:
+    check_tensor(a, a_name)
+    check_tensor(b, b_name)
+    check_same(a, a_name, b, b_name)
+    check_broadcastable(a, a_name, b, b_name)
+
+
+def _check_rain(clean, rain, clamp) -> None:
+    _check_pair(clean, "clean", rain, "rain")
+    check_bool(clamp, "clamp")
 
 
 if _CPP:
     # ---- fake tensors (shapes and strides for torch.compile / meta) ----
     @torch.library.register_fake("derain::min_composite")
     def _min_composite_fake(x, y):
+        check_same(x, "x", y, "y")  # a meta input takes this path instead of the kernel's checks
         return empty_elementwise(x, torch.broadcast_shapes(x.shape, y.shape))
 
     @torch.library.register_fake("derain::_min_composite_backward")
@@ -72,6 +91,7 @@ if _CPP:
 
     @torch.library.register_fake("derain::rain_composite")
     def _rain_composite_fake(clean, rain, clamp=True):
+        check_same(clean, "clean", rain, "rain")
         return empty_elementwise(clean, torch.broadcast_shapes(clean.shape, rain.shape))
 
     @torch.library.register_fake("derain::_rain_composite_backward")

@@ -12,9 +12,11 @@ from .. import reference
 from .._backend import has_op
 from .._checks import check_choice, check_int, check_tensor
 from .._contracts import effective_patch
-from ._common import register_triton_cuda
+from ._common import eager_cache, explain_failure, register_triton_cuda
 
 _CPP = has_op("_dark_channel")
+# The public functions call the kernel first and check only when it raises (_common.explain_failure).
+_DARK_CHANNEL = torch.ops.derain._dark_channel.default if _CPP else None
 REAL_DTYPES = (torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -33,6 +35,28 @@ def _check_x(x) -> None:
                          f"got shape {tuple(x.shape)}")
 
 
+def _check(x, patch) -> None:
+    _check_x(x)
+    _check_patch(patch)
+
+
+def _check_loss(x, patch, reduction) -> None:
+    _check(x, patch)
+    check_choice(reduction, "reduction", REDUCTIONS)
+
+
+@eager_cache()
+def _patch_for(patch, h, w) -> int:
+    """The checked patch, as the kernel runs it on H x W images (effective_patch)."""
+    return effective_patch(_check_patch(patch), h, w)
+
+
+@eager_cache()
+def _loss_patch_for(patch, reduction, h, w) -> int:
+    check_choice(reduction, "reduction", REDUCTIONS)
+    return effective_patch(_check_patch(patch), h, w)
+
+
 def dark_channel(x: torch.Tensor, patch: int = 15) -> torch.Tensor:
     """Dark channel: min over channels and over the patch x patch window centred at each pixel.
 
@@ -46,6 +70,13 @@ def dark_channel(x: torch.Tensor, patch: int = 15) -> torch.Tensor:
     (C, H, W)). NaN counts as smaller than every number: it propagates and takes the gradient.
     Cost per pixel is independent of patch (van Herk / Gil-Werman running minimum).
     """
+    if _CPP:
+        try:
+            if x.dim() == 4:
+                return _DARK_CHANNEL(x, _patch_for(patch, x.shape[2], x.shape[3]))[0]
+        except Exception:
+            explain_failure(_check, x, patch)
+            raise
     _check_x(x)
     patch = _check_patch(patch)
     lead, (C, H, W) = x.shape[:-3], x.shape[-3:]
@@ -65,9 +96,15 @@ def dark_channel_loss(x: torch.Tensor, patch: int = 15, reduction: str = "mean")
     (torch.mean / torch.sum). Gradient sign(D) at each window's selected element
     (sign(0) = 0). For images in [0, 1], |D| = D.
     """
-    _check_x(x)
-    patch = _check_patch(patch)
-    check_choice(reduction, "reduction", REDUCTIONS)
+    if _CPP:
+        try:
+            if x.dim() == 4:
+                d = _DARK_CHANNEL(x, _loss_patch_for(patch, reduction, x.shape[2], x.shape[3]))[0].abs()
+                return d.mean() if reduction == "mean" else d.sum() if reduction == "sum" else d.mean((1, 2, 3))
+        except Exception:
+            explain_failure(_check_loss, x, patch, reduction)
+            raise
+    _check_loss(x, patch, reduction)
     d = dark_channel(x, patch).abs()
     if reduction == "mean":
         return d.mean()

@@ -10,9 +10,11 @@ from .._backend import has_op
 from .._checks import check_choice, check_int, check_real, check_same, check_tensor
 from .._contracts import line_kernel_bank, select_kernels
 from .._layout import empty_like_layout
-from ._common import register_triton_cuda
+from ._common import eager_cache, explain_failure, register_triton_cuda
 
 _CPP = has_op("_rain_direction_sums")
+# rain_direction_loss calls the kernel first and checks only when it raises (_common.explain_failure).
+_RAIN_DIRECTION_SUMS = torch.ops.derain._rain_direction_sums.default if _CPP else None
 REAL_DTYPES = (torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum", "none")
 # The largest bank, n·size² values (8 MiB in float64): the bank is built in Python, one
@@ -57,6 +59,43 @@ def directional_kernels(n: int = 18, size: int = 5, dtype: torch.dtype = torch.f
     return line_kernel_bank(n, size).to(dtype=dtype, device=device, copy=True)  # callers may modify it
 
 
+def _check(z, z_gt, angle, reduction, n, size):
+    """The checks of rain_direction_loss; returns the angle (a float when a number)."""
+    check_tensor(z, "z", dtypes=REAL_DTYPES)
+    check_tensor(z_gt, "z_gt", dtypes=REAL_DTYPES)
+    if z.dim() != 4:
+        raise ValueError(f"z must be (B, C, H, W), got shape {tuple(z.shape)}")
+    check_same(z, "z", z_gt, "z_gt")
+    if z_gt.shape != z.shape:
+        raise ValueError(f"z_gt must have z's shape {tuple(z.shape)}, got {tuple(z_gt.shape)}")
+    check_choice(reduction, "reduction", REDUCTIONS)
+    _check_bank_args(n, size)
+    B = z.shape[0]
+    if isinstance(angle, torch.Tensor):
+        if angle.is_complex() or angle.dtype == torch.bool:
+            raise TypeError(f"angle must be a real tensor, got {angle.dtype}")
+        if angle.numel() != 1 and tuple(angle.shape) != (B,):
+            raise ValueError(f"angle must be a number or a tensor of shape ({B},) (one per image), "
+                             f"got shape {tuple(angle.shape)}")
+        if angle.device != z.device and angle.device.type != "cpu":
+            raise ValueError(f"angle must be on z's device ({z.device}) or on the CPU, got {angle.device}")
+    elif isinstance(angle, bool) or not isinstance(angle, numbers.Real):
+        raise TypeError(f"angle must be a number or a tensor, got {type(angle).__name__}")
+    else:
+        angle = check_real(angle, "angle")  # finite
+    return angle
+
+
+@eager_cache(maxsize=512)
+def _kernels_for(angle, batch, n, size, reduction, dtype, device) -> torch.Tensor:
+    """(batch, 2, size, size): the kernels of a number angle (select_kernels), with the scalar checks."""
+    check_choice(reduction, "reduction", REDUCTIONS)
+    _check_bank_args(n, size)
+    if isinstance(angle, bool) or not isinstance(angle, numbers.Real):
+        raise TypeError(f"angle must be a number or a tensor, got {type(angle).__name__}")
+    return select_kernels(check_real(angle, "angle"), batch, n, size, dtype, device)
+
+
 def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: str = "mean",
                         n: int = 18, size: int = 5) -> torch.Tensor:
     """UDRDR's rain-direction regularizer Σ_{k ∈ {k∥, k⊥}} L1(k ⊗ z − k ⊗ z_gt) (Eq. 5).
@@ -76,28 +115,20 @@ def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: s
     Gradients to z and z_gt (= minus z's), sign(0) = 0, sign(NaN) = NaN; none to angle.
     The paper's weight (1.2) is the caller's.
     """
-    check_tensor(z, "z", dtypes=REAL_DTYPES)
-    check_tensor(z_gt, "z_gt", dtypes=REAL_DTYPES)
-    if z.dim() != 4:
-        raise ValueError(f"z must be (B, C, H, W), got shape {tuple(z.shape)}")
-    check_same(z, "z", z_gt, "z_gt")
-    if z_gt.shape != z.shape:
-        raise ValueError(f"z_gt must have z's shape {tuple(z.shape)}, got {tuple(z_gt.shape)}")
-    check_choice(reduction, "reduction", REDUCTIONS)
-    _check_bank_args(n, size)
+    if _CPP:
+        try:
+            if not isinstance(angle, torch.Tensor) and z.dim() == 4:
+                # a number: the kernels are selected once per (angle, batch, bank, dtype, device)
+                kernels = _kernels_for(angle, z.shape[0], n, size, reduction, z.dtype, z.device)
+                s = _RAIN_DIRECTION_SUMS(z, z_gt, kernels)
+                if reduction == "mean":
+                    return s.sum().div(z.numel())  # NaN for empty inputs, like torch.mean
+                return s.sum() if reduction == "sum" else s.sum(1).div(z.numel() // max(z.shape[0], 1))
+        except Exception:
+            explain_failure(_check, z, z_gt, angle, reduction, n, size)
+            raise
+    angle = _check(z, z_gt, angle, reduction, n, size)
     B, C, H, W = z.shape
-    if isinstance(angle, torch.Tensor):
-        if angle.is_complex() or angle.dtype == torch.bool:
-            raise TypeError(f"angle must be a real tensor, got {angle.dtype}")
-        if angle.numel() != 1 and tuple(angle.shape) != (B,):
-            raise ValueError(f"angle must be a number or a tensor of shape ({B},) (one per image), "
-                             f"got shape {tuple(angle.shape)}")
-        if angle.device != z.device and angle.device.type != "cpu":
-            raise ValueError(f"angle must be on z's device ({z.device}) or on the CPU, got {angle.device}")
-    elif isinstance(angle, bool) or not isinstance(angle, numbers.Real):
-        raise TypeError(f"angle must be a number or a tensor, got {type(angle).__name__}")
-    else:
-        angle = check_real(angle, "angle")  # finite
     if not _CPP:
         return reference.rain_direction_loss(z, z_gt, angle, reduction, n, size)
     kernels = select_kernels(angle, B, n, size, z.dtype, z.device)  # (B, 2, size, size)

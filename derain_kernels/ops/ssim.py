@@ -16,9 +16,13 @@ from .. import reference
 from .._backend import has_op
 from .._checks import check_choice, check_int, check_real, check_same, check_tensor
 from .._contracts import SIGMA_MIN, effective_constants, map_shape
-from ._common import register_triton_cuda
+from ._common import eager_cache, explain_failure, register_triton_cuda
 
 _CPP = has_op("ssim")
+# ssim() calls the kernel first and checks only when it raises (ops/_common.py, explain_failure);
+# the scalar arguments are checked once per distinct set (_plan).
+_SSIM = torch.ops.derain.ssim.default if _CPP else None
+_SSIM_WITH_GRAD = torch.ops.derain._ssim_with_grad.default if _CPP else None
 
 PADDINGS = ("zeros", "valid", "reflect")
 REDUCTIONS = ("mean", "none", "map")
@@ -75,9 +79,16 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float =
     docs/ops/ssim.md: tiny or huge data_range runs in float64).
     Gradient: to both x and y. NaN inputs give NaN in every map value whose window touches them.
     """
-    window_size, sigma, data_range, padding, reduction, k1, k2 = _check_params(
-        window_size, sigma, data_range, padding, reduction, k1, k2)
-    _check_inputs(x, y, window_size, padding)
+    if _CPP:
+        try:
+            plan = _plan(window_size, sigma, data_range, padding, reduction, k1, k2, x.dtype)
+            if plan[-1] and x.numel():
+                return _ssim_kernel(x, y, *plan[:-1])
+        except Exception:
+            explain_failure(_check_all, x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
+            raise
+    window_size, sigma, data_range, padding, reduction, k1, k2 = _check_all(
+        x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
     k1, k2, data_range, dtype = effective_constants(k1, k2, data_range, x.dtype)
     if dtype != x.dtype:
         out = _ssim(x.to(dtype), y.to(dtype), window_size, sigma, data_range, padding, reduction, k1, k2)
@@ -85,18 +96,40 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: float =
     return _ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
 
 
+def _check_all(x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
+    params = _check_params(window_size, sigma, data_range, padding, reduction, k1, k2)
+    _check_inputs(x, y, params[0], params[3])
+    return params
+
+
+@eager_cache(maxsize=256)
+def _plan(window_size, sigma, data_range, padding, reduction, k1, k2, dtype):
+    """The checked and effective scalar arguments of a kernel call, computed once per distinct set
+    (typed: True and 1, or 1 and 1.0, are different keys); the last item says whether the kernel
+    takes them as they are (the input's own dtype is the compute dtype, a window of more than one tap)."""
+    window_size, sigma, data_range, padding, reduction, k1, k2 = _check_params(
+        window_size, sigma, data_range, padding, reduction, k1, k2)
+    k1, k2, data_range, compute = effective_constants(k1, k2, data_range, dtype)
+    direct = compute == dtype and window_size > 1
+    return window_size, max(sigma, SIGMA_MIN), data_range, padding, reduction, k1, k2, direct
+
+
+def _ssim_kernel(x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
+    if reduction != "map" and (x.requires_grad or y.requires_grad) and torch.is_grad_enabled():
+        # value and gradients in one sweep; the backward is then a multiply.
+        # SSIM is symmetric in (x, y) (bit for bit), so a y-only gradient runs on (y, x).
+        a, b = (x, y) if x.requires_grad else (y, x)
+        return _SSIM_WITH_GRAD(a, b, window_size, sigma, data_range, padding, reduction, k1, k2,
+                               x.requires_grad and y.requires_grad)[0]
+    return _SSIM(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
+
+
 def _ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
     """ssim() after the checks, in a compute dtype (float32 / float64) with effective constants."""
     sigma = max(sigma, SIGMA_MIN)  # the same window (see SIGMA_MIN)
     h, w = x.shape[-2:]
     if _CPP and window_size > 1 and h > 0 and w > 0:
-        if reduction != "map" and torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
-            # value and gradients in one sweep; the backward is then a multiply.
-            # SSIM is symmetric in (x, y) (bit for bit), so a y-only gradient runs on (y, x).
-            a, b = (x, y) if x.requires_grad else (y, x)
-            return torch.ops.derain._ssim_with_grad(a, b, window_size, sigma, data_range, padding, reduction, k1, k2,
-                                                   x.requires_grad and y.requires_grad)[0]
-        return torch.ops.derain.ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
+        return _ssim_kernel(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
     # one-tap windows are element-wise (the luminance term alone) and empty images have
     # empty maps: both are computed by the reference, which is exact and cheap for them
     return reference.ssim(x, y, window_size, sigma, data_range, padding, reduction, k1, k2)
@@ -138,6 +171,7 @@ if _CPP:
     # ---- fake tensors (shapes and strides for torch.compile / meta) ----
     @torch.library.register_fake("derain::ssim")
     def _ssim_fake(x, y, window_size, sigma, data_range, padding, reduction, k1, k2):
+        check_same(x, "x", y, "y")  # a meta input takes this path instead of the kernel's checks
         return x.new_empty(_output_shape(x, window_size, padding, reduction))
 
     @torch.library.register_fake("derain::_ssim_with_grad")

@@ -8,7 +8,7 @@ from .._backend import has_op
 from .._checks import check_choice, check_tensor
 from .._contracts import as_images, tv_counts
 from .._layout import empty_like_layout
-from ._common import register_triton_cuda
+from ._common import eager_cache, explain_failure, register_triton_cuda
 
 _CPP = has_op("_tv_sums")
 REAL_DTYPES = (torch.float32, torch.float64)
@@ -34,13 +34,18 @@ def tv_loss(x: torch.Tensor, reduction: str = "mean", p: int = 1, padding: str =
     Gradient: p = 1 uses sign(d) with sign(0) = 0; p = 2 uses 2d. NaN propagates, to the
     gradient too (sign(NaN) = NaN).
     """
-    check_tensor(x, "x", dtypes=REAL_DTYPES, min_dim=2)
-    check_choice(reduction, "reduction", REDUCTIONS)
-    if isinstance(p, bool) or not isinstance(p, int):
-        raise TypeError(f"p must be 1 or 2 (an int), got {type(p).__name__}")
-    if p not in (1, 2):
-        raise ValueError(f"p must be 1 or 2, got {p!r}")
-    check_choice(padding, "padding", PADDINGS)
+    if _CPP:
+        try:
+            if x.dim() == 4 and x.shape[0] and _plan(reduction, p, padding):  # (a mean over no images: below)
+                s = _TV_SUMS(x, p, padding)
+                if reduction == "mean":  # each direction's mean, then their sum
+                    return s.div(_divisors(x.shape, padding, x.dtype, x.device)).sum()
+                if reduction == "sum":
+                    return s.sum()
+        except Exception:
+            explain_failure(_check, x, reduction, p, padding)
+            raise
+    _check(x, reduction, p, padding)
     if not _CPP:
         return reference.tv_loss(x, reduction, p, padding)
     x4 = x if x.dim() == 4 else as_images(x)
@@ -54,7 +59,33 @@ def tv_loss(x: torch.Tensor, reduction: str = "mean", p: int = 1, padding: str =
     return (s[:, 0] / nv + s[:, 1] / nh).reshape(x.shape[:-3])
 
 
+def _check(x, reduction, p, padding) -> None:
+    check_tensor(x, "x", dtypes=REAL_DTYPES, min_dim=2)
+    _plan.__wrapped__(reduction, p, padding)
+
+
+@eager_cache()
+def _plan(reduction, p, padding) -> bool:
+    """Checks the scalar arguments, once per distinct set (typed: True is not 1)."""
+    check_choice(reduction, "reduction", REDUCTIONS)
+    if isinstance(p, bool) or not isinstance(p, int):
+        raise TypeError(f"p must be 1 or 2 (an int), got {type(p).__name__}")
+    if p not in (1, 2):
+        raise ValueError(f"p must be 1 or 2, got {p!r}")
+    check_choice(padding, "padding", PADDINGS)
+    return True
+
+
+@eager_cache(typed=False)
+def _divisors(shape, padding, dtype, device) -> torch.Tensor:
+    """(N·vertical count, N·horizontal count): the divisors of the two per-direction means."""
+    nv, nh = tv_counts(shape, padding)
+    return torch.tensor([shape[0] * nv, shape[0] * nh], dtype=dtype, device=device)
+
+
 if _CPP:
+    _TV_SUMS = torch.ops.derain._tv_sums.default
+
     @torch.library.register_fake("derain::_tv_sums")
     def _tv_sums_fake(x, p, padding="valid"):
         return x.new_empty(x.shape[0], 2)
