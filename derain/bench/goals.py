@@ -82,22 +82,21 @@ BELOW_ONE_NOTES = [
          "float32 against OpenCV's uint8-only medianBlur (its histogram of 256 bins works only on "
          "8-bit images); the goal allows 1.3×, and our own uint8 row is the like-for-like one"),
     Note("min_composite", "forward", "torch.minimum", "cpu",
-         "mostly a fixed cost per call: ours pays ≈30–50 µs per call on the project's 2-core "
-         "machine (Python argument checks, mostly torch.broadcast_shapes, and the dispatch through "
-         "the custom op's Python-registered autograd wrapper) against ≈4 µs for torch.minimum, on "
-         "0.05–0.2 ms of element-wise work; same with 1 or 2 threads and with the fastest of 1,500 "
-         "calls. torch.minimum also splits the gradient of ties, unlike ours; with gradients (vs "
-         "torch.where, the eager form of our tie rule) ours is faster"),
+         "mostly a fixed cost per call: ours pays ≈4–5 µs per call on tiny tensors (≈3 µs of it the "
+         "dispatch through the custom op's Python-registered autograd kernel; see the call-overhead "
+         "table) against ≈1 µs for torch.minimum, on 0.05–0.2 ms of element-wise work. torch.minimum "
+         "also splits the gradient of ties, unlike ours; with gradients (vs torch.where, the eager "
+         "form of our tie rule) ours is faster"),
     Note("rain_composite", "forward", "torch add+clamp", "cpu",
-         "a fixed cost per call: ours pays ≈30–50 µs per call (Python argument checks and the dispatch "
-         "through the custom op's Python-registered autograd wrapper) against ≈9 µs for add and clamp, "
-         "more than the temporary it saves on 1.5 MB images; at 1×3×512² and with gradients ours is "
-         "faster"),
+         "a fixed cost per call: ours pays ≈5 µs per call on tiny tensors (≈3 µs of it the dispatch "
+         "through the custom op's Python-registered autograd kernel) against ≈2.5 µs for add and "
+         "clamp; at 1×3×512² and with gradients ours is faster"),
     Note("RainOerMeNet G", None, None, "cuda",
          "on CUDA the \"fused\" row runs the eager reference (there is no fused GPU kernel), so ratios "
          "near 1× are expected"),
     Note("", None, None, "cuda",
-         "on CUDA our ops are Triton kernels launched from Python: ≈85 µs of host work per call "
+         "on CUDA without the compiled CUDA kernels (backend_info()['cuda_kernels'] == 'Triton JIT') "
+         "our ops are Triton kernels launched from Python: ≈85 µs of host work per call "
          "(benchmarks/results/gpu.md), more than a small ATen/cuDNN kernel takes"),
 ]
 
