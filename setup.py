@@ -182,7 +182,8 @@ def _extensions():
               "(install torch first, then reinstall with --no-build-isolation)", file=sys.stderr)
         return [], {}
 
-    cpp = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/ops/*.cpp") + glob.glob("csrc/ops/cpu/*.cpp"))
+    cpp = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/ops/*.cpp") + glob.glob("csrc/ops/cpu/*.cpp")
+                 + glob.glob("csrc/ops/autograd/*.cpp"))
     cu = sorted(glob.glob("csrc/ops/cuda/*.cu"))
     arch = shlex.split(os.environ.get("DERAIN_ARCH_FLAGS", "-march=native"))
     # torch >= 2.14's headers need C++20; older ones build with C++17

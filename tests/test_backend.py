@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import derain_kernels as dk
@@ -45,3 +46,18 @@ def test_backend_info_from_the_command_line():
     out = subprocess.run([sys.executable, "-c", "import derain_kernels as dk; print(dk.backend_info())"],
                          capture_output=True, text=True, check=True)
     assert "'cpp_extension': True" in out.stdout
+
+
+# Ops whose autograd kernel is a C++ torch::autograd::Function (csrc/ops/autograd): a call does not
+# enter Python, with or without grad (docs/design/call-cost.md). SSIM's stays in Python (its
+# backward scales the saved gradient maps in place).
+CPP_AUTOGRAD_OPS = ["min_composite", "rain_composite", "median_filter", "_dark_channel", "_tv_sums",
+                    "_rain_direction_sums", "self_correcting_block", "_self_correcting_block_train"]
+
+
+@pytest.mark.skipif(not dk.backend_info()["cpp_extension"], reason="needs the C++ extension")
+@pytest.mark.parametrize("op", CPP_AUTOGRAD_OPS)
+def test_autograd_kernel_is_registered_from_cpp(op):
+    dump = torch._C._dispatch_dump(f"derain::{op}")
+    line = next(ln for ln in dump.splitlines() if ln.startswith("Autograd"))
+    assert "csrc/ops/autograd/" in line and "unboxed" in line, line

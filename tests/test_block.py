@@ -289,16 +289,17 @@ def test_function_saves_la_unless_recompute():
     # backward); recompute=True and inference run the plain op
     x = torch.randn(1, 16, 8, 9, requires_grad=True)
     p = _params(16)
+    # (the nodes are the C++ autograd functions of csrc/ops/autograd/block_autograd.cpp: BlockTrain
+    # saves x, la, w1, w3; Block saves x, out and the four parameters)
     out = dk.self_correcting_block(x, *p)
-    assert "self_correcting_block_train_default" in out.grad_fn.name()
-    assert len(out.grad_fn.saved_tensors) == 4  # x, la (with the final mask), w1, w3
+    assert out.grad_fn.name().endswith("::BlockTrain>")
     out = dk.self_correcting_block(x, *p, recompute=True)
-    assert "self_correcting_block_default" in out.grad_fn.name() and len(out.grad_fn.saved_tensors) == 6
+    assert out.grad_fn.name().endswith("::Block>")
     with torch.no_grad():
         assert dk.self_correcting_block(x, *p).grad_fn is None
     block = dk.nn.SelfCorrectingBlock(16, recompute=True)
-    assert "self_correcting_block_default" in block(x).grad_fn.name() and "recompute=True" in repr(block)
-    assert "self_correcting_block_train_default" in dk.nn.SelfCorrectingBlock(16)(x).grad_fn.name()
+    assert block(x).grad_fn.name().endswith("::Block>") and "recompute=True" in repr(block)
+    assert dk.nn.SelfCorrectingBlock(16)(x).grad_fn.name().endswith("::BlockTrain>")
 
 
 def test_training_pair_bad_arguments():

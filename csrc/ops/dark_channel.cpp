@@ -9,4 +9,6 @@ TORCH_LIBRARY_FRAGMENT(derain, m) {
   m.def("_dark_channel(Tensor x, int patch) -> (Tensor, Tensor)");
   // grad (B, 1, H, W), index -> grad_x (B, channels, H, W), contiguous.
   m.def("_dark_channel_backward(Tensor grad, Tensor index, int channels) -> Tensor");
+  // x (B, C, H, W) -> the loss of derain_kernels.dark_channel_loss (autograd/loss_reductions.cpp)
+  m.def("_dark_channel_loss(Tensor x, int patch=15, str reduction=\"mean\") -> Tensor");
 }

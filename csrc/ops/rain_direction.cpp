@@ -10,4 +10,7 @@ TORCH_LIBRARY_FRAGMENT(derain, m) {
   m.def("_rain_direction_sums(Tensor z, Tensor z_gt, Tensor kernels) -> Tensor");
   // -> gradient with respect to z (that of z_gt is its negative).
   m.def("_rain_direction_sums_backward(Tensor grad, Tensor z, Tensor z_gt, Tensor kernels) -> Tensor");
+  // z, z_gt (B, C, H, W), kernels (B, M, K, K) -> the reduced loss of derain_kernels.rain_direction_loss
+  // for these kernels (autograd/loss_reductions.cpp)
+  m.def("_rain_direction_loss(Tensor z, Tensor z_gt, Tensor kernels, str reduction=\"mean\") -> Tensor");
 }

@@ -9,4 +9,7 @@ TORCH_LIBRARY_FRAGMENT(derain, m) {
   // row above it and the first column against a zero column to its left.
   m.def("_tv_sums(Tensor x, int p, str padding=\"valid\") -> Tensor");
   m.def("_tv_sums_backward(Tensor grad, Tensor x, int p, str padding=\"valid\") -> Tensor");
+  // x (N, C, H, W) -> the loss of derain_kernels.tv_loss (sums and reduction in one call;
+  // autograd/loss_reductions.cpp)
+  m.def("_tv_loss(Tensor x, str reduction=\"mean\", int p=1, str padding=\"valid\") -> Tensor");
 }

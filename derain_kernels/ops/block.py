@@ -26,9 +26,12 @@ from .._backend import has_op
 from .._checks import check_bool, check_int, check_same, check_tensor
 from .._contracts import effective_dilation
 from .._layout import empty_like_layout
-from ._common import register_triton_cuda
+from ._common import eager_cache, explain_failure, register_triton_cuda
 
 _CPP = has_op("self_correcting_block")
+# self_correcting_block calls the kernel first and checks only when it raises (_common.explain_failure).
+_BLOCK = torch.ops.derain.self_correcting_block.default if _CPP else None
+_BLOCK_TRAIN = torch.ops.derain._self_correcting_block_train.default if _CPP else None
 _DTYPES = (torch.float32, torch.float64)
 
 
@@ -54,6 +57,12 @@ def _check_block(x, w1, b1, w3, b3, dilation) -> None:
     check_dilation(dilation)
 
 
+@eager_cache()
+def _dilation_for(dilation, h, w) -> int:
+    """The checked dilation, as the kernel runs it on H x W maps (effective_dilation)."""
+    return effective_dilation(check_dilation(dilation), h, w)
+
+
 def self_correcting_block(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w3: torch.Tensor,
                           b3: torch.Tensor, dilation: int = 3, *, recompute: bool = False) -> torch.Tensor:
     """Fused self-correcting dilated block: ReLU(conv_d(x − la) + la), la = ReLU(conv(x)).
@@ -68,6 +77,16 @@ def self_correcting_block(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w
     `recompute=True` saves x and the output and recomputes la in the backward
     (slower; less memory when the caller keeps the output anyway).
     """
+    if _CPP and (recompute is False or recompute is True):
+        try:
+            d = _dilation_for(dilation, x.shape[2], x.shape[3])
+            if not recompute and (x.requires_grad or w1.requires_grad or b1.requires_grad or w3.requires_grad
+                                  or b3.requires_grad) and torch.is_grad_enabled():
+                return _BLOCK_TRAIN(x, w1, b1, w3, b3, d)[0]
+            return _BLOCK(x, w1, b1, w3, b3, d)
+        except Exception:
+            explain_failure(_check_block, x, w1, b1, w3, b3, dilation)
+            raise
     _check_block(x, w1, b1, w3, b3, dilation)
     check_bool(recompute, "recompute")
     dilation = effective_dilation(dilation, x.shape[2], x.shape[3])
@@ -79,8 +98,14 @@ def self_correcting_block(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w
 
 
 if _CPP:
+    def _same_device(x, *params):
+        # a meta input takes the fake kernel instead of the kernel's checks
+        for name, t in zip(("w1", "b1", "w3", "b3"), params):
+            check_same(x, "x", t, name)
+
     @torch.library.register_fake("derain::self_correcting_block")
     def _block_fake(x, w1, b1, w3, b3, dilation=3):
+        _same_device(x, w1, b1, w3, b3)
         return empty_like_layout(x)
 
     @torch.library.register_fake("derain::_self_correcting_block_backward")
@@ -90,21 +115,12 @@ if _CPP:
                 torch.empty_like(w3, memory_format=torch.contiguous_format),
                 torch.empty_like(b3, memory_format=torch.contiguous_format))
 
-    def _block_setup(ctx, inputs, output):
-        x, w1, b1, w3, b3, dilation = inputs
-        ctx.save_for_backward(x, output, w1, b1, w3, b3)
-        ctx.dilation = dilation
-
-    def _block_backward(ctx, grad):
-        x, out, w1, b1, w3, b3 = ctx.saved_tensors
-        gx, gw1, gb1, gw3, gb3 = torch.ops.derain._self_correcting_block_backward(
-            grad, x, out, w1, b1, w3, b3, ctx.dilation)
-        return gx, gw1, gb1, gw3, gb3, None
-
-    torch.library.register_autograd("derain::self_correcting_block", _block_backward, setup_context=_block_setup)
+    # autograd of self_correcting_block and _self_correcting_block_train: registered from C++
+    # (csrc/ops/autograd/block_autograd.cpp)
 
     @torch.library.register_fake("derain::_self_correcting_block_train")
     def _block_train_fake(x, w1, b1, w3, b3, dilation=3):
+        _same_device(x, w1, b1, w3, b3)
         return empty_like_layout(x), empty_like_layout(x)
 
     @torch.library.register_fake("derain::_self_correcting_block_backward_la")
@@ -112,26 +128,6 @@ if _CPP:
         c = x.shape[1]
         return (empty_like_layout(x), torch.empty_like(w1, memory_format=torch.contiguous_format), x.new_empty(c),
                 torch.empty_like(w3, memory_format=torch.contiguous_format), x.new_empty(c))
-
-    def _block_train_setup(ctx, inputs, output):
-        x, w1, b1, w3, b3, dilation = inputs
-        out, la = output
-        ctx.mark_non_differentiable(la)
-        ctx.set_materialize_grads(False)  # no full-size zero gradient for la
-        ctx.save_for_backward(x, la, w1, w3)  # la carries the final ReLU's mask: out is not needed
-        ctx.dilation = dilation
-
-    def _block_train_backward(ctx, grad, grad_la):
-        # la is an internal output (non-differentiable): its gradient is ignored
-        if grad is None:
-            return None, None, None, None, None, None
-        x, la, w1, w3 = ctx.saved_tensors
-        gx, gw1, gb1, gw3, gb3 = torch.ops.derain._self_correcting_block_backward_la(
-            grad, x, la, w1, w3, ctx.dilation)
-        return gx, gw1, gb1, gw3, gb3, None
-
-    torch.library.register_autograd("derain::_self_correcting_block_train", _block_train_backward,
-                                    setup_context=_block_train_setup)
 
     for _op in ("self_correcting_block", "_self_correcting_block_backward", "_self_correcting_block_train",
                 "_self_correcting_block_backward_la"):

@@ -15,7 +15,7 @@ from .. import reference
 from .._backend import has_op
 from .._checks import check_bool, check_broadcastable, check_same, check_tensor
 from .._layout import empty_elementwise
-from ._common import explain_failure, register_triton_cuda, sum_to
+from ._common import explain_failure, register_triton_cuda
 
 _CPP = has_op("min_composite")
 # The public functions call the op first and check their arguments only when it raises: the
@@ -99,17 +99,9 @@ if _CPP:
         return empty_elementwise(grad, torch.broadcast_shapes(clean.shape, rain.shape))
 
     # ---- autograd ----
-    def _min_setup(ctx, inputs, output):
-        x, y = inputs
-        ctx.save_for_backward(x, y)
-
-    def _min_backward(ctx, grad):
-        x, y = ctx.saved_tensors
-        gx, gy = torch.ops.derain._min_composite_backward(grad, x, y)
-        return sum_to(gx, x.shape), sum_to(gy, y.shape)
-
-    torch.library.register_autograd("derain::min_composite", _min_backward, setup_context=_min_setup)
-
+    # min_composite and rain_composite: registered from C++ (csrc/ops/autograd/composite_autograd.cpp),
+    # which calls the backward ops below and sums broadcast gradients; here, the backward ops' own
+    # autograd (double backward).
     def _min_bwd_setup(ctx, inputs, output):
         _, x, y = inputs
         ctx.save_for_backward(x, y)
@@ -128,18 +120,6 @@ if _CPP:
 
     torch.library.register_autograd("derain::_min_composite_backward", _min_bwd_backward,
                                     setup_context=_min_bwd_setup)
-
-    def _rain_setup(ctx, inputs, output):
-        clean, rain, clamp = inputs
-        ctx.save_for_backward(clean, rain)
-        ctx.clamp = clamp
-
-    def _rain_backward(ctx, grad):
-        clean, rain = ctx.saved_tensors
-        g = torch.ops.derain._rain_composite_backward(grad, clean, rain, ctx.clamp)
-        return sum_to(g, clean.shape), sum_to(g, rain.shape), None
-
-    torch.library.register_autograd("derain::rain_composite", _rain_backward, setup_context=_rain_setup)
 
     def _rain_bwd_setup(ctx, inputs, output):
         _, clean, rain, clamp = inputs

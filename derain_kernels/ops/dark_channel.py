@@ -17,6 +17,7 @@ from ._common import eager_cache, explain_failure, register_triton_cuda
 _CPP = has_op("_dark_channel")
 # The public functions call the kernel first and check only when it raises (_common.explain_failure).
 _DARK_CHANNEL = torch.ops.derain._dark_channel.default if _CPP else None
+_DARK_CHANNEL_LOSS = torch.ops.derain._dark_channel_loss.default if _CPP else None  # the op and |.|, reduced
 REAL_DTYPES = (torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -48,12 +49,6 @@ def _check_loss(x, patch, reduction) -> None:
 @eager_cache()
 def _patch_for(patch, h, w) -> int:
     """The checked patch, as the kernel runs it on H x W images (effective_patch)."""
-    return effective_patch(_check_patch(patch), h, w)
-
-
-@eager_cache()
-def _loss_patch_for(patch, reduction, h, w) -> int:
-    check_choice(reduction, "reduction", REDUCTIONS)
     return effective_patch(_check_patch(patch), h, w)
 
 
@@ -98,9 +93,9 @@ def dark_channel_loss(x: torch.Tensor, patch: int = 15, reduction: str = "mean")
     """
     if _CPP:
         try:
-            if x.dim() == 4:
-                d = _DARK_CHANNEL(x, _loss_patch_for(patch, reduction, x.shape[2], x.shape[3]))[0].abs()
-                return d.mean() if reduction == "mean" else d.sum() if reduction == "sum" else d.mean((1, 2, 3))
+            # (the schema would take a bool for patch, and refuses ints beyond int64: those run below)
+            if x.dim() == 4 and patch.__class__ is int and patch < 1 << 62:
+                return _DARK_CHANNEL_LOSS(x, patch, reduction)
         except Exception:
             explain_failure(_check_loss, x, patch, reduction)
             raise
@@ -124,18 +119,8 @@ if _CPP:
         B, _, H, W = grad.shape
         return grad.new_empty(B, channels, H, W)
 
-    def _setup(ctx, inputs, output):
-        x, _ = inputs
-        ctx.save_for_backward(output[1])
-        ctx.channels = x.shape[1]
-        ctx.mark_non_differentiable(output[1])
-
-    def _backward(ctx, grad, _grad_index):
-        (index,) = ctx.saved_tensors
-        return torch.ops.derain._dark_channel_backward(grad, index, ctx.channels), None
-
-    torch.library.register_autograd("derain::_dark_channel", _backward, setup_context=_setup)
-
+    # autograd of _dark_channel: registered from C++ (csrc/ops/autograd/related_autograd.cpp); here,
+    # the backward op's own (double backward)
     def _bwd_setup(ctx, inputs, output):
         _, index, _ = inputs
         ctx.save_for_backward(index)

@@ -15,9 +15,12 @@ from .. import reference
 from .._backend import has_op
 from .._checks import FLOAT_DTYPES, check_bool, check_choice, check_odd_size, check_tensor
 from .._contracts import MEDIAN_PADDINGS as PADDINGS
+from ._common import eager_cache, explain_failure
 from .composite import min_composite as _min_composite
 
 _CPP = has_op("median_filter")
+# The public functions call the kernel first and check only when it raises (_common.explain_failure).
+_MEDIAN = torch.ops.derain.median_filter.default if _CPP else None
 MEDIAN_DTYPES = FLOAT_DTYPES + (torch.uint8,)
 # The largest windows. The CPU kernel ranks the padded region of each output tile,
 # (tile + window - 1) elements per side, so its scratch grows with the window's sides
@@ -29,12 +32,19 @@ MAX_KERNEL_AREA = 1 << 26  # kh * kw
 
 def _check(x, kernel_size, padding):
     check_tensor(x, "x", dtypes=MEDIAN_DTYPES, min_dim=2)
+    kh, kw = _window.__wrapped__(kernel_size, padding)
+    return kh, kw
+
+
+@eager_cache()
+def _window(kernel_size, padding) -> list[int]:
+    """[kh, kw] of a checked kernel_size (and a checked padding), once per distinct pair."""
     kh, kw = check_odd_size(kernel_size, "kernel_size", MAX_KERNEL_SIZE)
     if kh * kw > MAX_KERNEL_AREA:
         raise ValueError(f"kernel_size must cover at most {MAX_KERNEL_AREA} (2**26) elements, kh·kw; "
                          f"got {kh}x{kw} = {kh * kw}")
     check_choice(padding, "padding", PADDINGS)
-    return kh, kw
+    return [kh, kw]
 
 
 def median_filter(x: torch.Tensor, kernel_size, padding: str = "reflect") -> torch.Tensor:
@@ -51,9 +61,16 @@ def median_filter(x: torch.Tensor, kernel_size, padding: str = "reflect") -> tor
     padding copies route it to their source; a zero pad receives none.
     NaN: a window containing a NaN returns NaN and passes no gradient.
     """
+    if _CPP:
+        try:
+            return _MEDIAN(x, _window(kernel_size.__class__ is list and tuple(kernel_size) or kernel_size, padding),
+                           padding)
+        except Exception:
+            explain_failure(_check, x, kernel_size, padding)
+            raise
     kh, kw = _check(x, kernel_size, padding)
     if _CPP:
-        return torch.ops.derain.median_filter(x, [kh, kw], padding)
+        return _MEDIAN(x, [kh, kw], padding)
     return reference.median_filter(x, (kh, kw), padding)
 
 
@@ -65,6 +82,17 @@ def soft_label(x: torch.Tensor, kernel_size=31, padding: str = "reflect",
     Shapes/dtypes as median_filter. The result is a label: it is computed without
     autograd and returned detached (no gradient flows to x).
     """
+    if _CPP and (min_composite is False or min_composite is True):
+        try:  # a label: the op on a detached x records no graph
+            xd = x.detach()
+            y = _MEDIAN(xd, _window(kernel_size.__class__ is list and tuple(kernel_size) or kernel_size, padding),
+                        padding)
+            if min_composite:
+                y = _min_composite(xd, y) if xd.is_floating_point() else torch.minimum(xd, y)
+            return y
+        except Exception:
+            explain_failure(_check, x, kernel_size, padding)
+            raise
     kh, kw = _check(x, kernel_size, padding)
     check_bool(min_composite, "min_composite")
     with torch.no_grad():
@@ -87,20 +115,7 @@ if _CPP:
     def _median_filter_backward_fake(grad, x, kernel_size, padding="reflect"):
         return torch.empty_like(x, memory_format=torch.preserve_format)
 
-    # ---- autograd ----
-    def _setup(ctx, inputs, output):
-        x, kernel_size, padding = inputs
-        ctx.save_for_backward(x)
-        ctx.kernel_size = kernel_size
-        ctx.padding = padding
-
-    def _backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        if grad is None or not x.is_floating_point():
-            return None, None, None
-        return torch.ops.derain._median_filter_backward(grad, x, ctx.kernel_size, ctx.padding), None, None
-
-    torch.library.register_autograd("derain::median_filter", _backward, setup_context=_setup)
+    # autograd of median_filter: registered from C++ (csrc/ops/autograd/median_autograd.cpp)
 
     # ---- CUDA: Triton ----
     for _op in ("median_filter", "_median_filter_backward"):

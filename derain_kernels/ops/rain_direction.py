@@ -14,7 +14,7 @@ from ._common import eager_cache, explain_failure, register_triton_cuda
 
 _CPP = has_op("_rain_direction_sums")
 # rain_direction_loss calls the kernel first and checks only when it raises (_common.explain_failure).
-_RAIN_DIRECTION_SUMS = torch.ops.derain._rain_direction_sums.default if _CPP else None
+_RAIN_DIRECTION_LOSS = torch.ops.derain._rain_direction_loss.default if _CPP else None  # sums and reduction
 REAL_DTYPES = (torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum", "none")
 # The largest bank, n·size² values (8 MiB in float64): the bank is built in Python, one
@@ -120,10 +120,7 @@ def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: s
             if not isinstance(angle, torch.Tensor) and z.dim() == 4:
                 # a number: the kernels are selected once per (angle, batch, bank, dtype, device)
                 kernels = _kernels_for(angle, z.shape[0], n, size, reduction, z.dtype, z.device)
-                s = _RAIN_DIRECTION_SUMS(z, z_gt, kernels)
-                if reduction == "mean":
-                    return s.sum().div(z.numel())  # NaN for empty inputs, like torch.mean
-                return s.sum() if reduction == "sum" else s.sum(1).div(z.numel() // max(z.shape[0], 1))
+                return _RAIN_DIRECTION_LOSS(z, z_gt, kernels, reduction)
         except Exception:
             explain_failure(_check, z, z_gt, angle, reduction, n, size)
             raise
@@ -149,16 +146,7 @@ if _CPP:
     def _sums_backward_fake(grad, z, z_gt, kernels):
         return empty_like_layout(z)
 
-    def _setup(ctx, inputs, output):
-        z, z_gt, kernels = inputs
-        ctx.save_for_backward(z, z_gt, kernels)
-
-    def _backward(ctx, grad):
-        z, z_gt, kernels = ctx.saved_tensors
-        gz = torch.ops.derain._rain_direction_sums_backward(grad, z, z_gt, kernels)
-        return gz, -gz, None
-
-    torch.library.register_autograd("derain::_rain_direction_sums", _backward, setup_context=_setup)
+    # autograd of _rain_direction_sums: registered from C++ (csrc/ops/autograd/related_autograd.cpp)
 
     for _op in ("_rain_direction_sums", "_rain_direction_sums_backward"):
         register_triton_cuda(_op, "rain_direction")

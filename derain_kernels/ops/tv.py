@@ -8,9 +8,12 @@ from .._backend import has_op
 from .._checks import check_choice, check_tensor
 from .._contracts import as_images, tv_counts
 from .._layout import empty_like_layout
-from ._common import eager_cache, explain_failure, register_triton_cuda
+from ._common import explain_failure, register_triton_cuda
 
 _CPP = has_op("_tv_sums")
+# tv_loss calls the op (sums and reduction in one call) first, and checks only when it raises
+# (_common.explain_failure)
+_TV_LOSS = torch.ops.derain._tv_loss.default if _CPP else None
 REAL_DTYPES = (torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum", "none")
 PADDINGS = ("valid", "zeros")
@@ -36,12 +39,8 @@ def tv_loss(x: torch.Tensor, reduction: str = "mean", p: int = 1, padding: str =
     """
     if _CPP:
         try:
-            if x.dim() == 4 and x.shape[0] and _plan(reduction, p, padding):  # (a mean over no images: below)
-                s = _TV_SUMS(x, p, padding)
-                if reduction == "mean":  # each direction's mean, then their sum
-                    return s.div(_divisors(x.shape, padding, x.dtype, x.device)).sum()
-                if reduction == "sum":
-                    return s.sum()
+            if x.dim() == 4 and p.__class__ is int:  # (the schema would take a bool for p)
+                return _TV_LOSS(x, reduction, p, padding)
         except Exception:
             explain_failure(_check, x, reduction, p, padding)
             raise
@@ -61,31 +60,19 @@ def tv_loss(x: torch.Tensor, reduction: str = "mean", p: int = 1, padding: str =
 
 def _check(x, reduction, p, padding) -> None:
     check_tensor(x, "x", dtypes=REAL_DTYPES, min_dim=2)
-    _plan.__wrapped__(reduction, p, padding)
+    _plan(reduction, p, padding)
 
 
-@eager_cache()
-def _plan(reduction, p, padding) -> bool:
-    """Checks the scalar arguments, once per distinct set (typed: True is not 1)."""
+def _plan(reduction, p, padding) -> None:
     check_choice(reduction, "reduction", REDUCTIONS)
     if isinstance(p, bool) or not isinstance(p, int):
         raise TypeError(f"p must be 1 or 2 (an int), got {type(p).__name__}")
     if p not in (1, 2):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
     check_choice(padding, "padding", PADDINGS)
-    return True
-
-
-@eager_cache(typed=False)
-def _divisors(shape, padding, dtype, device) -> torch.Tensor:
-    """(N·vertical count, N·horizontal count): the divisors of the two per-direction means."""
-    nv, nh = tv_counts(shape, padding)
-    return torch.tensor([shape[0] * nv, shape[0] * nh], dtype=dtype, device=device)
 
 
 if _CPP:
-    _TV_SUMS = torch.ops.derain._tv_sums.default
-
     @torch.library.register_fake("derain::_tv_sums")
     def _tv_sums_fake(x, p, padding="valid"):
         return x.new_empty(x.shape[0], 2)
@@ -94,19 +81,7 @@ if _CPP:
     def _tv_sums_backward_fake(grad, x, p, padding="valid"):
         return empty_like_layout(x)
 
-    def _setup(ctx, inputs, output):
-        x, p, *padding = inputs  # padding may be left to its schema default
-        ctx.save_for_backward(x)
-        ctx.p = p
-        ctx.padding = padding[0] if padding else "valid"
-        ctx.n_args = len(inputs)
-
-    def _backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        gx = torch.ops.derain._tv_sums_backward(grad, x, ctx.p, ctx.padding)
-        return (gx,) + (None,) * (ctx.n_args - 1)
-
-    torch.library.register_autograd("derain::_tv_sums", _backward, setup_context=_setup)
+    # autograd of _tv_sums: registered from C++ (csrc/ops/autograd/related_autograd.cpp)
 
     for _op in ("_tv_sums", "_tv_sums_backward"):
         register_triton_cuda(_op, "tv")
