@@ -143,6 +143,20 @@ def test_folder_errors_name_the_argument(tmp_path):
         ImageFolder(tmp_path / "bad", 32, "--rainy")
 
 
+def test_several_folders_are_pooled_in_order(data, tmp_path):
+    from derain.train.trainer import TrainConfig, resume_command
+
+    one = ImageFolder(data / "rainy", 32, "--rainy")
+    both = ImageFolder([data / "rainy", data / "clean"], 32, "--rainy")
+    clean = ImageFolder(data / "clean", 32, "--clean")
+    assert [e.path for e in both.entries] == [e.path for e in one.entries] + [e.path for e in clean.entries]
+    with pytest.raises(FileNotFoundError, match="--rainy: folder not found"):
+        ImageFolder([data / "rainy", tmp_path / "missing"], 32, "--rainy")
+    cfg = TrainConfig(rainy=[str(data / "rainy"), str(data / "clean")], clean=str(data / "clean"), out="RUN")
+    cmd = resume_command(cfg)
+    assert f"--rainy {data / 'rainy'} {data / 'clean'} --clean {data / 'clean'} --out RUN" in cmd
+
+
 def test_rainy_crop_and_soft_label_share_crop_and_flip(data):
     rainy = ImageFolder(data / "rainy", 32, "--rainy")
     clean = ImageFolder(data / "clean", 32, "--clean")

@@ -15,8 +15,10 @@ def add_parser(sub) -> None:
                     "--resume; RUN_DIR/final.safetensors is written when the run reaches --steps. "
                     "Data-parallel under "
                     "`torchrun --nproc_per_node N -m derain train ...`.")
-    p.add_argument("--rainy", required=True, metavar="DIR", help="rainy images (PNG/JPEG, any size)")
-    p.add_argument("--clean", required=True, metavar="DIR", help="clean images, unpaired")
+    p.add_argument("--rainy", required=True, nargs="+", metavar="DIR",
+                   help="rainy images (PNG/JPEG, any size); several folders are pooled")
+    p.add_argument("--clean", required=True, nargs="+", metavar="DIR",
+                   help="clean images, unpaired; several folders are pooled")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder: checkpoints, logs, soft labels")
     p.add_argument("--val-pairs", metavar="DIR", help="paired folder with rain/ and norain/ for validation")
     p.add_argument("--steps", type=_positive_int, default=300_000, help="total iterations of the run (default 300000)")
@@ -63,7 +65,7 @@ def run(args) -> int:
         raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {args.device!r}")
     pick_device(args.device)    # cuda without CUDA: an error naming --device
     cfg = TrainConfig(
-        rainy=args.rainy, clean=args.clean, out=args.out, steps=args.steps, val_pairs=args.val_pairs,
+        rainy=_one_or_all(args.rainy), clean=_one_or_all(args.clean), out=args.out, steps=args.steps, val_pairs=args.val_pairs,
         batch_size=args.batch_size, crop=args.crop, lr=args.lr, betas=tuple(args.betas), preset=args.preset,
         detail=args.detail, kernel_size=args.kernel_size, padding=args.padding,
         min_composite=args.min_composite, seed=args.seed, workers=args.workers, ckpt_every=args.ckpt_every,
@@ -81,3 +83,8 @@ def run(args) -> int:
     if result.interrupted is not None:
         return 128 + int(result.interrupted)     # 130 for Ctrl-C (SIGINT), 143 for SIGTERM
     return 0
+
+
+def _one_or_all(folders: list[str]):
+    """One folder as a str (as runs have always recorded it), several as a list."""
+    return folders[0] if len(folders) == 1 else folders

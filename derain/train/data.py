@@ -105,7 +105,8 @@ class ImageEntry:
 
 
 class ImageFolder:
-    """The readable images of a folder that are at least `min_size` on both sides.
+    """The readable images of a folder (or of several, in the order given) that are at least
+    `min_size` on both sides.
 
     Unreadable (corrupt, not an image) and too small files are skipped, each reported once through
     `on_skip(message)` (default: a UserWarning) with the file's path and the reason; a folder with no
@@ -113,12 +114,16 @@ class ImageFolder:
     """
 
     def __init__(self, folder, min_size: int, arg_name: str, preload: bool = True, on_skip=None):
-        self.folder = Path(folder)
+        folders = [Path(f) for f in ([folder] if isinstance(folder, (str, Path)) else folder)]
+        if not folders:
+            raise ValueError(f"{arg_name}: no folder given")
+        self.folder = folders[0] if len(folders) == 1 else Path(", ".join(str(f) for f in folders))
         self.arg_name = arg_name
         self.on_skip = on_skip
         self.entries: list[ImageEntry] = []
         self.skipped: list[tuple[Path, str]] = []
-        for path in list_images(folder, arg_name):
+        paths = [path for f in folders for path in list_images(f, arg_name)]
+        for path in paths:
             try:
                 data = path.read_bytes()
                 arr = decode_image(data)

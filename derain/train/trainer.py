@@ -37,8 +37,8 @@ RESULT_OPTIONS = ("batch_size", "crop", "lr", "betas", "preset", "detail", "kern
 
 @dataclass
 class TrainConfig:
-    rainy: str
-    clean: str
+    rainy: str | list[str]  # one folder, or several whose images are pooled
+    clean: str | list[str]
     out: str
     steps: int = 300_000
     val_pairs: str | None = None
@@ -485,7 +485,10 @@ def resume_command(cfg: TrainConfig) -> str:
     """The command line that continues the run of `cfg` (its numbers come from the checkpoint)."""
     import shlex
 
-    parts = ["derain", "train", "--rainy", cfg.rainy, "--clean", cfg.clean, "--out", cfg.out,
+    def folders(value):
+        return [value] if isinstance(value, str) else list(value)
+
+    parts = ["derain", "train", "--rainy", *folders(cfg.rainy), "--clean", *folders(cfg.clean), "--out", cfg.out,
              "--steps", str(cfg.steps)]
     if cfg.val_pairs:
         parts += ["--val-pairs", cfg.val_pairs]
