@@ -1,16 +1,9 @@
-"""Helpers for registering ops: gradient reduction, Triton on CUDA."""
+"""Helpers of the public ops: Triton on CUDA, the call-first error path, the cache of scalar facts."""
 from __future__ import annotations
 
 import functools
 
 import torch
-
-
-def sum_to(grad: torch.Tensor | None, shape: torch.Size) -> torch.Tensor | None:
-    """Reduce a gradient at the broadcast shape back to an input's shape."""
-    if grad is None or grad.shape == shape:
-        return grad
-    return grad.sum_to_size(shape)
 
 
 def register_triton_cuda(op: str, module: str) -> bool:

@@ -47,6 +47,11 @@ def _window(kernel_size, padding) -> list[int]:
     return [kh, kw]
 
 
+def _window_of(kernel_size, padding) -> list[int]:
+    """_window for any kernel_size, a list too (as a tuple: the cache needs hashable keys)."""
+    return _window(tuple(kernel_size) if kernel_size.__class__ is list else kernel_size, padding)
+
+
 def median_filter(x: torch.Tensor, kernel_size, padding: str = "reflect") -> torch.Tensor:
     """Exact median over the odd kh x kw window around each element of the last two dims.
 
@@ -63,8 +68,7 @@ def median_filter(x: torch.Tensor, kernel_size, padding: str = "reflect") -> tor
     """
     if _CPP:
         try:
-            return _MEDIAN(x, _window(kernel_size.__class__ is list and tuple(kernel_size) or kernel_size, padding),
-                           padding)
+            return _MEDIAN(x, _window_of(kernel_size, padding), padding)
         except Exception:
             explain_failure(_check, x, kernel_size, padding)
             raise
@@ -85,8 +89,7 @@ def soft_label(x: torch.Tensor, kernel_size=31, padding: str = "reflect",
     if _CPP and (min_composite is False or min_composite is True):
         try:  # a label: the op on a detached x records no graph
             xd = x.detach()
-            y = _MEDIAN(xd, _window(kernel_size.__class__ is list and tuple(kernel_size) or kernel_size, padding),
-                        padding)
+            y = _MEDIAN(xd, _window_of(kernel_size, padding), padding)
             if min_composite:
                 y = _min_composite(xd, y) if xd.is_floating_point() else torch.minimum(xd, y)
             return y

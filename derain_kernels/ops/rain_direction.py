@@ -79,11 +79,16 @@ def _check(z, z_gt, angle, reduction, n, size):
                              f"got shape {tuple(angle.shape)}")
         if angle.device != z.device and angle.device.type != "cpu":
             raise ValueError(f"angle must be on z's device ({z.device}) or on the CPU, got {angle.device}")
-    elif isinstance(angle, bool) or not isinstance(angle, numbers.Real):
-        raise TypeError(f"angle must be a number or a tensor, got {type(angle).__name__}")
     else:
-        angle = check_real(angle, "angle")  # finite
+        angle = _number_angle(angle)
     return angle
+
+
+def _number_angle(angle) -> float:
+    """A finite real number (not a bool) as a float."""
+    if isinstance(angle, bool) or not isinstance(angle, numbers.Real):
+        raise TypeError(f"angle must be a number or a tensor, got {type(angle).__name__}")
+    return check_real(angle, "angle")
 
 
 @eager_cache(maxsize=512)
@@ -91,9 +96,7 @@ def _kernels_for(angle, batch, n, size, reduction, dtype, device) -> torch.Tenso
     """(batch, 2, size, size): the kernels of a number angle (select_kernels), with the scalar checks."""
     check_choice(reduction, "reduction", REDUCTIONS)
     _check_bank_args(n, size)
-    if isinstance(angle, bool) or not isinstance(angle, numbers.Real):
-        raise TypeError(f"angle must be a number or a tensor, got {type(angle).__name__}")
-    return select_kernels(check_real(angle, "angle"), batch, n, size, dtype, device)
+    return select_kernels(_number_angle(angle), batch, n, size, dtype, device)
 
 
 def rain_direction_loss(z: torch.Tensor, z_gt: torch.Tensor, angle, reduction: str = "mean",
