@@ -6,10 +6,11 @@
 # `derain bench --device cuda`.
 #
 # Usage: scripts/gpu_check.sh OUTDIR [extra derain bench arguments...]
-# Writes OUTDIR/{env.txt,build.log,tests.log,tests.xml,overhead.txt,bench.txt,bench.json,bench.md}.
+# Writes OUTDIR/{env.txt,build.log,tests.log,tests.xml,overhead.txt,median.txt,bench.txt,bench.json,bench.md}.
 # Environment: PYTHON (default python3), BUILD_TIMEOUT / TEST_TIMEOUT / BENCH_TIMEOUT (seconds),
 # TEST_WORKERS (pytest-xdist workers, default 8; 0 = no xdist), SKIP_TESTS=1, SKIP_OVERHEAD=1 (the
-# per-call cost probe, benchmarks/cuda_overhead.py), SKIP_BENCH=1.
+# per-call cost probe, benchmarks/cuda_overhead.py), SKIP_MEDIAN=1 (Mpix/s at k = 31,
+# benchmarks/median_throughput.py), SKIP_BENCH=1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/gpu_check.sh OUTDIR [derain bench arguments...]}
@@ -62,6 +63,12 @@ if [ "${SKIP_OVERHEAD:-0}" != 1 ]; then
   timeout 120 $py benchmarks/cuda_overhead.py > "$out/overhead.txt" 2>&1
   stamp "overhead probe: exit status $?"
   sed -n '/^| case/,$p' "$out/overhead.txt"
+fi
+
+if [ "${SKIP_MEDIAN:-0}" != 1 ]; then
+  timeout 120 $py benchmarks/median_throughput.py --device cuda > "$out/median.txt" 2>&1
+  stamp "median throughput: exit status $?"
+  cat "$out/median.txt"
 fi
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then

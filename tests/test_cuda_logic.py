@@ -133,6 +133,54 @@ def test_median_filter_layouts():
         same(out, reference.median_filter(xl, (3, 3), "reflect"))
 
 
+# The tiled selection (csrc/ops/common/median_tiled.h) takes float32/16, bfloat16 and uint8 windows whose
+# region fits 8192 positions: tiles of 32x32 outputs up to k = 59, 32x16 to 67, 16x16 to 75, 16x8 to 79,
+# 8x8 to 83; larger windows and float64 take the per-pixel selection. One case per tile shape and both
+# sides of the limit, on images spanning several tiles and ending in partial ones.
+TILED_CASES = [((2, 3, 70, 45), (1, 1)), ((1, 2, 70, 45), (3, 3)), ((1, 1, 67, 41), (31, 31)),
+               ((1, 1, 40, 37), (59, 59)), ((1, 1, 40, 37), (61, 67)), ((1, 1, 20, 19), (75, 69)),
+               ((1, 1, 21, 17), (79, 77)), ((1, 1, 13, 9), (83, 81)), ((1, 1, 9, 11), (85, 85)),
+               ((1, 1, 33, 40), (3, 201)), ((1, 1, 50, 6), (151, 5))]
+
+
+@pytest.mark.parametrize("shape,k", TILED_CASES)
+@pytest.mark.parametrize("padding", ["reflect", "replicate", "zeros"])
+def test_median_tiled_selection_matches_cpu_kernel_and_reference(shape, k, padding):
+    torch.manual_seed(sum(shape) + k[0])
+    x = (torch.randint(-4, 5, shape).float() / 4)  # few values: many ties, zeros tie with the zero pad
+    x = torch.where((x == 0) & (torch.rand(shape) < 0.5), torch.tensor(-0.0), x)
+    out, index = E._emulate_cuda_median_filter_with_index(x, list(k), padding)
+    cpu_out, cpu_index = E._median_filter_with_index(x, list(k), padding)
+    same(out, reference.median_filter(x, k, padding))
+    same(out, cpu_out)
+    assert torch.equal(index, cpu_index)  # the same element selected, under the tie rule
+    # the index names the selected source: its value, or -1 for a zero pad (value 0)
+    planes = x.reshape(-1, shape[-2] * shape[-1])
+    picked = planes.gather(1, index.reshape(planes.shape).clamp_min(0).long()).view(shape)
+    assert torch.equal(torch.where(index >= 0, picked, torch.zeros(())), out)
+    assert padding == "zeros" or (index >= 0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.uint8, torch.float64])
+def test_median_tiled_selection_dtypes_nan_and_index(dtype):
+    x = torch.rand(2, 2, 45, 38) * 200
+    if dtype != torch.uint8:
+        x[0, 1, 4, 4] = float("nan")
+        x[1, 0, 30, 37] = -float("nan")  # a NaN with the sign bit: still NaN, not the smallest value
+    x = x.to(dtype)
+    for k in ([31, 31], [5, 9]):
+        out, index = E._emulate_cuda_median_filter_with_index(x, k, "reflect")
+        same(out, reference.median_filter(x, tuple(k), "reflect"))
+        assert torch.equal(index, E._median_filter_with_index(x, k, "reflect")[1])
+        if dtype != torch.uint8:
+            assert (index[out.isnan()] == -1).all() and out.isnan().any()
+    if dtype != torch.uint8:
+        g = torch.randn(x.shape).to(dtype)
+        torch.testing.assert_close(E._emulate_cuda_median_filter_backward(g, x, [31, 31], "reflect").double(),
+                                   E._median_filter_backward(g, x, [31, 31], "reflect").double(),
+                                   rtol=1e-2, atol=1e-2)
+
+
 # ---- dark channel ----
 
 @pytest.mark.parametrize("shape,patch", [((2, 3, 7, 9), 3), ((1, 1, 5, 4), 1), ((2, 2, 3, 4), 9), ((1, 3, 1, 6), 5)])

@@ -46,3 +46,16 @@ def test_overhead_probe_runs_without_a_gpu_and_prints_the_table_the_script_shows
     ops = {c["op"] for c in json.loads(js.read_text())["cases"] if c["section"] == "overhead"}
     assert "min_composite" in ops and "self_correcting_block" in ops
     assert all(any(line.startswith(f"| {op} |") for line in table) for op in ops)
+
+
+def test_median_throughput_runs_without_a_gpu_and_prints_its_rows(capsys):
+    # scripts/gpu_check.sh runs benchmarks/median_throughput.py on the GPU; --smoke on the CPU here
+    import importlib.util
+
+    path = SCRIPT.parents[1] / "benchmarks" / "median_throughput.py"
+    spec = importlib.util.spec_from_file_location("median_throughput", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    assert probe.main(["--smoke", "--device", "cpu"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| derain_kernels |")]
+    assert len(rows) == 1 and float(rows[0].split("|")[4]) > 0

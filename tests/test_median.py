@@ -296,6 +296,42 @@ def test_soft_label():
     assert torch.equal(dk.soft_label(u, 5, min_composite=True), torch.minimum(u, dk.median_filter(u, 5)))
 
 
+# ---------------------------------------------------------------- the kept index (autograd)
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_with_index_names_the_selected_source(padding):
+    x = torch.randint(-2, 3, (2, 3, 11, 9)).float().contiguous(memory_format=torch.channels_last)
+    out, index = torch.ops.derain._median_filter_with_index(x, [5, 3], padding)
+    assert index.dtype == torch.int32 and index.shape == x.shape and out.stride() == x.stride()
+    torch.testing.assert_close(out, ref.median_filter(x, (5, 3), padding), rtol=0, atol=0)
+    planes = x.reshape(6, 99)
+    picked = planes.gather(1, index.reshape(6, 99).clamp_min(0).long()).view(x.shape)
+    assert torch.equal(torch.where(index >= 0, picked, torch.zeros(())), out)
+    g = torch.randn(x.shape, dtype=torch.float32)
+    torch.testing.assert_close(torch.ops.derain._median_filter_backward_index(g, index),
+                               torch.ops.derain._median_filter_backward(g, x, [5, 3], padding), rtol=1e-6, atol=1e-6)
+
+
+def test_backward_uses_the_kept_index_not_x():
+    # the forward saves the selected index, not x: changing x in place afterwards leaves the gradient intact
+    x = torch.rand(1, 2, 12, 13, dtype=torch.float64, requires_grad=True)
+    y = x * 1.0
+    out = dk.median_filter(y, 5)
+    want = torch.ops.derain._median_filter_backward(torch.ones_like(out), y.detach().clone(), [5, 5], "reflect")
+    with torch.no_grad():
+        y.add_(torch.rand_like(y))  # changes which element each window selects
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, want, rtol=0, atol=0)
+
+
+def test_kept_index_ops_pass_opcheck_and_double_backward():
+    x = torch.randint(0, 4, (1, 2, 7, 6)).double()
+    torch.library.opcheck(torch.ops.derain._median_filter_with_index.default, (x, [3, 5], "zeros"))
+    _, index = torch.ops.derain._median_filter_with_index(x, [3, 5], "zeros")
+    g = torch.randn(x.shape, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.derain._median_filter_backward_index.default, (g, index))
+    assert torch.autograd.gradcheck(lambda g: torch.ops.derain._median_filter_backward_index(g, index), (g,))
+
+
 # ---------------------------------------------------------------- bad arguments
 # ---------------------------------------------------------------- opcheck / compile
 # ---------------------------------------------------------------- Triton (interpreter on CPU)

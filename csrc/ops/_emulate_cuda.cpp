@@ -24,6 +24,8 @@ TORCH_LIBRARY_FRAGMENT(derain, m) {
   m.def("_emulate_cuda_median_filter(Tensor x, int[2] kernel_size, str padding=\"reflect\") -> Tensor");
   m.def("_emulate_cuda_median_filter_backward(Tensor grad, Tensor x, int[2] kernel_size, str padding=\"reflect\") "
         "-> Tensor");
+  m.def("_emulate_cuda_median_filter_with_index(Tensor x, int[2] kernel_size, str padding=\"reflect\") "
+        "-> (Tensor, Tensor)");
   m.def("_emulate_cuda_dark_channel(Tensor x, int patch) -> (Tensor, Tensor)");
   m.def("_emulate_cuda_dark_channel_backward(Tensor grad, Tensor index, int channels) -> Tensor");
   m.def("_emulate_cuda_tv_sums(Tensor x, int p, str padding=\"valid\") -> Tensor");
@@ -57,6 +59,7 @@ TORCH_LIBRARY_IMPL(derain, CPU, m) {
   m.impl("_emulate_cuda_rain_composite_backward", &composite_impl::rain_composite_backward<L>);
   m.impl("_emulate_cuda_median_filter", &median_impl::median_filter<L>);
   m.impl("_emulate_cuda_median_filter_backward", &median_impl::median_filter_backward<L>);
+  m.impl("_emulate_cuda_median_filter_with_index", &median_impl::median_filter_with_index<L>);
   m.impl("_emulate_cuda_dark_channel", &related_impl::dark_channel<L>);
   m.impl("_emulate_cuda_dark_channel_backward", &related_impl::dark_channel_backward<L>);
   m.impl("_emulate_cuda_tv_sums", &related_impl::tv_sums<L>);

@@ -50,6 +50,10 @@ GOALS = [
          device="cpu"),
     Goal("self_correcting_block", "forward+backward", "eager", 2.0, "≥ 2× (eager PyTorch in its best layout)",
          device="cpu"),
+    # the GPU kernels' goals (measured by scripts/gpu_check.sh on a lent GPU)
+    Goal("median_filter", "forward", "torch unfold", 10.0, "≥ 10× (torch unfold+median on the GPU)", device="cuda"),
+    Goal("ssim_loss", "forward+backward", "pytorch_msssim", 3.0, "≥ 3× (pytorch_msssim, forward+backward, GPU)",
+         device="cuda"),
     Goal("rain_oer_me network", None, None, 1.0 + 1e-12, "> 1× (faster than every eager and compiled variant)"),
     Goal("RainOerMeNet G", None, None, None, "none on CUDA: no fused GPU kernel, the row runs the eager reference",
          device="cuda"),

@@ -118,6 +118,12 @@ if _CPP:
     def _median_filter_backward_fake(grad, x, kernel_size, padding="reflect"):
         return torch.empty_like(x, memory_format=torch.preserve_format)
 
+    @torch.library.register_fake("derain::_median_filter_with_index")
+    def _median_filter_with_index_fake(x, kernel_size, padding="reflect"):
+        return (torch.empty_like(x, memory_format=torch.preserve_format),
+                x.new_empty(x.shape, dtype=torch.int32))
+
+    # _median_filter_backward_index is made of ATen ops (CompositeImplicitAutograd): no fake needed.
     # autograd of median_filter: registered from C++ (csrc/ops/autograd/median_autograd.cpp)
 
     # ---- CUDA: Triton ----

@@ -5,6 +5,10 @@
 // A policy provides
 //   grid(n, f)            f(i) for every i in [0, n)
 //   elementwise(iter, f)  out = f(in0, in1, ...) over a configured TensorIterator
+//   blocks(n, threads, smem, f)  for each of n thread blocks with `smem` bytes of shared memory:
+//                         f(phase, block, thread, smem) for phase = 0 .. f.phases() - 1, all the
+//                         block's threads finishing a phase before any starts the next
+//                         (__syncthreads() between phases on CUDA; in turn, in thread order, here)
 #pragma once
 
 #include <ATen/ATen.h>
@@ -13,6 +17,7 @@
 
 #include <tuple>
 #include <utility>
+#include <vector>
 
 namespace derain {
 
@@ -23,6 +28,17 @@ struct EmulateLaunch {
   static void grid(int64_t n, const F& f) {
     at::parallel_for(0, n, 1024, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i) f(i);
+    });
+  }
+
+  template <typename F>
+  static void blocks(int64_t n, int threads, int64_t smem_bytes, const F& f) {
+    at::parallel_for(0, n, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<uint64_t> smem((smem_bytes + 7) / 8);
+      unsigned char* mem = reinterpret_cast<unsigned char*>(smem.data());
+      for (int64_t b = b0; b < b1; ++b)
+        for (int phase = 0, phases = f.phases(); phase < phases; ++phase)
+          for (int t = 0; t < threads; ++t) f(phase, b, t, mem);
     });
   }
 

@@ -1,74 +1,29 @@
-// Median filter (forward and backward) for a launch policy (launch.h): one
-// exact selection per output pixel, realising the documented order (value,
-// then source flat index h * W + w; a zero pad is value 0 with index -1;
-// padded copies counted once each; -0.0 == +0.0) by a radix selection over
-// the order-preserving key of the value and then over the index. A window
-// holding a NaN returns NaN and passes no gradient. The backward recomputes
-// the selection and sums the gradients onto the selected elements with
-// index_add_. Contract: docs/ops/median.md, cpu/median_kernel.cpp.
+// Median filter (forward, selected index, backward) for a launch policy (launch.h). The
+// selection realises the documented order (value, then source flat index h * W + w; a zero pad is
+// value 0 with index -1; padded copies counted once each; -0.0 == +0.0; a window holding a NaN
+// returns NaN and selects nothing) by one of two algorithms:
+//  - the tiled selection (median_tiled.h): a thread block ranks a tile's padded region and
+//    slides rank histograms; float32/16, bfloat16 and uint8, windows up to about 83 x 83;
+//  - elsewhere (float64, larger windows), a per-pixel radix selection over the order-preserving
+//    key of the value and then over the index (median_select below).
+// The backward scatters the gradients onto the selected elements (scatter_add; the autograd
+// kernel keeps the forward's index, median_autograd.cpp). Contract: docs/ops/median.md.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 
 #include <cstring>
 #include <string>
 #include <type_traits>
 
 #include "host_device.h"
+#include "median_keys.h"
+#include "median_tiled.h"
 
 namespace derain {
 namespace logic {
-
-// Order-preserving unsigned key of a value (-0.0 and +0.0 map to the same key).
-DERAIN_HOST_DEVICE inline uint32_t median_key(float v) {
-  if (v == 0.0f) v = 0.0f;
-  uint32_t b;
-  memcpy(&b, &v, sizeof b);
-  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
-}
-DERAIN_HOST_DEVICE inline uint64_t median_key(double v) {
-  if (v == 0.0) v = 0.0;
-  uint64_t b;
-  memcpy(&b, &v, sizeof b);
-  return (b & 0x8000000000000000ull) ? ~b : (b | 0x8000000000000000ull);
-}
-DERAIN_HOST_DEVICE inline uint32_t median_key(uint8_t v) { return v; }
-
-template <typename T>
-struct MedianKeyOf {  // float16 / bfloat16: the key of the exact float value
-  using type = uint32_t;
-  static constexpr int bits = 32;
-  DERAIN_HOST_DEVICE static uint32_t key(T v) { return median_key(static_cast<float>(v)); }
-};
-template <>
-struct MedianKeyOf<float> {
-  using type = uint32_t;
-  static constexpr int bits = 32;
-  DERAIN_HOST_DEVICE static uint32_t key(float v) { return median_key(v); }
-};
-template <>
-struct MedianKeyOf<double> {
-  using type = uint64_t;
-  static constexpr int bits = 64;
-  DERAIN_HOST_DEVICE static uint64_t key(double v) { return median_key(v); }
-};
-template <>
-struct MedianKeyOf<uint8_t> {
-  using type = uint32_t;
-  static constexpr int bits = 8;
-  DERAIN_HOST_DEVICE static uint32_t key(uint8_t v) { return v; }
-};
-
-template <typename T>
-DERAIN_HOST_DEVICE inline bool median_is_nan(T v) {
-  if constexpr (std::is_same<T, uint8_t>::value) {
-    return false;
-  } else {
-    const float f = static_cast<float>(v);
-    return f != f;
-  }
-}
 
 struct MedianSelection {
   int64_t index;  // source flat index in the plane, -1 for a zero pad
@@ -133,37 +88,21 @@ DERAIN_HOST_DEVICE inline MedianSelection median_select(const T* plane, int64_t 
   return {int64_t(iprefix) - 1, false};
 }
 
-// Forward: out[i] (planes (P, H, W) contiguous) = the selected value (NaN for a NaN window).
+// Per-pixel fallback of the tiled selection: out[i] = the selected value (NaN for a NaN window),
+// index[i] = its source h * W + w (-1: a zero pad or a NaN window); either may be null.
 template <typename T>
-struct MedianForwardFn {
+struct MedianPixelFn {
   const T* x;
   T* out;
+  int32_t* index;
   int64_t H, W, kh, kw;
   int pad;
   DERAIN_HOST_DEVICE void operator()(int64_t i) const {
     const int64_t HW = H * W, p = i / HW, yx = i % HW;
     const T* plane = x + p * HW;
     const MedianSelection s = median_select(plane, H, W, yx / W, yx % W, kh, kw, pad);
-    if (s.nan) {
-      out[i] = static_cast<T>(NAN);
-    } else {
-      out[i] = s.index >= 0 ? plane[s.index] : T(0);
-    }
-  }
-};
-
-// Backward: the flat index into x of the element output i routes its gradient to,
-// or `sink` (one past the end) for a zero pad or a NaN window.
-template <typename T>
-struct MedianRouteFn {
-  const T* x;
-  int64_t* route;
-  int64_t H, W, kh, kw, sink;
-  int pad;
-  DERAIN_HOST_DEVICE void operator()(int64_t i) const {
-    const int64_t HW = H * W, p = i / HW, yx = i % HW;
-    const MedianSelection s = median_select(x + p * HW, H, W, yx / W, yx % W, kh, kw, pad);
-    route[i] = (s.nan || s.index < 0) ? sink : p * HW + s.index;
+    if (out) out[i] = s.nan ? static_cast<T>(NAN) : (s.index >= 0 ? plane[s.index] : T(0));
+    if (index) index[i] = int32_t(s.index);
   }
 };
 
@@ -194,22 +133,86 @@ template <typename T>
 using median_storage_t = std::conditional_t<std::is_same<T, c10::Half>::value || std::is_same<T, c10::BFloat16>::value ||
                                                 std::is_floating_point<T>::value, T, uint8_t>;
 
+// The tiled selection (median_tiled.h) where it applies: not float64 (its sort keys hold a 32-bit
+// value key), planes under 2**32 - 1 elements, and a window whose tile region fits in shared memory
+// (square windows up to 83 x 83). Returns false, having done nothing, elsewhere.
+template <typename L, typename T>
+bool run_tiled(const T* x, T* out, int32_t* index, int64_t P, int64_t H, int64_t W, int64_t kh, int64_t kw,
+               int pad) {
+  if constexpr (std::is_same<T, double>::value) {
+    return false;
+  } else {
+    logic::MedianTileShape s;
+    if (H * W >= int64_t(0xFFFFFFFF) || !logic::median_tile_shape(kh, kw, &s)) return false;
+    const int64_t ty = (H + s.th - 1) / s.th, tx = (W + s.tw - 1) / s.tw;
+    L::blocks(P * ty * tx, logic::kMedianTileThreads, s.smem,
+              logic::MedianTileFn<T>{x, out, index, H, W, int(kh), int(kw), pad, ty, tx, s});
+    return true;
+  }
+}
+
+// The selection of every output: the value into `out` and/or the source index into `index`
+// (int32, x's shape, contiguous), either undefined to skip it.
+template <typename L>
+void select(const at::Tensor& x, int64_t kh, int64_t kw, int pad, at::Tensor* out, at::Tensor* index) {
+  const int64_t H = x.size(-2), W = x.size(-1), P = x.numel() / (H * W);
+  const at::Tensor xc = x.contiguous();
+  at::Tensor oc;
+  if (out) oc = out->is_contiguous() ? *out : at::empty(x.sizes(), x.options());
+  DERAIN_MEDIAN_DISPATCH(x.scalar_type(), "median_filter", [&] {
+    using T = median_storage_t<scalar_t>;
+    const T* xd = reinterpret_cast<const T*>(xc.data_ptr());
+    T* od = out ? reinterpret_cast<T*>(oc.data_ptr()) : nullptr;
+    int32_t* id = index ? index->data_ptr<int32_t>() : nullptr;
+    if (!run_tiled<L, T>(xd, od, id, P, H, W, kh, kw, pad))
+      L::grid(x.numel(), logic::MedianPixelFn<T>{xd, od, id, H, W, kh, kw, pad});
+  });
+  if (out && !oc.is_same(*out)) out->copy_(oc);
+}
+
 template <typename L>
 at::Tensor median_filter(const at::Tensor& x, at::IntArrayRef kernel_size, c10::string_view padding) {
   const auto [kh, kw] = check(x, kernel_size);
   const int pad = parse_padding(padding);
   at::Tensor out = at::empty_like(x, at::MemoryFormat::Preserve);
-  if (x.numel() == 0) return out;
-  const int64_t H = x.size(-2), W = x.size(-1);
-  const at::Tensor xc = x.contiguous();
-  at::Tensor oc = out.is_contiguous() ? out : at::empty(x.sizes(), x.options());
-  DERAIN_MEDIAN_DISPATCH(x.scalar_type(), "median_filter", [&] {
-    using T = median_storage_t<scalar_t>;
-    L::grid(xc.numel(), logic::MedianForwardFn<T>{reinterpret_cast<const T*>(xc.data_ptr()),
-                                                  reinterpret_cast<T*>(oc.data_ptr()), H, W, kh, kw, pad});
-  });
-  if (!oc.is_same(out)) out.copy_(oc);
+  if (x.numel() > 0) select<L>(x, kh, kw, pad, &out, nullptr);
   return out;
+}
+
+inline at::Tensor empty_index(const at::Tensor& x) {
+  TORCH_CHECK(x.numel() == 0 || x.size(-2) * x.size(-1) < (int64_t(1) << 31),
+              "derain: median_filter's selected index needs H * W < 2**31, got ", x.size(-2), " x ", x.size(-1));
+  return at::empty(x.sizes(), x.options().dtype(at::kInt));
+}
+
+// The output and, for the backward, each output's selected source h * W + w in its plane (-1 for a
+// zero pad or a NaN window).
+template <typename L>
+std::tuple<at::Tensor, at::Tensor> median_filter_with_index(const at::Tensor& x, at::IntArrayRef kernel_size,
+                                                           c10::string_view padding) {
+  const auto [kh, kw] = check(x, kernel_size);
+  const int pad = parse_padding(padding);
+  at::Tensor out = at::empty_like(x, at::MemoryFormat::Preserve);
+  at::Tensor index = empty_index(x);
+  if (x.numel() > 0) select<L>(x, kh, kw, pad, &out, &index);
+  return {out, index};
+}
+
+// grad summed onto the selected elements (index as median_filter_with_index gives it), accumulated
+// in float for float16/bfloat16; `like`'s layout. ATen ops on symbolic sizes only: any device,
+// torch.compile with dynamic shapes, and differentiable in grad (double backward).
+inline at::Tensor scatter_to_selected(const at::Tensor& grad, const at::Tensor& index, const at::Tensor& like) {
+  TORCH_CHECK(grad.dim() >= 2 && at::isFloatingType(grad.scalar_type()),
+              "derain: grad must be a floating tensor (..., H, W)");
+  TORCH_CHECK(index.sym_sizes() == grad.sym_sizes() && index.scalar_type() == at::kInt,
+              "derain: index must be int32 of grad's shape, got ", index.scalar_type(), " ", index.sym_sizes());
+  const at::Tensor none = index.flatten(-2) < 0;  // a zero pad or a NaN window: no element
+  const at::Tensor g = grad.flatten(-2).to(at::toOpMathType(grad.scalar_type())).masked_fill(none, 0);
+  const at::Tensor to = index.flatten(-2).clamp_min(0).to(at::kLong);  // (those add 0 to element 0)
+  const at::Tensor acc = at::zeros_like(g).scatter_add(-1, to, g);
+  at::Tensor gx = at::empty_like(like, at::MemoryFormat::Preserve);
+  gx.copy_(acc.view_symint(grad.sym_sizes()));
+  return gx;
 }
 
 template <typename L>
@@ -221,19 +224,9 @@ at::Tensor median_filter_backward(const at::Tensor& grad, const at::Tensor& x, a
               x.sizes());
   TORCH_CHECK(grad.scalar_type() == x.scalar_type() && at::isFloatingType(x.scalar_type()),
               "derain: grad and x must have the same floating dtype");
-  at::Tensor out = at::empty_like(x, at::MemoryFormat::Preserve);
-  if (x.numel() == 0) return out;
-  const int64_t H = x.size(-2), W = x.size(-1), n = x.numel();
-  const at::Tensor xc = x.contiguous();
-  at::Tensor route = at::empty({n}, x.options().dtype(at::kLong));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "median_filter_backward", [&] {
-    L::grid(n, logic::MedianRouteFn<scalar_t>{xc.data_ptr<scalar_t>(), route.data_ptr<int64_t>(), H, W, kh, kw, n,
-                                              pad});
-  });
-  at::Tensor acc = at::zeros({n + 1}, x.options());
-  acc.index_add_(0, route, grad.contiguous().view({-1}));
-  out.copy_(acc.narrow(0, 0, n).view(x.sizes()));
-  return out;
+  at::Tensor index = empty_index(x);
+  if (x.numel() > 0) select<L>(x, kh, kw, pad, nullptr, &index);
+  return scatter_to_selected(grad, index, x);
 }
 
 }  // namespace median_impl

@@ -150,6 +150,35 @@ at::Tensor median_filter_cpu(const at::Tensor& x, at::IntArrayRef kernel_size, c
   return out;
 }
 
+// The output and each output's selected source h * W + w (-1: a zero pad or a NaN window).
+std::tuple<at::Tensor, at::Tensor> median_filter_with_index_cpu(const at::Tensor& x, at::IntArrayRef kernel_size,
+                                                                c10::string_view padding) {
+  const Geometry g = make_geometry(x, kernel_size, padding);
+  TORCH_CHECK(g.H * g.W < (int64_t(1) << 31), "derain: median_filter's selected index needs H * W < 2**31");
+  at::Tensor out = at::empty_like(x, at::MemoryFormat::Preserve);
+  at::Tensor index = at::empty(x.sizes(), x.options().dtype(at::kInt));
+  if (x.numel() == 0) return {out, index};
+  const at::Tensor xc = x.contiguous();  // sources as flat indices h * W + w are then offsets too
+  AT_DISPATCH_FLOATING_TYPES_AND3(at::kHalf, at::kBFloat16, at::kByte, x.scalar_type(), "median_filter", [&] {
+    const auto out_offs = plane_offsets(out);
+    scalar_t* od = out.mutable_data_ptr<scalar_t>();
+    int32_t* id = index.mutable_data_ptr<int32_t>();
+    const scalar_t* xd = xc.const_data_ptr<scalar_t>();
+    const int64_t oH = out.stride(-2), oW = out.stride(-1), W = g.W, HW = g.H * g.W;
+    const scalar_t nan_value = std::numeric_limits<scalar_t>::quiet_NaN();
+    for_each_selection<scalar_t>(xc, g, false, [&](int64_t p, int64_t y0, int64_t x0) {
+      scalar_t* o = od + out_offs[p] + y0 * oH + x0 * oW;
+      int32_t* s = id + p * HW + y0 * W + x0;
+      const scalar_t* xp = xd + p * HW;
+      return [=](int64_t y, int64_t xx, int64_t src) {
+        o[y * oH + xx * oW] = src >= 0 ? xp[src] : (src == -1 ? scalar_t(0) : nan_value);
+        s[y * W + xx] = static_cast<int32_t>(src >= 0 ? src : -1);
+      };
+    });
+  });
+  return {out, index};
+}
+
 at::Tensor median_filter_backward_cpu(const at::Tensor& grad, const at::Tensor& x, at::IntArrayRef kernel_size,
                                       c10::string_view padding) {
   const Geometry g = make_geometry(x, kernel_size, padding);
@@ -202,6 +231,7 @@ at::Tensor median_filter_backward_cpu(const at::Tensor& grad, const at::Tensor& 
 TORCH_LIBRARY_IMPL(derain, CPU, m) {
   m.impl("median_filter", &median_filter_cpu);
   m.impl("_median_filter_backward", &median_filter_backward_cpu);
+  m.impl("_median_filter_with_index", &median_filter_with_index_cpu);
 }
 
 }  // namespace derain
