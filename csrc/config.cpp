@@ -31,6 +31,7 @@ const BoolField kBoolFields[] = {
     {"wgrad_pairs", &derain::config::Settings::wgrad_pairs},
     {"fused_epilogues", &derain::config::Settings::fused_epilogues},
     {"median_tracking", &derain::config::Settings::median_tracking},
+    {"gpu_tiles", &derain::config::Settings::gpu_tiles},
 };
 
 }  // namespace

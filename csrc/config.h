@@ -19,9 +19,11 @@ struct Settings {
   std::atomic<bool> conv_pairs{true};       // ... two output rows at a time, F(2,3) along y
   std::atomic<bool> wgrad_winograd{true};   // Winograd F(4,3) rows for weight gradients (else direct)
   std::atomic<bool> wgrad_pairs{true};      // ... two rows at a time
-  std::atomic<bool> fused_epilogues{true};  // one vector pass per epilogue (else scalar loops)
+  std::atomic<bool> fused_epilogues{true};  // one vector pass per epilogue (else scalar loops); CUDA: cuDNN-fused
   // median filter
   std::atomic<bool> median_tracking{true};  // track the median rank from pixel to pixel (else Perreault-Hebert)
+  // CUDA kernels (and their CPU emulation)
+  std::atomic<bool> gpu_tiles{true};  // median and SSIM by thread-block tiles in shared memory (else per element)
   // outputs of the fused block: MiB of freed outputs kept for reuse (0: none)
   std::atomic<int64_t> output_cache_mb{64};
 };
@@ -34,6 +36,7 @@ inline bool wgrad_winograd() { return settings().wgrad_winograd.load(std::memory
 inline bool wgrad_pairs() { return settings().wgrad_pairs.load(std::memory_order_relaxed); }
 inline bool fused_epilogues() { return settings().fused_epilogues.load(std::memory_order_relaxed); }
 inline bool median_tracking() { return settings().median_tracking.load(std::memory_order_relaxed); }
+inline bool gpu_tiles() { return settings().gpu_tiles.load(std::memory_order_relaxed); }
 inline size_t output_cache_capacity_bytes() {
   const int64_t mb = settings().output_cache_mb.load(std::memory_order_relaxed);
   return mb > 0 ? static_cast<size_t>(mb) << 20 : 0;

@@ -1,4 +1,4 @@
-"""Kernel settings: the choices between equivalent CPU kernels that exist for tests and A/B runs.
+"""Kernel settings: the choices between equivalent kernels that exist for tests and A/B runs.
 
 One typed object, `derain_kernels.config`, holds them; every setting is on when True. The C++
 kernels read them at each call (csrc/config.h), so a change takes effect at the next call::
@@ -18,8 +18,9 @@ for the switches and a number of MiB for ``DERAIN_OUTPUT_CACHE_MB``.
 | conv_pairs | True | those Winograd convolutions two output rows at a time (F(2,3) along y) |
 | wgrad_winograd | True | weight gradients as Winograd F(4,3) rows (AVX-512 builds); False: direct |
 | wgrad_pairs | True | those Winograd weight gradients two rows at a time |
-| fused_epilogues | True | the block's epilogues in one vector pass (AVX-512 builds); False: scalar loops |
+| fused_epilogues | True | the block's epilogues in one vector pass (AVX-512 builds); on CUDA, cuDNN's fused convolution + bias + ReLU (+ add) for float32; False: scalar loops / ATen's element-wise passes |
 | median_tracking | True | the median tracks its rank from pixel to pixel where that is faster; False: Perreault–Hebert histograms |
+| gpu_tiles | True | the CUDA median and SSIM run thread-block tiles in shared memory; False: one thread per element (slower; bit-identical results) |
 | output_cache_mb | 64 | MiB of freed fused-block outputs kept for reuse (0 turns the cache off) |
 
 Every choice gives results within the op's documented accuracy (most are bit-identical;
@@ -36,7 +37,8 @@ from ._backend import HAS_CPP
 if HAS_CPP:
     from . import _C
 
-_SWITCHES = ("conv_winograd", "conv_pairs", "wgrad_winograd", "wgrad_pairs", "fused_epilogues", "median_tracking")
+_SWITCHES = ("conv_winograd", "conv_pairs", "wgrad_winograd", "wgrad_pairs", "fused_epilogues", "median_tracking",
+             "gpu_tiles")
 _DEFAULTS = {**{name: True for name in _SWITCHES}, "output_cache_mb": 64}
 
 # Variables of earlier releases: read no more, named so that a user who sets one is told.

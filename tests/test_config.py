@@ -9,7 +9,7 @@ import derain_kernels as dk
 from derain_kernels import _backend
 
 SETTINGS = {"conv_winograd": True, "conv_pairs": True, "wgrad_winograd": True, "wgrad_pairs": True,
-            "fused_epilogues": True, "median_tracking": True, "output_cache_mb": 64}
+            "fused_epilogues": True, "median_tracking": True, "gpu_tiles": True, "output_cache_mb": 64}
 
 
 # tests/conftest.py restores the settings after every test.

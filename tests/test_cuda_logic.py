@@ -310,6 +310,44 @@ def test_ssim_float32_close_to_cpu_kernel_and_nan_spreads():
     assert torch.isnan(m[0, 0, 3:14, 2:13]).all() and not torch.isnan(m[1]).any()
 
 
+# The tiled kernels (csrc/ops/common/ssim_tiled.h: tiles of 32 x 16, the default) and the per-element
+# ones (config gpu_tiles off) compute every value as the same sum in the same order: equal bit for bit.
+# Shapes spanning several tiles with partial ones at the right and bottom, windows whose halo crosses
+# tile borders, mirror images at both ends (reflect), a window too large for a tile (61: per element).
+SSIM_TILED_CASES = [((2, 3, 37, 70), 11, "zeros"), ((1, 2, 35, 66), 11, "reflect"), ((2, 1, 40, 45), 7, "valid"),
+                    ((3, 33, 34), 5, "reflect"), ((1, 1, 17, 33), 15, "valid"), ((1, 1, 70, 66), 61, "zeros")]
+
+
+@pytest.mark.parametrize("shape,ws,padding", SSIM_TILED_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ssim_tiles_equal_per_element_kernels_bit_for_bit(shape, ws, padding, dtype):
+    x = torch.rand(shape, dtype=dtype)
+    y = (x + 0.2 * torch.randn(shape, dtype=dtype)).clamp(0, 1)
+    results = []
+    for tiles in (True, False):
+        with dk.config.override(gpu_tiles=tiles):
+            out = [E._emulate_cuda_ssim(x, y, ws, 1.5, 1.0, padding, "map", 0.01, 0.03)]
+            g = torch.randn(out[0].shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+            out += E._emulate_cuda_ssim_backward(g, x, y, ws, 1.5, 1.0, padding, "map", 0.01, 0.03)
+            out += E._emulate_cuda_ssim_with_grad(x, y, ws, 1.5, 1.0, padding, "none", 0.01, 0.03, True)
+            out.append(E._emulate_cuda_ssim_backward_x(torch.ones((), dtype=dtype), x, y, ws, 1.5, 1.0, padding,
+                                                       "mean", 0.01, 0.03))
+            results.append(out)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(results[0][0], reference.ssim(x.double(), y.double(), ws, 1.5, 1.0, padding, "map",
+                                                             0.01, 0.03).to(dtype), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [(3, 3), (31, 31), (61, 67)])
+def test_median_tiles_equal_per_pixel_selection(k):
+    x = torch.randint(0, 9, (2, 2, 45, 38)).float()
+    with dk.config.override(gpu_tiles=False):
+        want = E._emulate_cuda_median_filter_with_index(x, list(k), "reflect")
+    got = E._emulate_cuda_median_filter_with_index(x, list(k), "reflect")
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
 # ---- block and network ----
 
 def _block_params(C, dtype=torch.float64):

@@ -70,11 +70,11 @@ TORCH_LIBRARY_IMPL(derain, CPU, m) {
   m.impl("_emulate_cuda_ssim_backward", &ssim_impl::ssim_backward<L>);
   m.impl("_emulate_cuda_ssim_backward_x", &ssim_impl::ssim_backward_x<L>);
   m.impl("_emulate_cuda_ssim_with_grad", &ssim_impl::ssim_with_grad<L>);
-  m.impl("_emulate_cuda_self_correcting_block", &block_impl::self_correcting_block);
+  m.impl("_emulate_cuda_self_correcting_block", &block_impl::self_correcting_block<block_impl::AtenConv>);
   m.impl("_emulate_cuda_self_correcting_block_backward", &block_impl::self_correcting_block_backward);
-  m.impl("_emulate_cuda_self_correcting_block_train", &block_impl::self_correcting_block_train);
+  m.impl("_emulate_cuda_self_correcting_block_train", &block_impl::self_correcting_block_train<block_impl::AtenConv>);
   m.impl("_emulate_cuda_self_correcting_block_backward_la", &block_impl::self_correcting_block_backward_la);
-  m.impl("_emulate_cuda_rain_oer_me_derain", &block_impl::rain_oer_me_derain);
+  m.impl("_emulate_cuda_rain_oer_me_derain", &block_impl::rain_oer_me_derain<block_impl::AtenConv>);
 }
 
 }  // namespace derain

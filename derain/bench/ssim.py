@@ -74,11 +74,14 @@ def _peers():
 
 
 SMOKE_SHAPES = [(2, 3, 24, 20)]
+# On a GPU also a full-HD frame: the size at which the GPU goal (≥ 3× pytorch_msssim) is also set.
+GPU_SHAPES = [(1, 3, 1080, 1920)]
 
 
 def cases(quick: bool = False, smoke: bool = False, device: str = "cpu") -> list[Case]:
     """smoke: tiny images to check that every contender runs."""
-    return [case for shape in (SMOKE_SHAPES if smoke else SHAPES) for case in _cases_for(shape, device)]
+    shapes = SMOKE_SHAPES if smoke else SHAPES + (GPU_SHAPES if device != "cpu" else [])
+    return [case for shape in shapes for case in _cases_for(shape, device)]
 
 
 def _cases_for(shape, device) -> list[Case]:

@@ -49,22 +49,38 @@ inline at::Tensor conv(const at::Tensor& t, const at::Tensor& w, const at::Tenso
 }
 
 // (out, la)
-inline std::tuple<at::Tensor, at::Tensor> forward_parts(const at::Tensor& x, const at::Tensor& w1,
-                                                        const at::Tensor& b1, const at::Tensor& w3,
-                                                        const at::Tensor& b3, int64_t d) {
-  at::Tensor la = at::relu(conv(x, w1, b1, 1));
-  at::Tensor out = at::relu(conv(x - la, w3, b3, d).add_(la));
+// How a convolution and its epilogue run: a convolution (with bias) then ATen's element-wise
+// ReLU / add; the CUDA kernels pass their own policy (cuda/block.cu: cuDNN's fused convolution +
+// bias + ReLU (+ add) for float32).
+struct AtenConv {
+  static at::Tensor conv_relu(const at::Tensor& t, const at::Tensor& w, const at::Tensor& b, int64_t d) {
+    return at::relu(conv(t, w, b, d));
+  }
+  // relu(conv(t, w) + b + z)
+  static at::Tensor conv_add_relu(const at::Tensor& t, const at::Tensor& w, const at::Tensor& z,
+                                  const at::Tensor& b, int64_t d) {
+    return at::relu(conv(t, w, b, d).add_(z));
+  }
+};
+
+template <typename C>
+std::tuple<at::Tensor, at::Tensor> forward_parts(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
+                                                 const at::Tensor& w3, const at::Tensor& b3, int64_t d) {
+  at::Tensor la = C::conv_relu(x, w1, b1, 1);
+  at::Tensor out = C::conv_add_relu(x - la, w3, la, b3, d);
   return {out, la};
 }
 
-inline at::Tensor self_correcting_block(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
+template <typename C = AtenConv>
+at::Tensor self_correcting_block(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
                                         const at::Tensor& w3, const at::Tensor& b3, int64_t dilation) {
   check_args(x, w1, b1, w3, b3, dilation);
   if (x.numel() == 0) return at::empty(x.sizes(), x.options().memory_format(out_format(x)));
-  return in_format(std::get<0>(forward_parts(x, w1, b1, w3, b3, dilation)), x);
+  return in_format(std::get<0>(forward_parts<C>(x, w1, b1, w3, b3, dilation)), x);
 }
 
-inline std::tuple<at::Tensor, at::Tensor> self_correcting_block_train(const at::Tensor& x, const at::Tensor& w1,
+template <typename C = AtenConv>
+std::tuple<at::Tensor, at::Tensor> self_correcting_block_train(const at::Tensor& x, const at::Tensor& w1,
                                                                       const at::Tensor& b1, const at::Tensor& w3,
                                                                       const at::Tensor& b3, int64_t dilation) {
   check_args(x, w1, b1, w3, b3, dilation);
@@ -72,7 +88,7 @@ inline std::tuple<at::Tensor, at::Tensor> self_correcting_block_train(const at::
     auto o = x.options().memory_format(out_format(x));
     return {at::empty(x.sizes(), o), at::empty(x.sizes(), o)};
   }
-  auto [out, la] = forward_parts(x, w1, b1, w3, b3, dilation);
+  auto [out, la] = forward_parts<C>(x, w1, b1, w3, b3, dilation);
   // la >= 0; its sign bit carries "out is not > 0" (-0.0 where la is 0)
   at::Tensor signed_la = at::where(out.gt(0), la, la.neg());
   return {in_format(out, x), in_format(signed_la, x)};
@@ -127,7 +143,8 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> se
 
 // Ŷ = X − tanh(G(X)); params: weight and bias of the 19 convolutions of G in the order of
 // derain_kernels/ops/network.py (CONV_KEYS).
-inline at::Tensor rain_oer_me_derain(const at::Tensor& x, at::TensorList params, int64_t dilation) {
+template <typename C = AtenConv>
+at::Tensor rain_oer_me_derain(const at::Tensor& x, at::TensorList params, int64_t dilation) {
   TORCH_CHECK(x.dim() == 4, "derain: x must be (B, C, H, W), got ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "derain: x must be float32 or float64, got ", x.scalar_type());
@@ -142,12 +159,12 @@ inline at::Tensor rain_oer_me_derain(const at::Tensor& x, at::TensorList params,
     const at::Tensor& w = params[next];
     const at::Tensor& b = params[next + 1];
     next += 2;
-    return at::relu(conv(t, w, b, 1));
+    return C::conv_relu(t, w, b, 1);
   };
   auto block = [&](const at::Tensor& t) {
     const at::Tensor &w1 = params[next], &b1 = params[next + 1], &w3 = params[next + 2], &b3 = params[next + 3];
     next += 4;
-    return std::get<0>(forward_parts(t, w1, b1, w3, b3, dilation));
+    return std::get<0>(forward_parts<C>(t, w1, b1, w3, b3, dilation));
   };
   auto tree = [&](const at::Tensor& t) {
     at::Tensor a1 = block(t);

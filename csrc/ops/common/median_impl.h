@@ -18,6 +18,7 @@
 #include <string>
 #include <type_traits>
 
+#include "../../config.h"
 #include "host_device.h"
 #include "median_keys.h"
 #include "median_tiled.h"
@@ -135,7 +136,8 @@ using median_storage_t = std::conditional_t<std::is_same<T, c10::Half>::value ||
 
 // The tiled selection (median_tiled.h) where it applies: not float64 (its sort keys hold a 32-bit
 // value key), planes under 2**32 - 1 elements, and a window whose tile region fits in shared memory
-// (square windows up to 83 x 83). Returns false, having done nothing, elsewhere.
+// (square windows up to 83 x 83), unless config gpu_tiles is off. Returns false, having done nothing,
+// elsewhere.
 template <typename L, typename T>
 bool run_tiled(const T* x, T* out, int32_t* index, int64_t P, int64_t H, int64_t W, int64_t kh, int64_t kw,
                int pad) {
@@ -143,7 +145,8 @@ bool run_tiled(const T* x, T* out, int32_t* index, int64_t P, int64_t H, int64_t
     return false;
   } else {
     logic::MedianTileShape s;
-    if (H * W >= int64_t(0xFFFFFFFF) || !logic::median_tile_shape(kh, kw, &s)) return false;
+    if (!config::gpu_tiles() || H * W >= int64_t(0xFFFFFFFF) || !logic::median_tile_shape(kh, kw, &s))
+      return false;
     const int64_t ty = (H + s.th - 1) / s.th, tx = (W + s.tw - 1) / s.tw;
     L::blocks(P * ty * tx, logic::kMedianTileThreads, s.smem,
               logic::MedianTileFn<T>{x, out, index, H, W, int(kh), int(kw), pad, ty, tx, s});

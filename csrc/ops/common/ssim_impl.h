@@ -1,7 +1,11 @@
-// SSIM value and gradients for a launch policy (launch.h): separable Gaussian
-// blurs as one functor per output element (horizontal, then vertical), the
-// SSIM terms and their derivatives per pixel, and the transposed blurs of the
-// backward as gathers over the (output, tap) pairs that read each input pixel.
+// SSIM value and gradients for a launch policy (launch.h), by one of two equal paths:
+//  - tiles (ssim_tiled.h, the default): two thread-block kernels with the operands in shared
+//    memory, the map and the derivative maps from the first, the gradients from the second;
+//  - per element (config gpu_tiles off, or windows too large for a tile's shared memory):
+//    separable Gaussian blurs as one functor per output element (horizontal, then vertical),
+//    the SSIM terms and their derivatives per pixel, and the transposed blurs of the backward
+//    as gathers over the (output, tap) pairs that read each input pixel.
+// Both compute every value as the same sum in the same order: bit-identical results.
 // Same definitions, padding conventions, clamping rule and gradient
 // conventions as the CPU kernel (cpu/ssim_kernel.cpp, docs/ops/ssim.md).
 // Accumulation in the input dtype; the means of the reductions in float64.
@@ -10,9 +14,11 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
+#include "../../config.h"
 #include "host_device.h"
 
 namespace derain {
@@ -221,7 +227,11 @@ struct SsimGradFn {
 };
 
 }  // namespace logic
+}  // namespace derain
 
+#include "ssim_tiled.h"
+
+namespace derain {
 namespace ssim_impl {
 
 enum class Red { Mean, None, Map };
@@ -304,35 +314,46 @@ inline at::Tensor reduce(const at::Tensor& map, const at::Tensor& x, const Args&
   return map.sum(at::kDouble).div_(double(map.numel())).to(x.scalar_type());
 }
 
-// Gradients of the reduced SSIM with respect to x (need_x) and y (need_y), given the
-// statistics and the incoming gradient `grad` of the reduced value.
+// The incoming gradient of the reduced value as a weight per map pixel: gw[i / per_weight] * scale.
+struct Weight {
+  at::Tensor gw;
+  int64_t per_weight;
+  double scale;
+};
+
+inline Weight weight_of(const Args& a, const at::Tensor& xc, const at::Tensor& grad) {
+  const int64_t n = a.P * a.Ho * a.Wo;
+  Weight wt{grad.contiguous(), 1, 1.0};
+  if (a.red == Red::Map) {
+    TORCH_CHECK(wt.gw.numel() == n, "derain.ssim_backward: grad must have the map's shape");
+  } else if (a.red == Red::None && xc.dim() >= 3) {
+    TORCH_CHECK(wt.gw.numel() == a.B, "derain.ssim_backward: grad must have shape (B,) for reduction 'none'");
+    wt.per_weight = n / a.B;
+    wt.scale = 1.0 / double(wt.per_weight);
+  } else {
+    TORCH_CHECK(wt.gw.numel() == 1, "derain.ssim_backward: grad must be a scalar for reduction 'mean'");
+    wt.per_weight = n;
+    wt.scale = 1.0 / double(n);
+  }
+  return wt;
+}
+
+// Per-element path: gradients of the reduced SSIM with respect to x (need_x) and y (need_y), given
+// the statistics and the incoming gradient `grad` of the reduced value.
 template <typename L, typename T>
 std::tuple<at::Tensor, at::Tensor> grads(const Args& a, const at::Tensor& xc, const at::Tensor& yc,
                                          const at::Tensor& st, const at::Tensor& w, const at::Tensor& grad,
                                          at::Tensor* map_out, bool need_x, bool need_y) {
   const int64_t n = a.P * a.Ho * a.Wo;
-  at::Tensor gw = grad.contiguous();
-  int64_t per_weight = 1;
-  double scale = 1.0;
-  if (a.red == Red::Map) {
-    TORCH_CHECK(gw.numel() == n, "derain.ssim_backward: grad must have the map's shape");
-  } else if (a.red == Red::None && xc.dim() >= 3) {
-    TORCH_CHECK(gw.numel() == a.B, "derain.ssim_backward: grad must have shape (B,) for reduction 'none'");
-    per_weight = n / a.B;
-    scale = 1.0 / double(per_weight);
-  } else {
-    TORCH_CHECK(gw.numel() == 1, "derain.ssim_backward: grad must be a scalar for reduction 'mean'");
-    per_weight = n;
-    scale = 1.0 / double(n);
-  }
+  const Weight wt = weight_of(a, xc, grad);
   at::Tensor d = at::empty({5, a.P, a.Ho, a.Wo}, xc.options());
   T* map_ptr = nullptr;
   if (map_out) {
     *map_out = at::empty({a.P, a.Ho, a.Wo}, xc.options());
     map_ptr = map_out->data_ptr<T>();
   }
-  L::grid(n, logic::SsimMapFn<T>{st.data_ptr<T>(), map_ptr, d.data_ptr<T>(), gw.data_ptr<T>(), n, per_weight,
-                                 T(scale), T(a.c1), T(a.c2)});
+  L::grid(n, logic::SsimMapFn<T>{st.data_ptr<T>(), map_ptr, d.data_ptr<T>(), wt.gw.data_ptr<T>(), n,
+                                 wt.per_weight, T(wt.scale), T(a.c1), T(a.c2)});
   at::Tensor t = at::empty({5, a.P, a.H, a.Wo}, xc.options());
   L::grid(t.numel(), logic::SsimTransposeColsFn<T>{d.data_ptr<T>(), w.data_ptr<T>(), t.data_ptr<T>(), a.H, a.Ho,
                                                    a.Wo, a.K, a.pad});
@@ -344,6 +365,59 @@ std::tuple<at::Tensor, at::Tensor> grads(const Args& a, const at::Tensor& xc, co
   return {gx, gy};
 }
 
+// ---- the tiled path ----
+
+inline logic::SsimTileGeom tile_geom(const Args& a, bool over_input) {
+  const int64_t h = over_input ? a.H : a.Ho, w = over_input ? a.W : a.Wo;
+  return {a.P, a.H, a.W, a.Ho, a.Wo, a.K, a.pad, (h + logic::kSsimTileH - 1) / logic::kSsimTileH,
+          (w + logic::kSsimTileW - 1) / logic::kSsimTileW};
+}
+
+// Tiles unless config gpu_tiles is off or a block would need over 96 KiB of shared memory
+// (windows over about 60 taps in float32, 40 in float64).
+template <typename T>
+bool use_tiles(const Args& a) {
+  const logic::SsimTileGeom g = tile_geom(a, true);
+  const int64_t elems = std::max(logic::ssim_stats_tile_elems(g), logic::ssim_grad_tile_elems(g));
+  return config::gpu_tiles() && elems * int64_t(sizeof(T)) <= 96 * 1024;
+}
+
+// Kernel A: the map (map_out) and/or the weighted derivative maps (wt set), (5, P, Ho, Wo).
+template <typename L, typename T>
+at::Tensor tiled_stats(const Args& a, const at::Tensor& xc, const at::Tensor& yc, const Weight* wt,
+                       at::Tensor* map_out) {
+  const logic::SsimTileGeom g = tile_geom(a, false);
+  at::Tensor d = wt ? at::empty({5, a.P, a.Ho, a.Wo}, xc.options()) : at::Tensor();
+  if (map_out) *map_out = at::empty({a.P, a.Ho, a.Wo}, xc.options());
+  L::blocks(a.P * g.tiles_y * g.tiles_x, logic::kSsimThreads, logic::ssim_stats_tile_elems(g) * int64_t(sizeof(T)),
+            logic::SsimStatsTileFn<T>{xc.data_ptr<T>(), yc.data_ptr<T>(), map_out ? map_out->data_ptr<T>() : nullptr,
+                                      wt ? d.data_ptr<T>() : nullptr, wt ? wt->gw.data_ptr<T>() : nullptr,
+                                      wt ? wt->per_weight : 1, T(wt ? wt->scale : 1.0), T(a.c1), T(a.c2), a.sigma,
+                                      g});
+  return d;
+}
+
+// The map (map_out, if set) and the gradients: tiled (kernels A and B) or per element.
+template <typename L, typename T>
+std::tuple<at::Tensor, at::Tensor> map_and_grads(const Args& a, const at::Tensor& xc, const at::Tensor& yc,
+                                                 const at::Tensor& grad, at::Tensor* map_out, bool need_x,
+                                                 bool need_y) {
+  if (!use_tiles<T>(a)) {
+    auto [st, w] = stats<L, T>(a, xc, yc);
+    return grads<L, T>(a, xc, yc, st, w, grad, map_out, need_x, need_y);
+  }
+  const Weight wt = weight_of(a, xc, grad);
+  const at::Tensor d = tiled_stats<L, T>(a, xc, yc, &wt, map_out);
+  at::Tensor gx = need_x ? at::empty(xc.sizes(), xc.options()) : at::Tensor();
+  at::Tensor gy = need_y ? at::empty(xc.sizes(), xc.options()) : at::Tensor();
+  const logic::SsimTileGeom g = tile_geom(a, true);
+  L::blocks(a.P * g.tiles_y * g.tiles_x, logic::kSsimThreads, logic::ssim_grad_tile_elems(g) * int64_t(sizeof(T)),
+            logic::SsimGradTileFn<T>{d.data_ptr<T>(), xc.data_ptr<T>(), yc.data_ptr<T>(),
+                                     need_x ? gx.data_ptr<T>() : nullptr, need_y ? gy.data_ptr<T>() : nullptr,
+                                     a.sigma, g});
+  return {gx, gy};
+}
+
 template <typename L>
 at::Tensor ssim(const at::Tensor& x, const at::Tensor& y, int64_t window_size, double sigma, double data_range,
                 c10::string_view padding, c10::string_view reduction, double k1, double k2) {
@@ -351,6 +425,10 @@ at::Tensor ssim(const at::Tensor& x, const at::Tensor& y, int64_t window_size, d
   const at::Tensor xc = x.contiguous(), yc = y.contiguous();
   at::Tensor map = at::empty({a.P, a.Ho, a.Wo}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim", [&] {
+    if (use_tiles<scalar_t>(a)) {
+      tiled_stats<L, scalar_t>(a, xc, yc, nullptr, &map);
+      return;
+    }
     auto [st, w] = stats<L, scalar_t>(a, xc, yc);
     const int64_t n = map.numel();
     L::grid(n, logic::SsimMapFn<scalar_t>{st.template data_ptr<scalar_t>(), map.data_ptr<scalar_t>(), nullptr,
@@ -369,8 +447,7 @@ std::tuple<at::Tensor, at::Tensor> ssim_backward(const at::Tensor& grad, const a
   const at::Tensor xc = x.contiguous(), yc = y.contiguous();
   std::tuple<at::Tensor, at::Tensor> g;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_backward", [&] {
-    auto [st, w] = stats<L, scalar_t>(a, xc, yc);
-    g = grads<L, scalar_t>(a, xc, yc, st, w, grad, nullptr, true, true);
+    g = map_and_grads<L, scalar_t>(a, xc, yc, grad, nullptr, true, true);
   });
   return {std::get<0>(g).view(x.sizes()), std::get<1>(g).view(x.sizes())};
 }
@@ -384,8 +461,7 @@ at::Tensor ssim_backward_x(const at::Tensor& grad, const at::Tensor& x, const at
   const at::Tensor xc = x.contiguous(), yc = y.contiguous();
   at::Tensor gx;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_backward_x", [&] {
-    auto [st, w] = stats<L, scalar_t>(a, xc, yc);
-    gx = std::get<0>(grads<L, scalar_t>(a, xc, yc, st, w, grad, nullptr, true, false));
+    gx = std::get<0>(map_and_grads<L, scalar_t>(a, xc, yc, grad, nullptr, true, false));
   });
   return gx.view(x.sizes());
 }
@@ -402,8 +478,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ssim_with_grad(const at::Tensor& 
   const at::Tensor ones = at::ones({per_image ? a.B : int64_t(1)}, x.options());
   at::Tensor map, gx, gy;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ssim_with_grad", [&] {
-    auto [st, w] = stats<L, scalar_t>(a, xc, yc);
-    std::tie(gx, gy) = grads<L, scalar_t>(a, xc, yc, st, w, ones, &map, true, need_y);
+    std::tie(gx, gy) = map_and_grads<L, scalar_t>(a, xc, yc, ones, &map, true, need_y);
   });
   return {reduce(map, x, a), gx.view(x.sizes()), need_y ? gy.view(x.sizes()) : at::empty({0}, x.options())};
 }
