@@ -25,6 +25,16 @@ pytestmark = pytest.mark.skipif(
 DEV = "cuda"
 
 
+@pytest.fixture(autouse=True)
+def _exact_float32_convolutions():
+    """Compare float32 convolutions with the CPU's at float32 accuracy: cuDNN's TF32 (PyTorch's default
+    for convolutions, which the compiled block follows like nn.Conv2d) rounds inputs to 10 bits."""
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = old
+
+
 def _image(shape, dtype=torch.float32, lo=0.0, hi=1.0):
     return (torch.rand(shape, dtype=torch.float64) * (hi - lo) + lo).to(dtype)
 
@@ -248,6 +258,44 @@ def test_cuda_training_step_under_cuda_graphs():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     for a, b in zip(got_g, want_g):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.uint8])
+def test_cuda_tiled_median_matches_cpu_value_and_index(dtype):
+    # tile shapes 32x32 (k <= 59), 32x16, 16x16, 16x8, 8x8 (k <= 83), then per pixel (85)
+    x = torch.randint(0, 40, (2, 3, 70, 45)).to(dtype)
+    for k, pad in [(3, "reflect"), (31, "zeros"), (61, "replicate"), (75, "reflect"), (83, "zeros"),
+                   (85, "reflect")]:
+        want = torch.ops.derain._median_filter_with_index(x, [k, k] if isinstance(k, int) else list(k), pad)
+        got = torch.ops.derain._median_filter_with_index(x.to(DEV), [k, k] if isinstance(k, int) else list(k), pad)
+        torch.testing.assert_close(got[0].cpu(), want[0], rtol=0, atol=0, msg=f"k={k} {pad}")
+        assert torch.equal(got[1].cpu(), want[1]), f"index k={k} {pad}"
+        with dk.config.override(gpu_tiles=False):
+            assert torch.equal(dk.median_filter(x.to(DEV), k, pad).cpu(), want[0])
+
+
+@pytest.mark.parametrize("padding", ["zeros", "valid", "reflect"])
+def test_cuda_ssim_tiles_equal_per_element_kernels_bit_for_bit(padding):
+    x = torch.rand(2, 3, 70, 97, device=DEV)
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    args = (11, 1.5, 1.0, padding, "none", 0.01, 0.03)
+    got = torch.ops.derain._ssim_with_grad(x, y, *args, True)
+    with dk.config.override(gpu_tiles=False):
+        want = torch.ops.derain._ssim_with_grad(x, y, *args, True)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    _close(got[1], torch.ops.derain._ssim_with_grad(x.cpu(), y.cpu(), *args, True)[1], False, "gx vs CPU")
+
+
+def test_cuda_block_fused_epilogues_match_aten_epilogues():
+    x = torch.randn(2, 16, 33, 41, device=DEV).contiguous(memory_format=torch.channels_last)
+    p = [0.1 * torch.randn(16, 16, 3, 3, device=DEV), 0.1 * torch.randn(16, device=DEV),
+         0.1 * torch.randn(16, 16, 3, 3, device=DEV), 0.1 * torch.randn(16, device=DEV)]
+    fused = torch.ops.derain._self_correcting_block_train(x, *p, 3)
+    with dk.config.override(fused_epilogues=False):
+        plain = torch.ops.derain._self_correcting_block_train(x, *p, 3)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5)
 
 
 def test_cuda_device_mixing_is_a_clear_error():

@@ -65,16 +65,50 @@ def block_contenders(shape, backward: bool, device: str = "cpu") -> list[Contend
     p = [t.to(device) for t in _block_params(shape[1])]
     pcl = [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in p]
     if backward:
-        return [
+        out = [
             Contender("derain_kernels", lambda: _fwd_bwd(dk.self_correcting_block, xcl, p), ours=True),
             Contender("eager contiguous", lambda: _fwd_bwd(eager_block, x, p)),
             Contender("eager channels-last", lambda: _fwd_bwd(eager_block, xcl, pcl)),
         ]
-    return [
-        Contender("derain_kernels", lambda: _no_grad(dk.self_correcting_block, xcl, *p), ours=True),
-        Contender("eager contiguous", lambda: _no_grad(eager_block, x, *p)),
-        Contender("eager channels-last", lambda: _no_grad(eager_block, xcl, *pcl)),
-    ]
+    else:
+        out = [
+            Contender("derain_kernels", lambda: _no_grad(dk.self_correcting_block, xcl, *p), ours=True),
+            Contender("eager contiguous", lambda: _no_grad(eager_block, x, *p)),
+            Contender("eager channels-last", lambda: _no_grad(eager_block, xcl, *pcl)),
+        ]
+    return out + (_gpu_variants(xcl, p, backward) if device != "cpu" else [])
+
+
+def _gpu_variants(xcl, p, backward: bool) -> list[Contender]:
+    """Our other CUDA paths, for the A/B of the block's GPU kernels: the compiled op with ATen's
+    element-wise epilogues instead of cuDNN's fused ones, and the Triton tensor-core kernels."""
+    def aten_epilogues():
+        run = _fwd_bwd(dk.self_correcting_block, xcl, p) if backward else _no_grad(dk.self_correcting_block, xcl, *p)
+
+        def run_without_fusion():
+            with dk.config.override(fused_epilogues=False):
+                return run()
+        return run_without_fusion
+
+    def triton_kernels():
+        from derain_kernels.triton import block as tb
+        if not backward:
+            return _no_grad(tb.self_correcting_block, xcl, *p)
+        g = torch.ones_like(xcl)
+
+        def run():
+            with torch.no_grad():
+                _, la = tb.self_correcting_block_train(xcl, *p)
+                return tb.self_correcting_block_backward_la(g, xcl, la, p[0], p[2])
+        return run
+
+    out = [Contender("derain_kernels ATen epilogues", aten_epilogues)]
+    try:  # a dependency, but a CUDA machine may lack it
+        import triton  # noqa: F401
+        out.append(Contender("derain_kernels Triton tensor cores", triton_kernels))
+    except ImportError:
+        pass
+    return out
 
 
 def _network(seed=0):

@@ -50,6 +50,8 @@ GOALS = [
          device="cpu"),
     Goal("self_correcting_block", "forward+backward", "eager", 2.0, "≥ 2× (eager PyTorch in its best layout)",
          device="cpu"),
+    Goal("self_correcting_block", None, "derain_kernels ", None,
+         "none: our other GPU path (ATen epilogues, or the Triton kernels), for the A/B", device="cuda"),
     # the GPU kernels' goals (measured by scripts/gpu_check.sh on a lent GPU)
     Goal("median_filter", "forward", "torch unfold", 10.0, "≥ 10× (torch unfold+median on the GPU)", device="cuda"),
     Goal("ssim_loss", "forward+backward", "pytorch_msssim", 3.0, "≥ 3× (pytorch_msssim, forward+backward, GPU)",
