@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 # Every op with a C++ CPU kernel (the schemas of csrc/ops/*.cpp; internal ones with a leading underscore).
 KERNEL_OPS = sorted([
     "min_composite", "_min_composite_backward", "rain_composite", "_rain_composite_backward",
-    "median_filter", "_median_filter_backward",
+    "median_filter", "_median_filter_backward", "_median_filter_with_index",
     "_dark_channel", "_dark_channel_backward", "_tv_sums", "_tv_sums_backward",
     "_rain_direction_sums", "_rain_direction_sums_backward",
     "ssim", "_ssim_backward", "_ssim_backward_x", "_ssim_with_grad",

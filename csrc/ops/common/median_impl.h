@@ -102,7 +102,7 @@ struct MedianPixelFn {
     const int64_t HW = H * W, p = i / HW, yx = i % HW;
     const T* plane = x + p * HW;
     const MedianSelection s = median_select(plane, H, W, yx / W, yx % W, kh, kw, pad);
-    if (out) out[i] = s.nan ? static_cast<T>(NAN) : (s.index >= 0 ? plane[s.index] : T(0));
+    if (out) out[i] = s.nan ? median_nan<T>() : (s.index >= 0 ? plane[s.index] : T(0));
     if (index) index[i] = int32_t(s.index);
   }
 };

@@ -2,6 +2,7 @@
 // per-pixel selection (median_impl.h) and the tiled one (median_tiled.h).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -58,6 +59,16 @@ DERAIN_HOST_DEVICE inline bool median_is_nan(T v) {
   } else {
     const float f = static_cast<float>(v);
     return f != f;
+  }
+}
+
+// The value of a window holding a NaN (uint8 has no NaN and never needs it).
+template <typename T>
+DERAIN_HOST_DEVICE inline T median_nan() {
+  if constexpr (std::is_same<T, uint8_t>::value) {
+    return T(0);
+  } else {
+    return static_cast<T>(NAN);
   }
 }
 

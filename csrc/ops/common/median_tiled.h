@@ -218,7 +218,7 @@ struct MedianTileFn {
         src = source(y0, x0, py, sel - py * s.rw);
       }
       const int64_t o = plane * H * W + (y0 + r) * W + x0 + c;
-      if (out) out[o] = nans ? static_cast<T>(NAN) : (src >= 0 ? xp[src] : T(0));
+      if (out) out[o] = nans ? median_nan<T>() : (src >= 0 ? xp[src] : T(0));
       if (index) index[o] = int32_t(src);
     }
   }
