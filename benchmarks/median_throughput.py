@@ -4,7 +4,8 @@ at k = 31 on an RTX 3090). scripts/gpu_check.sh runs it on a lent GPU.
 
     python benchmarks/median_throughput.py [--device cuda|cpu] [--k 31] [--smoke]
 
-Prints one Markdown row per (implementation, shape): median ms over timed calls (CUDA events on a
+On a GPU it also times the per-pixel selection that the tiled kernel replaced (config
+gpu_tiles=False). Prints one Markdown row per (implementation, shape): median ms over timed calls (CUDA events on a
 GPU) and Mpix/s = output pixels / time.
 """
 from __future__ import annotations
@@ -64,6 +65,11 @@ def main(argv=None) -> int:
         x = torch.rand(shape, device=args.device)
         mpix = x.numel() / 1e6
         impls = [("derain_kernels", lambda: dk.median_filter(x, k))]
+        if args.device == "cuda":  # the per-pixel selection the tiles replaced, for the A/B
+            def per_pixel(x=x):
+                with dk.config.override(gpu_tiles=False):
+                    return dk.median_filter(x, k)
+            impls.append(("derain_kernels per-pixel (gpu_tiles=False)", per_pixel))
         if x.numel() * k * k * 4 < 4e9:  # unfold holds k² copies of the image
             impls.append(("torch unfold+median", lambda: unfold_median(x, k)))
         for name, fn in impls:
