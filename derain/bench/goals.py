@@ -57,8 +57,9 @@ GOALS = [
     Goal("ssim_loss", "forward+backward", "pytorch_msssim", 3.0, "≥ 3× (pytorch_msssim, forward+backward, GPU)",
          device="cuda"),
     Goal("rain_oer_me network", None, None, 1.0 + 1e-12, "> 1× (faster than every eager and compiled variant)"),
-    Goal("RainOerMeNet G", None, None, None, "none on CUDA: no fused GPU kernel, the row runs the eager reference",
+    Goal("RainOerMeNet G", None, "torch.compile", 1.0, "≥ 1× (no slower than torch.compile; Table IV's GPU row)",
          device="cuda"),
+    Goal("RainOerMeNet G", None, None, None, "none on CUDA but against torch.compile", device="cuda"),
     Goal("RainOerMeNet G", None, None, 1.0 + 1e-12, "> 1× (faster than every eager and compiled variant)"),
 ]
 
@@ -97,8 +98,8 @@ BELOW_ONE_NOTES = [
          "on small images torch's add and clamp loops can be as fast as our one pass; at 1×3×512² and "
          "with gradients ours is faster (per call on tiny tensors ours is ≈1.9 µs, add + clamp ≈2.5 µs)"),
     Note("RainOerMeNet G", None, None, "cuda",
-         "on CUDA the \"fused\" row runs the eager reference (there is no fused GPU kernel), so ratios "
-         "near 1× are expected"),
+         "on CUDA the \"fused\" row runs the compiled CUDA network (cuDNN convolutions with fused "
+         "epilogues) where the extension was built with CUDA, else the eager reference (ratios near 1×)"),
     Note("", None, None, "cuda",
          "on CUDA without the compiled CUDA kernels (backend_info()['cuda_kernels'] == 'Triton JIT') "
          "our ops are Triton kernels launched from Python: ≈85 µs of host work per call "

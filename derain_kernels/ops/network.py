@@ -89,9 +89,21 @@ def rain_oer_me_derain(x: torch.Tensor, params: list[torch.Tensor], dilation: in
     dilation = effective_dilation(dilation, x.shape[2], x.shape[3])  # the same result (see there)
     params = [p.detach().to(x.dtype) for p in params]
     with torch.no_grad():
-        if _CPP and x.device.type == "cpu":
+        if _CPP and (x.device.type == "cpu" or (x.device.type == "cuda" and _compiled_cuda())):
             return torch.ops.derain._rain_oer_me_derain(x.detach(), params, dilation)
         return reference.rain_oer_me_derain(x, params, dilation)
+
+
+def _compiled_cuda() -> bool:
+    """Whether the extension was built with its CUDA kernels (cuDNN convolutions with fused epilogues,
+    csrc/ops/cuda/block.cu); the Triton build has no network kernel and runs the reference."""
+    global _COMPILED_CUDA
+    if _COMPILED_CUDA is None:
+        _COMPILED_CUDA = torch._C._dispatch_has_kernel_for_dispatch_key("derain::_rain_oer_me_derain", "CUDA")
+    return _COMPILED_CUDA
+
+
+_COMPILED_CUDA = None
 
 
 if _CPP:
