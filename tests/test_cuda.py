@@ -298,6 +298,23 @@ def test_cuda_block_fused_epilogues_match_aten_epilogues():
         torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-5)
 
 
+def test_cuda_network_inference_matches_cpu():
+    from derain_kernels.ops.network import param_shapes, rain_oer_me_derain
+
+    torch.manual_seed(0)
+    params = [0.05 * torch.randn(s) for s in param_shapes(3, 16)]
+    x = torch.rand(2, 3, 37, 45)
+    want = rain_oer_me_derain(x, params)
+    got = rain_oer_me_derain(x.to(DEV), [p.to(DEV) for p in params])
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-4, atol=1e-5)
+    if os.environ.get("DERAIN_TEST_CUDA_COMPILED", "0") == "1":  # the compiled network ran, not the reference
+        from derain_kernels.ops.network import _compiled_cuda
+        assert _compiled_cuda()
+        with dk.config.override(fused_epilogues=False):  # cuDNN-fused epilogues against ATen's
+            plain = rain_oer_me_derain(x.to(DEV), [p.to(DEV) for p in params])
+        torch.testing.assert_close(got, plain, rtol=1e-5, atol=1e-5)
+
+
 def test_cuda_device_mixing_is_a_clear_error():
     x = torch.rand(1, 3, 8, 8, device=DEV)
     with pytest.raises(ValueError, match="same device"):
