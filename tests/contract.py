@@ -781,6 +781,82 @@ SELF_CORRECTING_BLOCK = Contract(
 )
 
 
+# ---------------------------------------------------------------- conv3x3_relu
+def conv_relu_params(cin, cout, dtype=torch.float32):
+    """(weight, bias) of a 3x3 convolution, weights ~ N(0, 1/(9 cin)): outputs of order one."""
+    return torch.randn(cout, cin, 3, 3, dtype=dtype) * (9 * cin) ** -0.5, torch.randn(cout, dtype=dtype) * 0.1
+
+
+def _conv_relu_gradchecks():
+    out = []
+    for c1, c2, cout, shape in ((3, 0, 5, (1, 3, 5, 7)), (4, 3, 2, (2, 4, 6, 5)), (16, 16, 16, (1, 16, 5, 6))):
+        x = torch.randn(shape, dtype=torch.float64)
+        x2 = [torch.randn(shape[0], c2, *shape[2:], dtype=torch.float64)] if c2 else []
+        w, b = conv_relu_params(c1 + c2, cout, torch.float64)
+        out.append((lambda x, w, b, *x2: dk.conv3x3_relu(x, w, b, *x2), _req(x, w, b, *x2), False))
+    return out
+
+
+def _conv_relu_opchecks():
+    x, x2 = torch.randn(2, 3, 7, 9, dtype=torch.float64), torch.randn(2, 4, 7, 9, dtype=torch.float64)
+    w, b = conv_relu_params(7, 5, torch.float64)
+    out = torch.ops.derain.conv3x3_relu(x, w, b, x2)
+    g = torch.randn_like(out)
+    return [(torch.ops.derain.conv3x3_relu, (*_req(x.clone(), w.clone(), b.clone()), *_req(x2.clone()))),
+            (torch.ops.derain.conv3x3_relu, (x.contiguous(memory_format=torch.channels_last), w[:, :3], b)),
+            (torch.ops.derain._conv3x3_relu_backward, (g, out, x, w, x2)),
+            (torch.ops.derain._conv3x3_relu_backward, (g[:, :, :, :], out, x, w[:, :3], None))]
+
+
+def _cx():
+    return torch.randn(1, 4, 6, 6)
+
+
+def _cw(cin=4):
+    return conv_relu_params(cin, 3)
+
+
+CONV3X3_RELU = Contract(
+    name="conv3x3_relu",
+    op=lambda x, x2, w, b: dk.conv3x3_relu(x, w, b, x2),
+    reference=lambda x, x2, w, b: ref.conv3x3_relu(x, w, b, x2),
+    inputs=lambda dtype: (torch.randn(2, 16, 11, 13, dtype=dtype), torch.randn(2, 16, 11, 13, dtype=dtype),
+                          *conv_relu_params(32, 16, dtype)),
+    grads=(0, 1, 2, 3),
+    grad_dtypes=(torch.float64,),  # float32 gradients: test_conv_relu.py, with error bounds of their own
+    tol=block_tol,
+    layout_inputs=(0, 1),
+    channels_last_out=True,
+    gradchecks=_conv_relu_gradchecks,
+    opchecks=_conv_relu_opchecks,
+    compiled=lambda: ((lambda x, y: dk.conv3x3_relu(x * 2, *_CONV_COMPILED_PARAMS, y).square().sum()),
+                      (torch.randn(2, 16, 12, 12, requires_grad=True), torch.randn(2, 16, 12, 12))),
+    bad=[
+        ("half", lambda: dk.conv3x3_relu(_cx().half(), *_cw()), TypeError, "x must have dtype"),
+        ("dtypes differ", lambda: dk.conv3x3_relu(_cx().double(), *_cw()), TypeError, "same dtype"),
+        ("3-D", lambda: dk.conv3x3_relu(_cx()[0], *_cw()), ValueError, "x must be a 4-D"),
+        ("weight channels", lambda: dk.conv3x3_relu(_cx(), *_cw(5)), ValueError,
+         r"weight must have shape \(Cout, 4, 3, 3\)"),
+        ("weight 5x5", lambda: dk.conv3x3_relu(_cx(), torch.randn(3, 4, 5, 5), torch.zeros(3)), ValueError,
+         "weight must have shape"),
+        ("bias shape", lambda: dk.conv3x3_relu(_cx(), _cw()[0], torch.zeros(4)), ValueError,
+         r"bias must have shape \(3,\)"),
+        ("x2 size", lambda: dk.conv3x3_relu(_cx(), *_cw(6), torch.randn(1, 2, 5, 6)), ValueError,
+         "x2 must be"),
+        ("x2 dtype", lambda: dk.conv3x3_relu(_cx(), *_cw(6), torch.randn(1, 2, 6, 6).double()), TypeError,
+         "same dtype"),
+        ("numpy", lambda: dk.conv3x3_relu(_cx().numpy(), *_cw()), TypeError, "x must be a torch.Tensor"),
+        ("devices", lambda: dk.conv3x3_relu(_cx(), _cw()[0].to("meta"), _cw()[1]), ValueError, "same device"),
+    ],
+    empty_shapes=[(0, 4, 5, 5), (2, 4, 0, 5), (2, 4, 5, 0)],
+    empty_inputs=lambda shape: (torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64),
+                                *conv_relu_params(2 * shape[1], 3, torch.float64)),
+    empty_calls=[("cat", lambda x, x2, w, b: dk.conv3x3_relu(x, w, b, x2),
+                  lambda x, x2, w, b: ref.conv3x3_relu(x, w, b, x2))],
+)
+_CONV_COMPILED_PARAMS = conv_relu_params(32, 16)
+
+
 # ---------------------------------------------------------------- the fused network (inference)
 def network_model(seed=0):
     """RainOerMeNet with weights N(0, 1/fan_in) and nonzero biases: every layer carries signal of order one."""
@@ -844,4 +920,5 @@ FUSED_NETWORK = Contract(
 
 
 CONTRACTS = {c.name: c for c in (MIN_COMPOSITE, RAIN_COMPOSITE, MEDIAN_FILTER, DARK_CHANNEL, TV_LOSS,
-                                 RAIN_DIRECTION_LOSS, SSIM, SELF_CORRECTING_BLOCK, FUSED_NETWORK)}
+                                 RAIN_DIRECTION_LOSS, SSIM, SELF_CORRECTING_BLOCK, CONV3X3_RELU,
+                                 FUSED_NETWORK)}

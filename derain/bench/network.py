@@ -57,9 +57,14 @@ class EagerSelfCorrectingBlock(nn.Module):
 
 
 def eager_network(model: RainOerMeNet) -> RainOerMeNet:
-    """A copy of `model` (same weights, mode and device) whose every self-correcting block is plain
-    PyTorch: the network as users run it without derain_kernels (the model may use fused blocks)."""
+    """A copy of `model` (same weights, mode and device) whose every self-correcting block and
+    convolution + ReLU layer is plain PyTorch: the network as users run it without derain_kernels
+    (the model uses fused blocks and derain_kernels.conv3x3_relu)."""
     eager = copy.deepcopy(model)
+    eager.fused_layers = False  # and every convolution + ReLU layer as torch.cat, nn.Conv2d and ReLU
+    for m in eager.modules():
+        if hasattr(m, "fused"):
+            m.fused = False
     dilation = model.config["dilation"]
     for parent in list(eager.modules()):
         for name, child in list(parent.named_children()):

@@ -13,8 +13,24 @@ from torch import nn
 import derain_kernels
 
 
-def _conv_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=False))
+class _ConvReLU(nn.Sequential):
+    """ReLU(conv3x3(cat(x, x2))) as one op (derain_kernels.conv3x3_relu: no concatenated tensor, the
+    ReLU fused); an nn.Sequential(Conv2d, ReLU), so the authors' parameter names (`inc.0.weight`) stay.
+    `fused = False` runs torch.cat, nn.Conv2d and ReLU instead (the plain network, for comparisons)."""
+
+    fused = True
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=False))
+
+    def forward(self, x: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
+        if self.fused:
+            return derain_kernels.conv3x3_relu(x, self[0].weight, self[0].bias, x2)
+        return self[1](self[0](x if x2 is None else torch.cat([x, x2], dim=1)))
+
+
+def _conv_relu(cin: int, cout: int) -> _ConvReLU:
+    return _ConvReLU(cin, cout)
 
 
 class _Tree(nn.Module):
@@ -29,7 +45,7 @@ class _Tree(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a1 = self.conv1(x)
         a2 = self.conv2(a1)
-        return self.merge(torch.cat([a1, a2], dim=1))
+        return self.merge(a1, a2)
 
 
 class RainOerMeNet(nn.Module):
@@ -48,6 +64,7 @@ class RainOerMeNet(nn.Module):
         if detail not in ("rain1400", "did"):
             raise ValueError(f"detail must be 'rain1400' or 'did', got {detail!r}")
         self.config = {"channels": channels, "dilation": dilation, "detail": detail}
+        self.fused_layers = True  # convolution + ReLU layers as derain_kernels.conv3x3_relu (see _ConvReLU)
         c = channels
         self.inc = _conv_relu(3, c)
         self.block1 = _Tree(c, dilation)
@@ -107,9 +124,9 @@ class RainOerMeNet(nn.Module):
         fi = self.inc(x)
         f0 = self.block1(fi)
         f1 = self.block2(f0)
-        f01 = self.merge11(torch.cat([f0, f1], dim=1))
+        f01 = self.merge11(f0, f1)
         f3 = self.block3(f01)
-        f33 = self.merge12(torch.cat([f01, f3], dim=1))
+        f33 = self.merge12(f01, f3)
         return torch.tanh(self.outc(f33))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,8 +144,20 @@ class RainOerMeNet(nn.Module):
     def forward_train(self, x: torch.Tensor):
         self._check_input(x)
         r = self._residual(x)
-        r_e = self.out2(r)
+        r_e = self._detail(r)
         return r, x - r, r_e, x - r_e
+
+    def _detail(self, r: torch.Tensor) -> torch.Tensor:
+        """R_e = g(R): out2's layers, each convolution + ReLU as one op (as out2 runs them with
+        `fused_layers = False`)."""
+        g = self.out2
+        if not self.fused_layers:
+            return g(r)
+        h = derain_kernels.conv3x3_relu(r, g[0].weight, g[0].bias)
+        if self.config["detail"] == "rain1400":
+            h = derain_kernels.conv3x3_relu(h, g[2].weight, g[2].bias)
+            return torch.nn.functional.conv2d(h, g[4].weight, g[4].bias, padding=1)
+        return derain_kernels.conv3x3_relu(h, g[2].weight, g[2].bias)
 
 
 # G's 19 convolutions under the authors' module names, in the order of the fused op's

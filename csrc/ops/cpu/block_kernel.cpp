@@ -13,6 +13,7 @@
 #include <torch/library.h>
 
 #include "common/plane.h"
+#include "conv3x3/band_sums.h"
 #include "conv3x3/pipeline.h"
 #include "output_cache.h"
 
@@ -157,8 +158,7 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
       const int64_t r0 = H * band / nb, r1 = H * (band + 1) / nb;
       std::vector<T>& part = parts[task];
       part.assign(part_size + 16, T(0));  // gw1, gw3, gb1, gb3 (taps), then Winograd points of conv1, conv3
-      const auto at = reinterpret_cast<uintptr_t>(part.data() + p1_off);
-      const int64_t shift = pshift[task] = static_cast<int64_t>(((64 - at % 64) % 64) / sizeof(T));
+      const int64_t shift = pshift[task] = conv3x3::cache_line_shift(part.data() + p1_off);
       Pipeline<T> p(H, W, std::max<int64_t>(d, 1));
       p.allow_winograd(wino);
       // la saved in dense channels-last rows without padding channels: the backward epilogue reads
@@ -227,15 +227,7 @@ void block_backward_impl(const at::Tensor& grad, const at::Tensor& x, const at::
   // Sum the band partials in a fixed order (deterministic: every value sums the tasks in task order,
   // whichever thread does it; split over the threads, it was ~0.1 ms of serial time per step at
   // 8x16x128^2), then lay out as (C, C, 3, 3).
-  std::vector<double> total(part_size, 0.0);
-  at::parallel_for(0, part_size, 2048, [&](int64_t lo, int64_t hi) {
-    for (int64_t task = 0; task < ntasks; ++task) {
-      const T* part = parts[task].data();
-      const int64_t shift = pshift[task];
-      for (int64_t i = lo; i < std::min(hi, p1_off); ++i) total[i] += part[i];
-      for (int64_t i = std::max(lo, p1_off); i < hi; ++i) total[i] += part[i + shift];
-    }
-  });
+  std::vector<double> total = conv3x3::sum_band_parts(parts, pshift, p1_off, part_size);
   for (const auto& [on, off, taps] : {std::tuple<bool, int64_t, int64_t>{wino1, p1_off, 0}, {wino3, p3_off, wsize}}) {
     if (!on) continue;
     conv3x3::wino_fold_row_pairs(total.data() + off, C, Cp);

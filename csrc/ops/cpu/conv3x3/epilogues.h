@@ -27,6 +27,8 @@ enum class Epilogue {
   TanhSubImage, // image = image2 - tanh(acc)
   BackwardE,    // out = ge = acc; out2 = gp = (aux - ge) * [aux2 > 0], or with aux2 unset * [|image2| > 0]
   AddImage,     // image = acc + aux
+  ReluImage,    // image = relu(acc)
+  SplitImage,   // image = acc (its first image.C channels); image2 = acc from channel image2_choff on
 };
 
 #if defined(__AVX512F__)
@@ -295,6 +297,24 @@ DERAIN_ALWAYS_INLINE void add_image_epilogue(T* acc, int64_t cp, const T* as, in
     for (int64_t c = 0; c < len; ++c) a[c] += ax[c];
   }
   write_image(im, y, acc, cp, W);
+}
+
+// Epilogue::ReluImage into row y of im (acc is overwritten)
+template <typename T>
+DERAIN_ALWAYS_INLINE void relu_image_epilogue(T* acc, int64_t cp, const ImageView<T>& im, int64_t y, int64_t W) {
+  const T zero(0);
+#pragma omp simd
+  for (int64_t i = 0; i < W * cp; ++i) acc[i] = acc[i] < zero ? zero : acc[i];  // NaN stays NaN, as torch.relu
+  write_image(im, y, acc, cp, W);
+}
+
+// Epilogue::SplitImage: the accumulators of one convolution into two tensors (the gradients of the
+// two halves of a concatenation)
+template <typename T>
+DERAIN_ALWAYS_INLINE void split_image_epilogue(const T* acc, int64_t cp, const ImageView<T>& im,
+                                               const ImageView<T>& im2, int64_t choff2, int64_t y, int64_t W) {
+  write_image(im, y, acc, cp, W);
+  if (im2.data) write_image(im2, y, acc + choff2, cp, W);
 }
 
 }  // namespace conv3x3

@@ -87,6 +87,7 @@ struct Layer {
   int out = -1, out2 = -1, aux = -1, aux2 = -1;
   int64_t out_choff = 0, out2_choff = 0, aux_choff = 0, aux2_choff = 0;
   ImageView<T> image, image2;  // tensors read or written
+  int64_t image2_choff = 0;    // SplitImage: the accumulator channel that image2 starts at
   bool sign_mask = false;      // LoadGradMask: the mask is image2's sign bit clear (else image2 > 0)
   T* gw = nullptr;  // WeightGrad accumulators [9][cin][coutp] and [coutp], in T
   T* gb = nullptr;
@@ -468,6 +469,12 @@ class Pipeline {
       }
       case Epilogue::AddImage:
         add_image_epilogue(acc, cp, row(l.aux, y, l.aux_choff), store_data_[l.aux].ch, l.image, y, W, fused_epi_);
+        return;
+      case Epilogue::ReluImage:
+        relu_image_epilogue(acc, cp, l.image, y, W);
+        return;
+      case Epilogue::SplitImage:
+        split_image_epilogue(acc, cp, l.image, l.image2, l.image2_choff, y, W);
         return;
     }
   }
