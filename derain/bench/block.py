@@ -147,6 +147,36 @@ def network_contenders(with_compile: bool = True, shape=NET_SHAPE) -> list[Conte
     return out
 
 
+def eager_conv_relu(x, w, b, x2=None):
+    """A convolution + ReLU layer over cat(x, x2) in plain PyTorch (the network's aggregations)."""
+    return F.relu(F.conv2d(x if x2 is None else torch.cat([x, x2], 1), w, b, padding=1))
+
+
+def conv_relu_contenders(shape, backward: bool, device: str = "cpu") -> list[Contender]:
+    """conv3x3_relu over two maps of `shape` (a 2C -> C aggregation) against eager cat + conv + ReLU."""
+    g = torch.Generator().manual_seed(1)
+    c = shape[1]
+    x, x2 = (torch.rand(shape, generator=g).to(device) - 0.3 for _ in range(2))
+    w = (torch.randn(c, 2 * c, 3, 3, generator=g) * 0.1).to(device)
+    b = (torch.randn(c, generator=g) * 0.1).to(device)
+    cl = [t.contiguous(memory_format=torch.channels_last) for t in (x, x2)]
+    wcl = w.contiguous(memory_format=torch.channels_last)
+
+    def run(f, a, a2, weight):
+        if not backward:
+            return _no_grad(f, a, weight, b, a2)
+
+        def step():
+            ins = [t.detach().requires_grad_() for t in (a, weight, b, a2)]
+            f(*ins).sum().backward()
+        return step
+    return [
+        Contender("derain_kernels", lambda: run(dk.conv3x3_relu, cl[0], cl[1], w), ours=True),
+        Contender("eager contiguous", lambda: run(eager_conv_relu, x, x2, w)),
+        Contender("eager channels-last", lambda: run(eager_conv_relu, cl[0], cl[1], wcl)),
+    ]
+
+
 def cases(quick: bool = False, smoke: bool = False, device: str = "cpu") -> list[Case]:
     """smoke: tiny block and network inputs, no torch.compile, to check that every contender runs.
 
@@ -160,6 +190,10 @@ def cases(quick: bool = False, smoke: bool = False, device: str = "cpu") -> list
         s = "x".join(map(str, shape))
         out.append(Case("self_correcting_block", "forward", s, block_contenders(shape, False, device)))
         out.append(Case("self_correcting_block", "forward+backward", s, block_contenders(shape, True, device)))
+    for shape in block_shapes[:1]:  # the network's 32 -> 16 aggregation over two maps
+        s = "x".join(map(str, shape)) + " (x2)"
+        out.append(Case("conv3x3_relu", "forward", s, conv_relu_contenders(shape, False, device)))
+        out.append(Case("conv3x3_relu", "forward+backward", s, conv_relu_contenders(shape, True, device)))
     if device != "cpu":
         return on_device(out, device)
     skip_compile = quick or smoke
