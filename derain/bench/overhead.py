@@ -43,7 +43,8 @@ OURS = "derain_kernels"
 #: The public ops whose call cost the section measures (every function of derain_kernels.__all__
 #: that computes on tensors; `directional_kernels` only builds a constant bank).
 PUBLIC_OPS = ("min_composite", "rain_composite", "median_filter", "soft_label", "ssim", "ssim_loss",
-              "dark_channel", "dark_channel_loss", "tv_loss", "rain_direction_loss", "self_correcting_block")
+              "dark_channel", "dark_channel_loss", "tv_loss", "rain_direction_loss", "self_correcting_block",
+              "conv3x3_relu")
 
 
 @dataclass
@@ -121,6 +122,8 @@ SPECS = [
            lambda z, g, _a: F.l1_loss(z, g), "F.l1_loss(z, z_gt)"),
     OpSpec("self_correcting_block", "1x1x4x4 d3", _block_inputs, dk.self_correcting_block,
            lambda x, w1, b1, w3, b3: F.conv2d(x, w1, b1, padding=1), "F.conv2d(x, w1, b1, padding=1)"),
+    OpSpec("conv3x3_relu", "1x1x4x4", lambda d: (_block_inputs(d)[0][:3], []), dk.conv3x3_relu,
+           lambda x, w, b: F.conv2d(x, w, b, padding=1), "F.conv2d(x, w, b, padding=1)"),
 ]
 
 
