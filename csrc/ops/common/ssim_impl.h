@@ -160,6 +160,22 @@ DERAIN_HOST_DEVICE inline SsimTerms<T> ssim_terms(T mx, T my, T exx, T eyy, T ex
   return t;
 }
 
+// Map pixel i of n: the SSIM value into map, and the derivatives times the incoming gradient's
+// weight gweight[i / per_weight] * scale into d (5, n); either may be null.
+template <typename T>
+DERAIN_HOST_DEVICE inline void ssim_store(const SsimTerms<T>& t, int64_t i, int64_t n, T* map, T* d,
+                                          const T* gweight, int64_t per_weight, T scale) {
+  if (map) map[i] = t.s;
+  if (d) {
+    const T g = gweight[i / per_weight] * scale;
+    d[i] = t.d_mx * g;
+    d[n + i] = t.d_my * g;
+    d[2 * n + i] = t.d_xx * g;
+    d[3 * n + i] = t.d_yy * g;
+    d[4 * n + i] = t.d_xy * g;
+  }
+}
+
 // Per map pixel: the SSIM value, and (when d is set) the derivatives times the
 // incoming gradient weight: d (5, n) = (D_mx, D_my, D_xx, D_yy, D_xy) * weight.
 // weight: gmap[i] (reduction "map"), or gvec[i / per_weight] * scale.
@@ -172,17 +188,8 @@ struct SsimMapFn {
   int64_t n, per_weight;
   T scale, c1, c2;
   DERAIN_HOST_DEVICE void operator()(int64_t i) const {
-    const SsimTerms<T> t = ssim_terms(stats[i], stats[n + i], stats[2 * n + i], stats[3 * n + i],
-                                      stats[4 * n + i], c1, c2);
-    if (map) map[i] = t.s;
-    if (d) {
-      const T g = gweight[i / per_weight] * scale;
-      d[i] = t.d_mx * g;
-      d[n + i] = t.d_my * g;
-      d[2 * n + i] = t.d_xx * g;
-      d[3 * n + i] = t.d_yy * g;
-      d[4 * n + i] = t.d_xy * g;
-    }
+    ssim_store(ssim_terms(stats[i], stats[n + i], stats[2 * n + i], stats[3 * n + i], stats[4 * n + i], c1, c2), i,
+               n, map, d, gweight, per_weight, scale);
   }
 };
 

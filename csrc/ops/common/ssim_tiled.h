@@ -14,7 +14,7 @@
 // (same taps, same skips of zero pads, the same ssim_transposed_taps), so the two paths agree
 // bit for bit; the tiles only change where the operands come from (shared memory, loaded once
 // per block, instead of global memory per tap). Included by ssim_impl.h after the per-element
-// functions it shares (ssim_tap_source, ssim_stat, ssim_terms, ssim_transposed_taps).
+// functions it shares (ssim_tap_source, ssim_stat, ssim_terms, ssim_store, ssim_transposed_taps).
 // Design and work per pixel: docs/design/ssim.md.
 #pragma once
 
@@ -122,17 +122,8 @@ struct SsimStatsTileFn {
               acc += w[k] * hs[(s * RH + oy + k) * kSsimTileW + ox];
           st[s] = acc;
         }
-        const SsimTerms<T> tm = ssim_terms(st[0], st[1], st[2], st[3], st[4], c1, c2);
-        const int64_t o = (plane * g.Ho + oy0 + oy) * g.Wo + ox0 + ox;
-        if (map) map[o] = tm.s;
-        if (d) {
-          const T gw = gweight[o / per_weight] * scale;
-          d[o] = tm.d_mx * gw;
-          d[n + o] = tm.d_my * gw;
-          d[2 * n + o] = tm.d_xx * gw;
-          d[3 * n + o] = tm.d_yy * gw;
-          d[4 * n + o] = tm.d_xy * gw;
-        }
+        ssim_store(ssim_terms(st[0], st[1], st[2], st[3], st[4], c1, c2), (plane * g.Ho + oy0 + oy) * g.Wo + ox0 + ox,
+                   n, map, d, gweight, per_weight, scale);
       }
     }
   }
