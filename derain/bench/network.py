@@ -63,8 +63,8 @@ def eager_network(model: RainOerMeNet) -> RainOerMeNet:
     eager = copy.deepcopy(model)
     eager.fused_layers = False  # and every convolution + ReLU layer as torch.cat, nn.Conv2d and ReLU
     for m in eager.modules():
-        if hasattr(m, "fused"):
-            m.fused = False
+        if hasattr(m, "fused_op"):
+            m.fused_op = False
     dilation = model.config["dilation"]
     for parent in list(eager.modules()):
         for name, child in list(parent.named_children()):

@@ -16,15 +16,15 @@ import derain_kernels
 class _ConvReLU(nn.Sequential):
     """ReLU(conv3x3(cat(x, x2))) as one op (derain_kernels.conv3x3_relu: no concatenated tensor, the
     ReLU fused); an nn.Sequential(Conv2d, ReLU), so the authors' parameter names (`inc.0.weight`) stay.
-    `fused = False` runs torch.cat, nn.Conv2d and ReLU instead (the plain network, for comparisons)."""
+    `fused_op = False` runs torch.cat, nn.Conv2d and ReLU instead (the plain network, for comparisons)."""
 
-    fused = True
+    fused_op = True
 
     def __init__(self, cin: int, cout: int):
         super().__init__(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=False))
 
     def forward(self, x: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
-        if self.fused:
+        if self.fused_op:
             return derain_kernels.conv3x3_relu(x, self[0].weight, self[0].bias, x2)
         return self[1](self[0](x if x2 is None else torch.cat([x, x2], dim=1)))
 
