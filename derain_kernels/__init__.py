@@ -1,8 +1,9 @@
 """derain-kernels: fused, exact, differentiable kernels for single-image rain removal.
 
-Every op is a `torch.ops.derain.*` operator with a C++ CPU kernel and a Triton
-CUDA kernel, registered autograd and fake-tensor rules (so it composes with
-autograd and torch.compile(fullgraph=True)), and a pure-PyTorch reference in
+Every op is a `torch.ops.derain.*` operator with a C++ CPU kernel and a CUDA kernel
+(compiled CUDA C++, or Triton / ATen ops without nvcc), registered autograd and
+fake-tensor rules (so it composes with autograd and torch.compile(fullgraph=True)),
+and a pure-PyTorch reference in
 `derain_kernels.reference`. See README.md for the API and conventions.
 """
 from ._backend import backend_info, empty_output_cache  # noqa: F401  (loads the C++ extension)
