@@ -29,10 +29,6 @@ class _ConvReLU(nn.Sequential):
         return self[1](self[0](x if x2 is None else torch.cat([x, x2], dim=1)))
 
 
-def _conv_relu(cin: int, cout: int) -> _ConvReLU:
-    return _ConvReLU(cin, cout)
-
-
 class _Tree(nn.Module):
     """a1 = block(x); a2 = block(a1); ReLU(conv 32->16 (cat(a1, a2)))."""
 
@@ -40,7 +36,7 @@ class _Tree(nn.Module):
         super().__init__()
         self.conv1 = derain_kernels.nn.SelfCorrectingBlock(channels, dilation)
         self.conv2 = derain_kernels.nn.SelfCorrectingBlock(channels, dilation)
-        self.merge = _conv_relu(2 * channels, channels)
+        self.merge = _ConvReLU(2 * channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a1 = self.conv1(x)
@@ -66,12 +62,12 @@ class RainOerMeNet(nn.Module):
         self.config = {"channels": channels, "dilation": dilation, "detail": detail}
         self.fused_layers = True  # convolution + ReLU layers as derain_kernels.conv3x3_relu (see _ConvReLU)
         c = channels
-        self.inc = _conv_relu(3, c)
+        self.inc = _ConvReLU(3, c)
         self.block1 = _Tree(c, dilation)
         self.block2 = _Tree(c, dilation)
-        self.merge11 = _conv_relu(2 * c, c)
+        self.merge11 = _ConvReLU(2 * c, c)
         self.block3 = _Tree(c, dilation)
-        self.merge12 = _conv_relu(2 * c, c)
+        self.merge12 = _ConvReLU(2 * c, c)
         self.outc = nn.Sequential(nn.Conv2d(c, 3, 3, padding=1))
         if detail == "rain1400":
             self.out2 = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1),
