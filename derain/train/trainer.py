@@ -11,6 +11,7 @@ Runs data-parallel (DistributedDataParallel) when started under torchrun.
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import math
 import os
@@ -262,6 +263,7 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else run_dir / "soft_labels"
     created: list[Path] = []        # folders and files this start created, removed again if it fails
     started = False                 # True once the first optimizer step is done
+    step_module = loader = None
     try:
         start = 0
         resume_from = None
@@ -450,6 +452,7 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
             export_weights(model, run_dir / "final.safetensors", metadata={"step": t, "steps": cfg.steps})
         if dist.main and writer is not None:
             writer.close()
+        dist.barrier()                  # no rank tears the group down while another still writes
         sec_per_step = float(sorted(times)[len(times) // 2]) if times else None
         interrupted = stop_signal["signum"] if stopped_early else None
         if dist.main and stopped_early:
@@ -468,6 +471,11 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
                     p.unlink()
         raise
     finally:
+        # The DDP reducer holds gloo work: free it while the interpreter is whole, then the group.
+        # Left to interpreter shutdown, a rank can abort ("terminate called without an active exception").
+        step_module = loader = None
+        if dist.enabled:
+            gc.collect()
         dist.close()
 
 
