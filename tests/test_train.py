@@ -510,6 +510,39 @@ def test_load_pairs_matches_names(data, tmp_path):
         load_pairs(tmp_path / "v")
 
 
+def test_trainer_runs_fused_adam_and_resumes_a_checkpoint_of_the_loop_adam(tmp_path):
+    """Adam's implementation is not part of the state: a checkpoint written by the per-tensor loop resumes
+    under the trainer's fused Adam (which stays fused) and continues as the loop would."""
+    from derain.models import RainOerMeNet
+    from derain.train.checkpoint import save_checkpoint
+    from derain.train.trainer import _adam
+
+    torch.manual_seed(0)
+    a, b = RainOerMeNet(), RainOerMeNet()
+    cfg = TrainConfig(rainy="r", clean="c", out=str(tmp_path))
+    loop = torch.optim.Adam(a.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), foreach=False)
+    grads = [[torch.randn_like(p) for p in a.parameters()] for _ in range(5)]
+
+    def step(model, opt, g):
+        for p, gp in zip(model.parameters(), g):
+            p.grad = gp.clone()
+        opt.step()
+
+    for g in grads[:3]:
+        step(a, loop, g)
+    save_checkpoint(tmp_path / "c.safetensors", 3, a, loop, {})
+    fused = _adam(b, cfg)
+    assert fused.param_groups[0]["fused"]
+    load_checkpoint(tmp_path / "c.safetensors", b, fused, restore_rng=False)
+    assert fused.param_groups[0]["fused"] and not loop.param_groups[0].get("fused")
+    for g in grads[3:]:
+        step(a, loop, g)
+        step(b, fused, g)
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-8, msg=name)
+    assert not torch.equal(a.inc[0].weight, RainOerMeNet().inc[0].weight)
+
+
 # ------------------------------------------------------------------------------------------ DDP
 
 def test_ddp_two_cpu_processes_stay_in_sync(data, tmp_path):

@@ -98,6 +98,9 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     return tensors, metadata
 
 
+_OPTIM_IMPL = ("fused", "foreach", "capturable", "differentiable")
+
+
 def load_checkpoint(path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     restore_rng: bool = True) -> tuple[int, dict]:
     """Restore model (and optimizer, RNG) in place; returns (step, config)."""
@@ -115,7 +118,16 @@ def load_checkpoint(path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
         for g in groups:
             if "betas" in g:
                 g["betas"] = tuple(g["betas"])
+        # how the optimizer runs (fused kernel, foreach loop) is the caller's choice, not part of the state
+        impl = [{k: g[k] for k in _OPTIM_IMPL if k in g} for g in optimizer.param_groups]
         optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+        for g, own in zip(optimizer.param_groups, impl):
+            g.update(own)
+            for p in g["params"]:    # moments in the parameter's layout (channels-last): the fused
+                state = optimizer.state.get(p, {})    # kernel walks both as flat memory
+                for name, v in state.items():
+                    if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                        state[name] = torch.empty_like(p, dtype=v.dtype).copy_(v)
     if restore_rng and "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])
     return int(metadata["step"]), json.loads(metadata["config"])
