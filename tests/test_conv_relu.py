@@ -53,19 +53,44 @@ def test_relu_mask_zero_and_nan():
     assert torch.isnan(o[0, :, 2:5, 3:6]).all() and torch.isnan(o).sum() == 27
 
 
-def test_the_model_runs_its_layers_through_it_and_the_plain_layers_agree():
+@pytest.mark.parametrize("detail,shape", [("rain1400", (2, 3, 20, 22)), ("did", (1, 3, 23, 17)),
+                                          ("rain1400", (3, 3, 9, 31))])
+def test_the_model_runs_its_layers_through_it_and_the_plain_layers_agree(detail, shape):
+    """The training path (forward_train, fused layers and blocks) against autograd through the plain model:
+    every output and every parameter's gradient, both detail variants, odd sizes."""
     from derain.bench.network import eager_network
     from derain.models import RainOerMeNet
 
     torch.manual_seed(0)
-    model = RainOerMeNet().train()
+    model = RainOerMeNet(detail=detail).train()
     plain = eager_network(model)
     assert model.inc.fused_op and not plain.inc.fused_op and not plain.fused_layers
     assert callable(plain.fused)  # the model's method, untouched
-    x = torch.rand(2, 3, 20, 22)
+    x = torch.rand(shape)
     for a, b in zip(model.forward_train(x), plain.forward_train(x)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     sum(o.square().mean() for o in model.forward_train(x)).backward()
     sum(o.square().mean() for o in plain.forward_train(x)).backward()
     for (name, p), q in zip(model.named_parameters(), plain.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-7, msg=name)
+
+
+def test_the_model_training_step_is_deterministic():
+    """Same weights, same input: bit-identical gradients run to run (two threads, channels-last)."""
+    from derain.models import RainOerMeNet
+
+    torch.manual_seed(0)
+    model = RainOerMeNet().train().to(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 33, 29).contiguous(memory_format=torch.channels_last)
+    grads = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for _ in range(2):
+            model.zero_grad(set_to_none=True)
+            sum(o.square().mean() for o in model.forward_train(x)).backward()
+            grads.append([p.grad.clone() for p in model.parameters()])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    assert all(g.abs().sum() > 0 for g in grads[0])
