@@ -94,3 +94,31 @@ def test_the_model_training_step_is_deterministic():
         torch.set_num_threads(threads)
     assert all(torch.equal(a, b) for a, b in zip(*grads))
     assert all(g.abs().sum() > 0 for g in grads[0])
+
+
+@pytest.mark.parametrize("with_x2", [False, True])
+def test_backward_without_input_gradients(with_x2):
+    """When no input needs a gradient (a network's first layer) the backward skips the adjoint convolution:
+    the weight and bias gradients stay those of the full backward."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 11, 13).contiguous(memory_format=torch.channels_last)
+    x2 = torch.rand(2, 16, 11, 13).contiguous(memory_format=torch.channels_last) if with_x2 else None
+    w, b = conv_relu_params(3 + (16 if with_x2 else 0), 16)
+    grads = []
+    for need_x in (True, False):
+        xs = [t.clone().requires_grad_(need_x) if t is not None else None for t in (x, x2)]
+        wr, br = w.clone().requires_grad_(), b.clone().requires_grad_()
+        out = dk.conv3x3_relu(xs[0], wr, br, xs[1])
+        out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape))
+        assert (xs[0].grad is not None) == need_x
+        grads.append((wr.grad, br.grad))
+    for a, c in zip(*grads):
+        torch.testing.assert_close(a, c, rtol=0, atol=0)
+    g = torch.rand(2, 16, 11, 13)
+    out = dk.conv3x3_relu(x, w, b, x2)
+    gx, gx2, gw, gb = torch.ops.derain._conv3x3_relu_backward(g, out, x, w, x2, input_grad=False)
+    assert gx.numel() == 0 and gx2.numel() == 0
+    full = torch.ops.derain._conv3x3_relu_backward(g, out, x, w, x2)
+    assert full[0].shape == x.shape and torch.equal(gw, full[2]) and torch.equal(gb, full[3])
+    torch.library.opcheck(torch.ops.derain._conv3x3_relu_backward.default, (g, out, x, w, x2),
+                          {"input_grad": False})

@@ -9,9 +9,10 @@
 
 TORCH_LIBRARY_FRAGMENT(derain, m) {
   m.def("conv3x3_relu(Tensor x, Tensor weight, Tensor bias, Tensor? x2=None) -> Tensor");
-  // (grad of x, of x2 (empty without x2), of weight, of bias); out: the forward's output (its mask)
-  m.def("_conv3x3_relu_backward(Tensor grad, Tensor out, Tensor x, Tensor weight, Tensor? x2=None) "
-        "-> (Tensor, Tensor, Tensor, Tensor)");
+  // (grad of x, of x2 (empty without x2), of weight, of bias); out: the forward's output (its mask);
+  // input_grad=False: the inputs' gradients are not computed (both empty), e.g. for a network's input
+  m.def("_conv3x3_relu_backward(Tensor grad, Tensor out, Tensor x, Tensor weight, Tensor? x2=None, "
+        "bool input_grad=True) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 namespace derain {

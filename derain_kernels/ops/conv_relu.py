@@ -75,8 +75,9 @@ if _CPP:
         return _empty(x, weight.shape[0])
 
     @torch.library.register_fake("derain::_conv3x3_relu_backward")
-    def _conv_relu_backward_fake(grad, out, x, weight, x2=None):
-        return (_empty(x, x.shape[1]), _empty(x2, x2.shape[1]) if x2 is not None else x.new_empty(0),
+    def _conv_relu_backward_fake(grad, out, x, weight, x2=None, input_grad=True):
+        return (_empty(x, x.shape[1]) if input_grad else x.new_empty(0),
+                _empty(x2, x2.shape[1]) if x2 is not None and input_grad else x.new_empty(0),
                 torch.empty_like(weight, memory_format=torch.contiguous_format), weight.new_empty(weight.shape[0]))
 
     # autograd: registered from C++ (csrc/ops/autograd/conv_relu_autograd.cpp)

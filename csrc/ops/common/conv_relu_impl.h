@@ -30,10 +30,12 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad,
                                                                           const at::Tensor& out, const at::Tensor& x,
                                                                           const at::Tensor& w,
-                                                                          const c10::optional<at::Tensor>& x2) {
+                                                                          const c10::optional<at::Tensor>& x2,
+                                                                          bool input_grad = true) {
   const at::Tensor gz = at::threshold_backward(grad, out, 0);
   auto [gin, gw, gb] = at::convolution_backward(gz, input(x, x2), w, at::OptionalIntArrayRef({w.size(0)}), {1, 1},
-                                                {1, 1}, {1, 1}, false, {0, 0}, 1, {true, true, true});
+                                                {1, 1}, {1, 1}, false, {0, 0}, 1, {input_grad, true, true});
+  if (!input_grad) return {at::empty({0}, x.options()), at::empty({0}, x.options()), gw.contiguous(), gb.contiguous()};
   const int64_t C1 = x.size(1);
   at::Tensor gx = gin.narrow(1, 0, C1).contiguous(out_format(x));
   at::Tensor gx2 = x2 ? gin.narrow(1, C1, x2->size(1)).contiguous(out_format(*x2)) : at::empty({0}, x.options());

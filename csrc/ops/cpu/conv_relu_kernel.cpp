@@ -3,8 +3,9 @@
 // pipelines over image bands in parallel, Winograd rows where the engine has them (16 or 32 input
 // channels), no concatenation materialised (x and x2 are loaded side by side into one store row),
 // the ReLU in the convolution's epilogue. The backward reads the gradient through the ReLU's mask
-// (out > 0), computes both inputs' gradients with one adjoint convolution and the weight gradient
-// in the same pass; per-band partial sums are added in double in a fixed order (deterministic).
+// (out > 0), computes both inputs' gradients with one adjoint convolution (unless the caller needs
+// none) and the weight gradient in the same pass; per-band partial sums are added in double in a
+// fixed order (deterministic).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -124,12 +125,12 @@ void forward_impl(const at::Tensor& x, const c10::optional<at::Tensor>& x2, cons
 template <typename T>
 void backward_impl(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& x,
                    const c10::optional<at::Tensor>& x2, const at::Tensor& w, const Geometry& g, at::Tensor& gx,
-                   at::Tensor& gx2, at::Tensor& gw, at::Tensor& gb) {
-  const auto wt = relayout<T>(w, g, true);
+                   at::Tensor& gx2, at::Tensor& gw, at::Tensor& gb, bool input_grad) {
+  const auto wt = input_grad ? relayout<T>(w, g, true) : std::vector<T>();
   const int64_t outp = conv3x3::padded_channels<float>(g.ch);
-  const auto wtg = conv3x3::winograd_weights_for<T>(wt, g.Cout, outp);
+  const auto wtg = input_grad ? conv3x3::winograd_weights_for<T>(wt, g.Cout, outp) : std::vector<T>();
   const std::vector<T> zero_bias(outp, T(0));
-  const bool wino = conv3x3::winograd_fits(conv3x3::winograd_cache_bytes(g.W, 1, g.Cout) +
+  const bool wino = conv3x3::winograd_fits((input_grad ? conv3x3::winograd_cache_bytes(g.W, 1, g.Cout) : 0) +
                                            conv3x3::winograd_cache_bytes(g.W, 1, g.cin));
   const bool wino_w = wino && conv3x3::wgrad_winograd_applies<T>(g.cin, 1);
   const int64_t wsize = 9 * g.cin * g.coutp;
@@ -154,14 +155,16 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& out, const at::Tens
       gz.image = image_view<T>(grad, n);
       gz.image2 = image_view<T>(out, n);
       const int l_gz = p.add_layer(gz);
-      Layer<T> gi;  // the inputs' gradients
-      gi.epi = Epilogue::SplitImage;
-      gi.in = sz, gi.cin = g.Cout, gi.d = 1, gi.w = wt.data(), gi.b = zero_bias.data(), gi.coutp = outp;
-      gi.wg_shared = wtg.empty() ? nullptr : wtg.data();
-      gi.image = image_view<T>(gx, n);
-      if (x2) gi.image2 = image_view<T>(gx2, n), gi.image2_choff = g.xoff;
-      gi.deps = {{l_gz, 1}};
-      p.add_layer(gi);
+      if (input_grad) {
+        Layer<T> gi;  // the inputs' gradients
+        gi.epi = Epilogue::SplitImage;
+        gi.in = sz, gi.cin = g.Cout, gi.d = 1, gi.w = wt.data(), gi.b = zero_bias.data(), gi.coutp = outp;
+        gi.wg_shared = wtg.empty() ? nullptr : wtg.data();
+        gi.image = image_view<T>(gx, n);
+        if (x2) gi.image2 = image_view<T>(gx2, n), gi.image2_choff = g.xoff;
+        gi.deps = {{l_gz, 1}};
+        p.add_layer(gi);
+      }
       Layer<T> gwl;
       gwl.kind = Kind::WeightGrad;
       gwl.in = sx, gwl.cin = g.cin, gwl.d = 1, gwl.aux = sz, gwl.coutp = g.coutp;
@@ -200,7 +203,7 @@ at::Tensor conv3x3_relu_cpu(const at::Tensor& x, const at::Tensor& w, const at::
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv3x3_relu_backward_cpu(
     const at::Tensor& grad, const at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
-    const c10::optional<at::Tensor>& x2) {
+    const c10::optional<at::Tensor>& x2, bool input_grad) {
   const Geometry g = geometry(x, x2, w);
   const std::vector<int64_t> out_shape{g.N, g.Cout, g.H, g.W};
   TORCH_CHECK(grad.sizes().equals(out_shape) && out.sizes().equals(out_shape),
@@ -208,17 +211,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv3x3_relu_backward
               " and ", out.sizes());
   TORCH_CHECK(grad.scalar_type() == x.scalar_type() && out.scalar_type() == x.scalar_type(),
               "derain: grad and out must have x's dtype");
-  at::Tensor gx = empty_out(x, g.C1);
-  at::Tensor gx2 = x2 ? empty_out(*x2, g.C2) : at::empty({0}, x.options());
+  at::Tensor gx = input_grad ? empty_out(x, g.C1) : at::empty({0}, x.options());
+  at::Tensor gx2 = x2 && input_grad ? empty_out(*x2, g.C2) : at::empty({0}, x.options());
   at::Tensor gw = at::zeros(w.sizes(), w.options());
   at::Tensor gb = at::zeros({g.Cout}, w.options());
   if (x.numel() == 0) {
     gx.zero_();
-    if (x2) gx2.zero_();
+    gx2.zero_();
     return {gx, gx2, gw, gb};
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv3x3_relu_backward", [&] {
-    backward_impl<scalar_t>(grad, out, x, x2, w, g, gx, gx2, gw, gb);
+    backward_impl<scalar_t>(grad, out, x, x2, w, g, gx, gx2, gw, gb, input_grad);
   });
   return {gx, gx2, gw, gb};
 }

@@ -17,9 +17,9 @@ at::Tensor conv_relu_cuda(const at::Tensor& x, const at::Tensor& w, const at::Te
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv_relu_backward_cuda(
     const at::Tensor& grad, const at::Tensor& out, const at::Tensor& x, const at::Tensor& w,
-    const c10::optional<at::Tensor>& x2) {
+    const c10::optional<at::Tensor>& x2, bool input_grad) {
   const c10::cuda::OptionalCUDAGuard guard(x.device());
-  return conv_relu_impl::backward(grad, out, x, w, x2);
+  return conv_relu_impl::backward(grad, out, x, w, x2, input_grad);
 }
 
 }  // namespace
