@@ -72,7 +72,8 @@ def evaluate(methods: dict, pairs, progress: str) -> dict:
 def _read_csv(path: Path) -> dict:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]} if rows else {}
+    # empty cells (e.g. the EMA columns before the run kept an average) are NaN, left out of the plots
+    return {k: np.array([float(r[k]) if r[k] else np.nan for r in rows]) for k in rows[0]} if rows else {}
 
 
 def loss_figure(run: Path, out: Path) -> None:
@@ -114,7 +115,10 @@ def loss_figure(run: Path, out: Path) -> None:
     ax.legend(h1 + h2, l1 + l2, fontsize=8)
     if val:
         ax = axes[2]
-        ax.plot(val["step"], val["psnr_y"], "o-", label="ours")
+        ax.plot(val["step"], val["psnr_y"], "o-", label="ours (the weights)")
+        if "psnr_y_ema" in val and np.isfinite(val["psnr_y_ema"]).any():
+            ok = np.isfinite(val["psnr_y_ema"])
+            ax.plot(val["step"][ok], val["psnr_y_ema"][ok], "s-", label="ours (their moving average)")
         ax.plot(val["step"], val["psnr_y_input"], "--", color="gray", label="rainy input")
         ax.set_xlabel("iteration t")
         ax.set_ylabel("PSNR on Y (dB)")

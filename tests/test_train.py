@@ -543,6 +543,66 @@ def test_trainer_runs_fused_adam_and_resumes_a_checkpoint_of_the_loop_adam(tmp_p
     assert not torch.equal(a.inc[0].weight, RainOerMeNet().inc[0].weight)
 
 
+def _ema_of(path):
+    t, _ = read_checkpoint(path)
+    return {k[4:]: v for k, v in t.items() if k.startswith("ema.")}, {k[6:]: v for k, v in t.items()
+                                                                      if k.startswith("model.")}
+
+
+def test_ema_averages_the_weights_without_changing_them_and_is_exported(data, tmp_path):
+    d = 0.75
+    plain = train(_cfg(data, tmp_path / "plain", steps=4, ckpt_every=1, keep=10), log=_quiet)
+    run = train(_cfg(data, tmp_path / "ema", steps=4, ckpt_every=1, keep=10, ema=d, val_pairs=str(data / "val"),
+                     val_every=2), log=_quiet)
+    for k, v in plain.model.state_dict().items():                 # the average does not touch the training
+        assert torch.equal(v, run.model.state_dict()[k]), k
+    prev, _ = _ema_of(tmp_path / "ema" / "step_00000001.safetensors")
+    for t in (2, 3, 4):                                            # ema_t = d ema_(t-1) + (1 - d) w_t
+        ema, w = _ema_of(tmp_path / "ema" / f"step_{t:08d}.safetensors")
+        for k in w:
+            torch.testing.assert_close(ema[k], d * prev[k] + (1 - d) * w[k], rtol=1e-6, atol=1e-7)
+            assert not torch.equal(ema[k], w[k]) or k.endswith("bias")
+        prev = ema
+    from derain.models import RainOerMeNet
+    final = RainOerMeNet.from_checkpoint(tmp_path / "ema" / "final.safetensors")
+    for k, v in final.state_dict().items():                        # final weights = the average
+        torch.testing.assert_close(v, prev[k], rtol=0, atol=0)
+    meta = json.loads((tmp_path / "ema" / "final.json").read_text())["metadata"]
+    assert meta["weights"] == "ema"
+    rows = (tmp_path / "ema" / "val.csv").read_text().splitlines()
+    assert rows[0].endswith("psnr_y_ema,ssim_y_ema") and all(r.split(",")[-1] for r in rows[1:])
+    best = json.loads((tmp_path / "ema" / "best.json").read_text())["metadata"]
+    assert best["weights"] in ("raw", "ema")
+
+
+def test_ema_resumes_bit_for_bit_continues_unasked_and_can_start_on_resume(data, tmp_path):
+    full = train(_cfg(data, tmp_path / "full", steps=4, ema=0.5), log=_quiet)
+    with pytest.raises(_Crash):
+        train(_cfg(data, tmp_path / "cut", steps=4, ema=0.5), log=_quiet, on_step=_crash_at(3))
+    msgs = []
+    resumed = train(_cfg(data, tmp_path / "cut", steps=4, resume=True), log=msgs.append)   # no ema given
+    assert not any("starts here" in m for m in msgs)
+    for k, v in full.extra["ema"].state_dict().items():
+        assert torch.equal(v, resumed.extra["ema"].state_dict()[k]), k
+    # a run without an average gets one from the step it resumes at
+    train(_cfg(data, tmp_path / "late", steps=2), log=_quiet)
+    msgs = []
+    late = train(_cfg(data, tmp_path / "late", steps=3, resume=True, ema=0.5), log=msgs.append)
+    assert any("starts here, at step 2" in m for m in msgs)
+    ema3, w3 = _ema_of(tmp_path / "late" / "step_00000003.safetensors")
+    _, w2 = _ema_of(tmp_path / "late" / "step_00000002.safetensors")
+    for k in w3:
+        torch.testing.assert_close(ema3[k], 0.5 * w2[k] + 0.5 * w3[k], rtol=1e-6, atol=1e-7)
+    assert late.extra["ema"] is not None
+
+
+def test_ema_flag_is_checked():
+    with pytest.raises(ValueError, match="ema"):
+        TrainConfig(rainy="r", clean="c", out="o", ema=1.0).check()
+    with pytest.raises(SystemExit):
+        cli_main(["train", "--rainy", "r", "--clean", "c", "--out", "o", "--ema", "0"])
+
+
 # ------------------------------------------------------------------------------------------ DDP
 
 def test_ddp_two_cpu_processes_stay_in_sync(data, tmp_path):

@@ -68,6 +68,7 @@ def _float_in(low: float, high: float | None, what: str, low_open: bool = False,
 
 _positive_float = _float_in(0.0, None, "a positive number", low_open=True)
 _beta = _float_in(0.0, 1.0, "a number in [0, 1)")
+_decay = _float_in(0.0, 1.0, "a decay in (0, 1), e.g. 0.999", low_open=True)
 
 
 def pick_device(name: str) -> torch.device:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from ._common import _beta, _non_negative_int, _odd_positive_int, _positive_float, _positive_int, pick_device
+from ._common import _beta, _decay, _non_negative_int, _odd_positive_int, _positive_float, _positive_int, pick_device
 
 
 def add_parser(sub) -> None:
@@ -54,6 +54,10 @@ def add_parser(sub) -> None:
                    help="decode images per sample instead of holding them in memory")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--ema", type=_decay, default=None, metavar="DECAY",
+                   help="also keep an exponential moving average of the weights with this decay (e.g. 0.999): "
+                        "validated beside the weights, a candidate for best.safetensors, and the run's "
+                        "final.safetensors; on --resume the run's own setting unless given (it may start then)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bars")
     p.set_defaults(func=run)
 
@@ -72,7 +76,7 @@ def run(args) -> int:
         keep=args.keep, val_every=args.val_every, val_limit=args.val_limit, log_every=args.log_every,
         max_minutes=args.max_minutes, cache_dir=args.cache_dir, channels_last=args.channels_last,
         preload=args.preload, progress=args.progress, threads=args.threads, device=args.device,
-        resume=args.resume)
+        resume=args.resume, ema=args.ema)
     result = train(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     import os
     if int(os.environ.get("RANK", "0")) == 0:

@@ -64,10 +64,13 @@ def _atomic_save(tensors: dict, metadata: dict, path: Path) -> None:
 
 
 def save_checkpoint(path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    config: dict) -> Path:
-    """Write the full training state after `step` iterations to `path` atomically."""
+                    config: dict, ema: torch.nn.Module | None = None) -> Path:
+    """Write the full training state after `step` iterations to `path` atomically (`ema`: the moving
+    average of the weights, if the run keeps one, as `ema.*`)."""
     path = Path(path)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     opt = optimizer.state_dict()
     for idx, state in opt["state"].items():
         for name, value in state.items():
@@ -101,13 +104,23 @@ def read_checkpoint(path) -> tuple[dict, dict]:
 _OPTIM_IMPL = ("fused", "foreach", "capturable", "differentiable")
 
 
+def checkpoint_has_ema(path) -> bool:
+    """Whether the checkpoint holds a moving average of the weights (`ema.*`)."""
+    with safe_open(str(path), framework="pt") as f:
+        return any(k.startswith("ema.") for k in f.keys())
+
+
 def load_checkpoint(path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    restore_rng: bool = True) -> tuple[int, dict]:
-    """Restore model (and optimizer, RNG) in place; returns (step, config)."""
+                    restore_rng: bool = True, ema: torch.nn.Module | None = None) -> tuple[int, dict]:
+    """Restore model (and optimizer, RNG, moving average) in place; returns (step, config).
+    `ema` gets the checkpoint's average, or the weights where the checkpoint has none (it starts here)."""
     tensors, metadata = read_checkpoint(path)
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     device = next(model.parameters()).device
     model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
+    if ema is not None:
+        avg = {k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")} or state
+        ema.load_state_dict({k: v.to(device) for k, v in avg.items()}, strict=True)
     if optimizer is not None:
         groups = json.loads(metadata["optim_groups"])
         opt_state: dict[int, dict] = {}

@@ -10,6 +10,7 @@ Runs data-parallel (DistributedDataParallel) when started under torchrun.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import gc
 import json
@@ -26,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import (checkpoint_path, export_weights, latest_checkpoint, list_checkpoints, load_checkpoint,
-                         prune_checkpoints, save_checkpoint)
+from .checkpoint import (checkpoint_has_ema, checkpoint_path, export_weights, latest_checkpoint, list_checkpoints,
+                         load_checkpoint, prune_checkpoints, save_checkpoint)
 from .data import DistillationSamples, ImageFolder, SoftLabelCache, StepBatchSampler, load_pairs
 from .schedule import lr_factor, weight_schedule
 
@@ -67,6 +68,7 @@ class TrainConfig:
     threads: int | None = None
     device: str = "cpu"
     resume: bool = False
+    ema: float | None = None  # decay of an exponential moving average of the weights (None: none kept)
 
     def check(self) -> None:
         def positive(name):
@@ -92,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"val_limit must be >= 1, got {self.val_limit}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes}")
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ValueError(f"ema must be a decay in (0, 1), e.g. 0.999, got {self.ema}")
 
 
 class DistillationLoss(nn.Module):
@@ -136,6 +140,21 @@ def _adam(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), fused=True, **kw)
     except (RuntimeError, ValueError, TypeError):
         return torch.optim.Adam(model.parameters(), foreach=True, **kw)
+
+
+class _Ema:
+    """An exponential moving average of the weights, updated after every optimizer step:
+    ema ← decay·ema + (1 − decay)·w. It does not change the training; it is validated beside the
+    weights, and exported as the run's final weights."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._avg = list(self.model.parameters())
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        torch._foreach_lerp_(self._avg, list(model.parameters()), 1.0 - self.decay)
 
 
 class _Dist:
@@ -291,6 +310,8 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
             for k in RESULT_OPTIONS:
                 if k in stored:
                     setattr(cfg, k, tuple(stored[k]) if k == "betas" else stored[k])
+            if cfg.ema is None and stored.get("ema"):   # the average goes on unless --ema changes it
+                cfg.ema = stored["ema"]
         elif list_checkpoints(run_dir):
             raise ValueError(f"--out: {run_dir} already holds checkpoints; pass --resume to continue "
                              f"that run, or choose another folder")
@@ -311,10 +332,13 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = _adam(model, cfg)
+        ema = _Ema(model, cfg.ema) if cfg.ema else None
         if resume_from is not None:
-            start, _ = load_checkpoint(resume_from, model, optimizer)
+            start, _ = load_checkpoint(resume_from, model, optimizer, ema=ema.model if ema else None)
             if dist.main:
                 log(f"resumed from {resume_from.name} (step {start} of {cfg.steps})")
+                if ema is not None and not checkpoint_has_ema(resume_from):
+                    log(f"ema: the average of the weights starts here, at step {start} (decay {cfg.ema})")
             if start >= cfg.steps:
                 log(f"nothing to do: the run is at step {start} >= --steps {cfg.steps}")
 
@@ -353,7 +377,8 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
             log_csv = _CsvLog(run_dir / "log.csv", cols, start if cfg.resume else None)
             if val_pairs:
                 val_csv = _CsvLog(run_dir / "val.csv", ["step", "psnr_y", "ssim_y", "psnr_y_input",
-                                                        "ssim_y_input", "n"], start if cfg.resume else None)
+                                                        "ssim_y_input", "n", "psnr_y_ema", "ssim_y_ema"],
+                                  start if cfg.resume else None)
             writer = _tensorboard(run_dir)
 
         stop_signal = {"signum": None}
@@ -386,7 +411,8 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
         best_psnr = -math.inf  # best validation PSNR of the run so far (earlier segments count on resume)
         if dist.main and val_csv is not None and cfg.resume:
             with open(val_csv.path, newline="") as f:
-                best_psnr = max((float(r["psnr_y"]) for r in csv.DictReader(f)), default=-math.inf)
+                best_psnr = max((float(r[k]) for r in csv.DictReader(f) for k in ("psnr_y", "psnr_y_ema")
+                                 if r.get(k)), default=-math.inf)
         times: list[float] = []
         stopped_early = False
         channels_last = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -405,6 +431,8 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if ema is not None:
+                    ema.update(model)
                 started = True
                 if on_step is not None:
                     on_step(t)
@@ -428,24 +456,34 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
                 stop = dist.any(stop)
                 last = t == cfg.steps or stop
                 if dist.main and (t % cfg.ckpt_every == 0 or last):
-                    save_checkpoint(checkpoint_path(run_dir, t), t, model, optimizer, _run_config(cfg))
+                    save_checkpoint(checkpoint_path(run_dir, t), t, model, optimizer, _run_config(cfg),
+                                    ema=ema.model if ema else None)
                     prune_checkpoints(run_dir, cfg.keep)
                 if val_pairs and (t % cfg.val_every == 0 or last):
                     if dist.main:
                         v0 = time.perf_counter()
                         last_val = evaluate_pairs(model, val_pairs, cfg.val_limit, device, cfg.channels_last)
                         last_val["step"] = t
+                        note = ""
+                        if ema is not None:
+                            ev = evaluate_pairs(ema.model, val_pairs, cfg.val_limit, device, cfg.channels_last)
+                            last_val["psnr_y_ema"], last_val["ssim_y_ema"] = ev["psnr_y"], ev["ssim_y"]
+                            note = f"; EMA {ev['psnr_y']:.2f} dB / {ev['ssim_y']:.4f}"
                         val_csv.add({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in last_val.items()})
                         if writer is not None:
-                            writer.add_scalar("val/psnr_y", last_val["psnr_y"], t)
-                            writer.add_scalar("val/ssim_y", last_val["ssim_y"], t)
-                        bar.write(f"step {t}: val PSNR_Y {last_val['psnr_y']:.2f} dB SSIM_Y {last_val['ssim_y']:.4f} "
-                                  f"(input {last_val['psnr_y_input']:.2f} / {last_val['ssim_y_input']:.4f}, "
+                            for k in ("psnr_y", "ssim_y", "psnr_y_ema", "ssim_y_ema"):
+                                if k in last_val:
+                                    writer.add_scalar(f"val/{k}", last_val[k], t)
+                        bar.write(f"step {t}: val PSNR_Y {last_val['psnr_y']:.2f} dB SSIM_Y {last_val['ssim_y']:.4f}"
+                                  f"{note} (input {last_val['psnr_y_input']:.2f} / {last_val['ssim_y_input']:.4f}, "
                                   f"n={last_val['n']}, {time.perf_counter() - v0:.0f} s)")
-                        if last_val["psnr_y"] > best_psnr:
-                            best_psnr = last_val["psnr_y"]
-                            export_weights(model, run_dir / "best.safetensors",
-                                           metadata={"step": t, "steps": cfg.steps, "selected_by": "val psnr_y"})
+                        for which, net in (("raw", model), ("ema", ema.model if ema else None)):
+                            key = "psnr_y" if which == "raw" else "psnr_y_ema"
+                            if net is not None and last_val[key] > best_psnr:
+                                best_psnr = last_val[key]
+                                export_weights(net, run_dir / "best.safetensors",
+                                               metadata={"step": t, "steps": cfg.steps, "selected_by": "val psnr_y",
+                                                         "weights": which})
                     dist.barrier()
                     tick = time.perf_counter()  # validation time is not training time
                 if stop:
@@ -459,7 +497,8 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
         if dist.enabled:
             _check_ranks_in_sync(model, dist, log)
         if dist.main and t == cfg.steps and t > start:     # only a finished run gets final weights
-            export_weights(model, run_dir / "final.safetensors", metadata={"step": t, "steps": cfg.steps})
+            final_meta = {"step": t, "steps": cfg.steps, "weights": "ema" if ema else "raw"}
+            export_weights(ema.model if ema else model, run_dir / "final.safetensors", metadata=final_meta)
         if dist.main and writer is not None:
             writer.close()
         dist.barrier()                  # no rank tears the group down while another still writes
@@ -470,7 +509,8 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> TrainResult:
                    else "stopped by --max-minutes")
             log(f"{why} at step {t} of {cfg.steps}: the run is unfinished (no final.safetensors); its checkpoint "
                 f"is {checkpoint_path(run_dir, t)}. Continue it with:\n  {resume_command(cfg)}")
-        return TrainResult(model=model, step=t, steps_this_run=t - start, stopped_early=stopped_early,
+        extra = {"ema": ema.model} if ema is not None else {}
+        return TrainResult(model=model, extra=extra, step=t, steps_this_run=t - start, stopped_early=stopped_early,
                            run_dir=run_dir, last_val=last_val, sec_per_step=sec_per_step, interrupted=interrupted)
     except BaseException:
         if dist.main and not started:
