@@ -14,6 +14,7 @@ from .ops.ssim import SSIMLoss, ssim, ssim_loss  # noqa: F401
 from .ops.related import dark_channel, dark_channel_loss, directional_kernels, rain_direction_loss, tv_loss  # noqa: F401
 from .ops.block import self_correcting_block  # noqa: F401
 from .ops.conv_relu import conv3x3_relu  # noqa: F401
+from .ops.conv3x3 import conv3x3  # noqa: F401
 from . import nn  # noqa: F401  (derain_kernels.nn.SelfCorrectingBlock, FusedRainOerMe)
 
 __version__ = "0.1.0"
@@ -36,5 +37,6 @@ __all__ = [
     "SSIMLoss",
     "self_correcting_block",
     "conv3x3_relu",
+    "conv3x3",
     "nn",
 ]

@@ -857,6 +857,67 @@ CONV3X3_RELU = Contract(
 _CONV_COMPILED_PARAMS = conv_relu_params(32, 16)
 
 
+# ---------------------------------------------------------------- conv3x3 (fused activation)
+def conv3x3_tol(dtype):
+    """Direct summation in the input's dtype, against the float64 reference."""
+    return dict(rtol=1e-5, atol=2e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-11)
+
+
+def _conv3x3_gradchecks():
+    out = []
+    for act, cin, cout, shape in (("tanh", 16, 3, (1, 16, 5, 7)), ("none", 16, 1, (2, 16, 4, 3)),
+                                  ("relu", 5, 4, (1, 5, 6, 5)), ("tanh", 3, 6, (1, 3, 4, 5))):  # 6: ATen's path
+        x = torch.randn(shape, dtype=torch.float64)
+        w, b = conv_relu_params(cin, cout, torch.float64)
+        out.append((lambda x, w, b, act=act: dk.conv3x3(x, w, b, act), _req(x, w, b), False))
+    return out
+
+
+def _conv3x3_opchecks():
+    x = torch.randn(2, 16, 7, 9, dtype=torch.float64)
+    w, b = conv_relu_params(16, 3, torch.float64)
+    out = torch.ops.derain.conv3x3(x, w, b, "tanh")
+    g = torch.randn_like(out)
+    return [(torch.ops.derain.conv3x3, (*_req(x.clone(), w.clone(), b.clone()), "tanh")),
+            (torch.ops.derain.conv3x3, (x.float().contiguous(memory_format=torch.channels_last), w.float(), b.float())),
+            (torch.ops.derain._conv3x3_backward, (g, out, x, w, "tanh", True)),
+            (torch.ops.derain._conv3x3_backward, (g, out, x, w, "relu", False))]
+
+
+CONV3X3 = Contract(
+    name="conv3x3",
+    op=lambda x, w, b: dk.conv3x3(x, w, b, "tanh"),
+    reference=lambda x, w, b: ref.conv3x3(x, w, b, "tanh"),
+    inputs=lambda dtype: (torch.randn(2, 16, 11, 13, dtype=dtype), *conv_relu_params(16, 3, dtype)),
+    grads=(0, 1, 2),
+    tol=conv3x3_tol,
+    grad_tol=lambda dtype: dict(rtol=2e-5, atol=5e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10),
+    layout_inputs=(0,),
+    channels_last_out=True,
+    gradchecks=_conv3x3_gradchecks,
+    opchecks=_conv3x3_opchecks,
+    compiled=lambda: ((lambda x: dk.conv3x3(x * 2, *_CONV3X3_COMPILED_PARAMS, "tanh").square().sum()),
+                      (torch.randn(2, 16, 12, 12, requires_grad=True),)),
+    bad=[
+        ("activation", lambda: dk.conv3x3(_cx(), *_cw(), "gelu"), ValueError, "activation must be one of"),
+        ("half", lambda: dk.conv3x3(_cx().half(), *_cw()), TypeError, "x must have dtype"),
+        ("dtypes differ", lambda: dk.conv3x3(_cx().double(), *_cw()), TypeError, "same dtype"),
+        ("3-D", lambda: dk.conv3x3(_cx()[0], *_cw()), ValueError, "x must be a 4-D"),
+        ("weight channels", lambda: dk.conv3x3(_cx(), *_cw(5)), ValueError, r"weight must have shape \(Cout, 4, 3, 3\)"),
+        ("weight 5x5", lambda: dk.conv3x3(_cx(), torch.randn(3, 4, 5, 5), torch.zeros(3)), ValueError,
+         "weight must have shape"),
+        ("bias shape", lambda: dk.conv3x3(_cx(), _cw()[0], torch.zeros(4)), ValueError, r"bias must have shape \(3,\)"),
+        ("numpy", lambda: dk.conv3x3(_cx().numpy(), *_cw()), TypeError, "x must be a torch.Tensor"),
+        ("devices", lambda: dk.conv3x3(_cx(), _cw()[0].to("meta"), _cw()[1]), ValueError, "same device"),
+    ],
+    empty_shapes=[(0, 16, 5, 5), (2, 16, 0, 5), (2, 16, 5, 0)],
+    empty_inputs=lambda shape: (torch.randn(shape, dtype=torch.float64), *conv_relu_params(shape[1], 3, torch.float64)),
+    empty_calls=[("tanh", lambda x, w, b: dk.conv3x3(x, w, b, "tanh"), lambda x, w, b: ref.conv3x3(x, w, b, "tanh")),
+                 ("none", lambda x, w, b: dk.conv3x3(x, w, b), lambda x, w, b: ref.conv3x3(x, w, b))],
+)
+_CONV3X3_COMPILED_PARAMS = conv_relu_params(16, 3)
+
+
 # ---------------------------------------------------------------- the fused network (inference)
 def network_model(seed=0):
     """RainOerMeNet with weights N(0, 1/fan_in) and nonzero biases: every layer carries signal of order one."""
@@ -921,4 +982,4 @@ FUSED_NETWORK = Contract(
 
 CONTRACTS = {c.name: c for c in (MIN_COMPOSITE, RAIN_COMPOSITE, MEDIAN_FILTER, DARK_CHANNEL, TV_LOSS,
                                  RAIN_DIRECTION_LOSS, SSIM, SELF_CORRECTING_BLOCK, CONV3X3_RELU,
-                                 FUSED_NETWORK)}
+                                 CONV3X3, FUSED_NETWORK)}

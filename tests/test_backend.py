@@ -53,7 +53,7 @@ def test_backend_info_from_the_command_line():
 # backward scales the saved gradient maps in place).
 CPP_AUTOGRAD_OPS = ["min_composite", "rain_composite", "median_filter", "_dark_channel", "_tv_sums",
                     "_rain_direction_sums", "self_correcting_block", "_self_correcting_block_train",
-                    "conv3x3_relu"]
+                    "conv3x3_relu", "conv3x3"]
 
 
 @pytest.mark.skipif(not dk.backend_info()["cpp_extension"], reason="needs the C++ extension")

@@ -562,7 +562,7 @@ def test_op_suites_put_every_contender_on_the_device(suite):
         assert "torch unfold+median" in names
     if suite == "block":
         # the fused network is CPU-only
-        assert {case.op for case in cases} == {"self_correcting_block", "conv3x3_relu"}
+        assert {case.op for case in cases} == {"self_correcting_block", "conv3x3_relu", "conv3x3"}
     cpu_cases = importlib.import_module(f"derain.bench.{suite}").cases(quick=True, smoke=True)
     assert all(c.device == "cpu" for case in cpu_cases for c in case.contenders)
 

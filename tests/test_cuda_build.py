@@ -27,6 +27,7 @@ KERNEL_OPS = sorted([
     "ssim", "_ssim_backward", "_ssim_backward_x", "_ssim_with_grad",
     "self_correcting_block", "_self_correcting_block_backward", "_self_correcting_block_train",
     "_self_correcting_block_backward_la", "_rain_oer_me_derain", "conv3x3_relu", "_conv3x3_relu_backward",
+    "conv3x3", "_conv3x3_backward",
 ])
 
 

@@ -177,6 +177,35 @@ def conv_relu_contenders(shape, backward: bool, device: str = "cpu") -> list[Con
     ]
 
 
+def eager_conv_tanh(x, w, b):
+    """A network's output layer in plain PyTorch: tanh(conv2d(x)) to 3 channels."""
+    return torch.tanh(F.conv2d(x, w, b, padding=1))
+
+
+def conv_out_contenders(shape, backward: bool, device: str = "cpu") -> list[Contender]:
+    """conv3x3(..., "tanh") from `shape` to 3 channels (the network's output layer) against eager conv + tanh."""
+    g = torch.Generator().manual_seed(2)
+    x = (torch.rand(shape, generator=g) - 0.3).to(device)
+    w = (torch.randn(3, shape[1], 3, 3, generator=g) * 0.1).to(device)
+    b = (torch.randn(3, generator=g) * 0.1).to(device)
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    wcl = w.contiguous(memory_format=torch.channels_last)
+
+    def run(f, a, weight):
+        if not backward:
+            return _no_grad(f, a, weight, b)
+
+        def step():
+            ins = [t.detach().requires_grad_() for t in (a, weight, b)]
+            f(*ins).sum().backward()
+        return step
+    return [
+        Contender("derain_kernels", lambda: run(lambda a, w_, b_: dk.conv3x3(a, w_, b_, "tanh"), xcl, w), ours=True),
+        Contender("eager contiguous", lambda: run(eager_conv_tanh, x, w)),
+        Contender("eager channels-last", lambda: run(eager_conv_tanh, xcl, wcl)),
+    ]
+
+
 def cases(quick: bool = False, smoke: bool = False, device: str = "cpu") -> list[Case]:
     """smoke: tiny block and network inputs, no torch.compile, to check that every contender runs.
 
@@ -194,6 +223,10 @@ def cases(quick: bool = False, smoke: bool = False, device: str = "cpu") -> list
         s = "x".join(map(str, shape)) + " (x2)"
         out.append(Case("conv3x3_relu", "forward", s, conv_relu_contenders(shape, False, device)))
         out.append(Case("conv3x3_relu", "forward+backward", s, conv_relu_contenders(shape, True, device)))
+    for shape in block_shapes[:1]:  # the network's output layer: 16 -> 3, tanh
+        s = "x".join(map(str, shape)) + " -> 3, tanh"
+        out.append(Case("conv3x3", "forward", s, conv_out_contenders(shape, False, device)))
+        out.append(Case("conv3x3", "forward+backward", s, conv_out_contenders(shape, True, device)))
     if device != "cpu":
         return on_device(out, device)
     skip_compile = quick or smoke

@@ -58,10 +58,10 @@ class EagerSelfCorrectingBlock(nn.Module):
 
 def eager_network(model: RainOerMeNet) -> RainOerMeNet:
     """A copy of `model` (same weights, mode and device) whose every self-correcting block and
-    convolution + ReLU layer is plain PyTorch: the network as users run it without derain_kernels
-    (the model uses fused blocks and derain_kernels.conv3x3_relu)."""
+    convolution + ReLU layer and output layer is plain PyTorch: the network as users run it without
+    derain_kernels (the model uses fused blocks, derain_kernels.conv3x3_relu and conv3x3)."""
     eager = copy.deepcopy(model)
-    eager.fused_layers = False  # and every convolution + ReLU layer as torch.cat, nn.Conv2d and ReLU
+    eager.fused_layers = False  # and every convolution (+ ReLU / tanh) layer as torch.cat, nn.Conv2d, ReLU, tanh
     for m in eager.modules():
         if hasattr(m, "fused_op"):
             m.fused_op = False

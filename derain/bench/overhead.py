@@ -44,7 +44,7 @@ OURS = "derain_kernels"
 #: that computes on tensors; `directional_kernels` only builds a constant bank).
 PUBLIC_OPS = ("min_composite", "rain_composite", "median_filter", "soft_label", "ssim", "ssim_loss",
               "dark_channel", "dark_channel_loss", "tv_loss", "rain_direction_loss", "self_correcting_block",
-              "conv3x3_relu")
+              "conv3x3_relu", "conv3x3")
 
 
 @dataclass
@@ -124,6 +124,9 @@ SPECS = [
            lambda x, w1, b1, w3, b3: F.conv2d(x, w1, b1, padding=1), "F.conv2d(x, w1, b1, padding=1)"),
     OpSpec("conv3x3_relu", "1x1x4x4", lambda d: (_block_inputs(d)[0][:3], []), dk.conv3x3_relu,
            lambda x, w, b: F.conv2d(x, w, b, padding=1), "F.conv2d(x, w, b, padding=1)"),
+    OpSpec("conv3x3", "1x1x4x4 tanh", lambda d: (_block_inputs(d)[0][:3], []),
+           lambda x, w, b: dk.conv3x3(x, w, b, "tanh"), lambda x, w, b: F.conv2d(x, w, b, padding=1),
+           "F.conv2d(x, w, b, padding=1)"),
 ]
 
 

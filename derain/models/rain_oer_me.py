@@ -60,7 +60,9 @@ class RainOerMeNet(nn.Module):
         if detail not in ("rain1400", "did"):
             raise ValueError(f"detail must be 'rain1400' or 'did', got {detail!r}")
         self.config = {"channels": channels, "dilation": dilation, "detail": detail}
-        self.fused_layers = True  # convolution + ReLU layers as derain_kernels.conv3x3_relu (see _ConvReLU)
+        # convolution + ReLU layers as derain_kernels.conv3x3_relu (see _ConvReLU), the output layers
+        # (16 -> 3 with tanh, the detail block's last) as derain_kernels.conv3x3
+        self.fused_layers = True
         c = channels
         self.inc = _ConvReLU(3, c)
         self.block1 = _Tree(c, dilation)
@@ -123,6 +125,8 @@ class RainOerMeNet(nn.Module):
         f01 = self.merge11(f0, f1)
         f3 = self.block3(f01)
         f33 = self.merge12(f01, f3)
+        if self.fused_layers:  # 16 -> 3 and tanh as one op
+            return derain_kernels.conv3x3(f33, self.outc[0].weight, self.outc[0].bias, "tanh")
         return torch.tanh(self.outc(f33))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,15 +148,15 @@ class RainOerMeNet(nn.Module):
         return r, x - r, r_e, x - r_e
 
     def _detail(self, r: torch.Tensor) -> torch.Tensor:
-        """R_e = g(R): out2's layers, each convolution + ReLU as one op (as out2 runs them with
-        `fused_layers = False`)."""
+        """R_e = g(R): out2's layers, each convolution + ReLU as one op, the last convolution as
+        derain_kernels.conv3x3 (as out2 runs them with `fused_layers = False`)."""
         g = self.out2
         if not self.fused_layers:
             return g(r)
         h = derain_kernels.conv3x3_relu(r, g[0].weight, g[0].bias)
         if self.config["detail"] == "rain1400":
             h = derain_kernels.conv3x3_relu(h, g[2].weight, g[2].bias)
-            return torch.nn.functional.conv2d(h, g[4].weight, g[4].bias, padding=1)
+            return derain_kernels.conv3x3(h, g[4].weight, g[4].bias)
         return derain_kernels.conv3x3_relu(h, g[2].weight, g[2].bias)
 
 

@@ -9,3 +9,4 @@ from .ssim import ssim, ssim_loss  # noqa: F401
 from .related import dark_channel, dark_channel_loss, rain_direction_loss, tv_loss  # noqa: F401
 from .block import rain_oer_me_derain, self_correcting_block  # noqa: F401
 from .conv_relu import conv3x3_relu  # noqa: F401
+from .conv3x3 import conv3x3  # noqa: F401
