@@ -95,3 +95,15 @@ def check_choice(value, name: str, choices) -> None:
                         f"got {type(value).__name__}")
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+
+
+def check_conv3x3_params(x: torch.Tensor, weight, bias, cin: int, dtypes) -> None:
+    """weight (Cout, cin, 3, 3) and bias (Cout,) of a 3x3 convolution of x: dtype, device, shapes."""
+    check_tensor(weight, "weight", dtypes)
+    check_same(x, "x", weight, "weight")
+    if weight.dim() != 4 or weight.shape[1] != cin or weight.shape[2:] != (3, 3):
+        raise ValueError(f"weight must have shape (Cout, {cin}, 3, 3) for {cin} input channels, got {tuple(weight.shape)}")
+    check_tensor(bias, "bias", dtypes)
+    check_same(x, "x", bias, "bias")
+    if tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")

@@ -30,3 +30,10 @@ def empty_like_layout(x: torch.Tensor) -> torch.Tensor:
     """An uninitialised tensor of x's shape, dtype and device in the layout `channels_last_out` picks."""
     fmt = torch.channels_last if channels_last_out(x) else torch.contiguous_format
     return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
+
+
+def empty_map(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """An uninitialised (N, channels, H, W) map of x's N, H, W, dtype and device, in the layout
+    `channels_last_out` picks (a convolution's output or input gradient)."""
+    fmt = torch.channels_last if channels_last_out(x) else torch.contiguous_format
+    return torch.empty((x.shape[0], channels, *x.shape[2:]), dtype=x.dtype, device=x.device, memory_format=fmt)

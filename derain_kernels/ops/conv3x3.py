@@ -14,8 +14,8 @@ import torch
 
 from .. import reference
 from .._backend import has_op
-from .._checks import check_same, check_tensor
-from .._layout import channels_last_out
+from .._checks import check_conv3x3_params, check_tensor
+from .._layout import empty_map
 from ._common import explain_failure
 
 _CPP = has_op("conv3x3")
@@ -31,14 +31,7 @@ def _check(x, weight, bias, activation) -> None:
     if x.dim() != 4:
         raise ValueError(f"x must be a 4-D tensor (N, C, H, W), got shape {tuple(x.shape)}")
     cin = x.shape[1]
-    check_tensor(weight, "weight", _DTYPES)
-    check_same(x, "x", weight, "weight")
-    if weight.dim() != 4 or weight.shape[1] != cin or weight.shape[2:] != (3, 3):
-        raise ValueError(f"weight must have shape (Cout, {cin}, 3, 3) for {cin} input channels, got {tuple(weight.shape)}")
-    check_tensor(bias, "bias", _DTYPES)
-    check_same(x, "x", bias, "bias")
-    if tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    check_conv3x3_params(x, weight, bias, cin, _DTYPES)
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str = "none") -> torch.Tensor:
@@ -61,18 +54,14 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activatio
 
 
 if _CPP:
-    def _empty(x, c):
-        fmt = torch.channels_last if channels_last_out(x) else torch.contiguous_format
-        return torch.empty((x.shape[0], c, *x.shape[2:]), dtype=x.dtype, device=x.device, memory_format=fmt)
-
     @torch.library.register_fake("derain::conv3x3")
     def _conv3x3_fake(x, weight, bias, activation="none"):
         _check(x, weight, bias, activation)
-        return _empty(x, weight.shape[0])
+        return empty_map(x, weight.shape[0])
 
     @torch.library.register_fake("derain::_conv3x3_backward")
     def _conv3x3_backward_fake(grad, out, x, weight, activation, input_grad=True):
-        return (_empty(x, x.shape[1]) if input_grad else x.new_empty(0),
+        return (empty_map(x, x.shape[1]) if input_grad else x.new_empty(0),
                 torch.empty_like(weight, memory_format=torch.contiguous_format), weight.new_empty(weight.shape[0]))
 
     # autograd: registered from C++ (csrc/ops/autograd/conv3x3_autograd.cpp)

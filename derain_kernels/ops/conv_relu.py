@@ -13,8 +13,8 @@ import torch
 
 from .. import reference
 from .._backend import has_op
-from .._checks import check_same, check_tensor
-from .._layout import channels_last_out
+from .._checks import check_conv3x3_params, check_same, check_tensor
+from .._layout import empty_map
 from ._common import explain_failure
 
 _CPP = has_op("conv3x3_relu")
@@ -33,14 +33,7 @@ def _check(x, weight, bias, x2) -> None:
         if x2.dim() != 4 or x2.shape[0] != x.shape[0] or x2.shape[2:] != x.shape[2:]:
             raise ValueError(f"x2 must be (N, C2, H, W) with x's N, H, W {tuple(x.shape[2:])}, got {tuple(x2.shape)}")
         cin += x2.shape[1]
-    check_tensor(weight, "weight", _DTYPES)
-    check_same(x, "x", weight, "weight")
-    if weight.dim() != 4 or weight.shape[1] != cin or weight.shape[2:] != (3, 3):
-        raise ValueError(f"weight must have shape (Cout, {cin}, 3, 3) for {cin} input channels, got {tuple(weight.shape)}")
-    check_tensor(bias, "bias", _DTYPES)
-    check_same(x, "x", bias, "bias")
-    if tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    check_conv3x3_params(x, weight, bias, cin, _DTYPES)
 
 
 def conv3x3_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
@@ -63,21 +56,17 @@ def conv3x3_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 
 
 if _CPP:
-    def _empty(x, c):
-        fmt = torch.channels_last if channels_last_out(x) else torch.contiguous_format
-        return torch.empty((x.shape[0], c, *x.shape[2:]), dtype=x.dtype, device=x.device, memory_format=fmt)
-
     @torch.library.register_fake("derain::conv3x3_relu")
     def _conv_relu_fake(x, weight, bias, x2=None):
         for name, t in (("weight", weight), ("bias", bias), ("x2", x2)):
             if t is not None:
                 check_same(x, "x", t, name)
-        return _empty(x, weight.shape[0])
+        return empty_map(x, weight.shape[0])
 
     @torch.library.register_fake("derain::_conv3x3_relu_backward")
     def _conv_relu_backward_fake(grad, out, x, weight, x2=None, input_grad=True):
-        return (_empty(x, x.shape[1]) if input_grad else x.new_empty(0),
-                _empty(x2, x2.shape[1]) if x2 is not None and input_grad else x.new_empty(0),
+        return (empty_map(x, x.shape[1]) if input_grad else x.new_empty(0),
+                empty_map(x2, x2.shape[1]) if x2 is not None and input_grad else x.new_empty(0),
                 torch.empty_like(weight, memory_format=torch.contiguous_format), weight.new_empty(weight.shape[0]))
 
     # autograd: registered from C++ (csrc/ops/autograd/conv_relu_autograd.cpp)
