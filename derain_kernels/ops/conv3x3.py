@@ -3,7 +3,7 @@ for the layers conv3x3_relu does not cover: a network's output layer to a few ch
 16 -> 3 then tanh for the rain residual, 16 -> 3 at the end of the detail block).
 
 On the CPU the C++ kernel takes up to 4 output channels: vectors over the input channels of
-channels-last pixels (AVX-512 for 16 float32 channels), the activation applied in the store and its
+channels-last pixels (AVX-512 or AVX2 rows for 16 float32 channels), the activation applied in the store and its
 derivative taken from the output, and a backward that computes the input gradient (skipped when x
 needs none) and the weight gradient in one pass. Other shapes and devices: ATen's convolution.
 docs/ops/conv3x3.md.

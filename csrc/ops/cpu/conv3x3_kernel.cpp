@@ -5,7 +5,9 @@
 // reduces it once per pixel; the backward computes the input gradient (a vector per pixel) and
 // the weight gradient (9 x Cout vectors per task, added in double over tasks in a fixed order:
 // deterministic) in one pass. The activation is applied in the store, and its derivative taken
-// from the saved output. Other shapes run the ATen ops (common/conv3x3_impl.h).
+// from the saved output. float32 with 16 channels runs rows of AVX-512 or AVX2 + FMA vectors;
+// other channel counts and float64 run portable loops; more than 4 output channels run the ATen
+// ops (common/conv3x3_impl.h).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -13,8 +15,9 @@
 #include <cmath>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
+#define DERAIN_CONV3X3_V16 1  // the 16-channel rows below: one zmm, or two ymm, per pixel
 #endif
 
 #include "../common/conv3x3_impl.h"
@@ -83,39 +86,69 @@ inline void pixel(const T* const taps[9], const T* wr, const T* bias, int64_t C,
   }
 }
 
-#if defined(__AVX512F__)
+#if defined(DERAIN_CONV3X3_V16)
+// 16 floats (a pixel's 16 channels): one zmm with AVX-512, two ymm with AVX2 + FMA.
 // (GCC 12 warns about the undefined pass-through operand inside _mm512_reduce_add_ps: a false
 // positive, as in conv3x3/kernels_avx512_winograd.h.)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-// float, 16 input channels: one zmm per pixel. Forward of output row y for all x: two pixels at a
+#if defined(__AVX512F__)
+struct V16 {
+  __m512 v;
+};
+inline V16 vload(const float* p) { return {_mm512_loadu_ps(p)}; }
+inline void vstore(float* p, V16 a) { _mm512_storeu_ps(p, a.v); }
+inline V16 vzero() { return {_mm512_setzero_ps()}; }
+inline V16 vset1(float s) { return {_mm512_set1_ps(s)}; }
+inline V16 vfma(V16 a, V16 b, V16 c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+inline V16 vadd(V16 a, V16 b) { return {_mm512_add_ps(a.v, b.v)}; }
+inline float vsum(V16 a) { return _mm512_reduce_add_ps(a.v); }
+#else
+struct V16 {
+  __m256 lo, hi;
+};
+inline V16 vload(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+inline void vstore(float* p, V16 a) { _mm256_storeu_ps(p, a.lo), _mm256_storeu_ps(p + 8, a.hi); }
+inline V16 vzero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+inline V16 vset1(float s) { return {_mm256_set1_ps(s), _mm256_set1_ps(s)}; }
+inline V16 vfma(V16 a, V16 b, V16 c) { return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; }
+inline V16 vadd(V16 a, V16 b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+inline float vsum(V16 a) {
+  const __m256 s = _mm256_add_ps(a.lo, a.hi);
+  __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+#endif
+
+// float, 16 input channels: one V16 per pixel. Forward of output row y for all x: two pixels at a
 // time (2 x CO independent FMA chains, the weights loaded once for both).
 template <int CO>
 void forward_row16(const float* img, int64_t H, int64_t W, int64_t y, const float* wr, const float* bias,
                    const float* zero, float* res /* W x CO */) {
   auto load = [&](int64_t yy, int64_t xx) {
-    return (yy >= 0 && yy < H && xx >= 0 && xx < W) ? _mm512_loadu_ps(img + (yy * W + xx) * 16)
-                                                    : _mm512_loadu_ps(zero);
+    return (yy >= 0 && yy < H && xx >= 0 && xx < W) ? vload(img + (yy * W + xx) * 16)
+                                                    : vload(zero);
   };
   int64_t x = 0;
   for (; x < W; x += 2) {
     const bool two = x + 1 < W;
-    __m512 a0[CO], a1[CO];
-    for (int co = 0; co < CO; ++co) a0[co] = a1[co] = _mm512_setzero_ps();
+    V16 a0[CO], a1[CO];
+    for (int co = 0; co < CO; ++co) a0[co] = a1[co] = vzero();
     for (int ky = 0; ky < 3; ++ky) {
-      const __m512 u0 = load(y + ky - 1, x - 1), u1 = load(y + ky - 1, x), u2 = load(y + ky - 1, x + 1),
-                   u3 = two ? load(y + ky - 1, x + 2) : _mm512_setzero_ps();
+      const V16 u0 = load(y + ky - 1, x - 1), u1 = load(y + ky - 1, x), u2 = load(y + ky - 1, x + 1),
+                   u3 = two ? load(y + ky - 1, x + 2) : vzero();
       for (int co = 0; co < CO; ++co) {
         const float* wk = wr + ((ky * 3) * CO + co) * 16;
-        const __m512 w0 = _mm512_loadu_ps(wk), w1 = _mm512_loadu_ps(wk + CO * 16),
-                     w2 = _mm512_loadu_ps(wk + 2 * CO * 16);
-        a0[co] = _mm512_fmadd_ps(u0, w0, _mm512_fmadd_ps(u1, w1, _mm512_fmadd_ps(u2, w2, a0[co])));
-        a1[co] = _mm512_fmadd_ps(u1, w0, _mm512_fmadd_ps(u2, w1, _mm512_fmadd_ps(u3, w2, a1[co])));
+        const V16 w0 = vload(wk), w1 = vload(wk + CO * 16),
+                     w2 = vload(wk + 2 * CO * 16);
+        a0[co] = vfma(u0, w0, vfma(u1, w1, vfma(u2, w2, a0[co])));
+        a1[co] = vfma(u1, w0, vfma(u2, w1, vfma(u3, w2, a1[co])));
       }
     }
     for (int co = 0; co < CO; ++co) {
-      res[x * CO + co] = _mm512_reduce_add_ps(a0[co]) + bias[co];
-      if (two) res[(x + 1) * CO + co] = _mm512_reduce_add_ps(a1[co]) + bias[co];
+      res[x * CO + co] = vsum(a0[co]) + bias[co];
+      if (two) res[(x + 1) * CO + co] = vsum(a1[co]) + bias[co];
     }
   }
 }
@@ -127,38 +160,38 @@ template <int CO>
 void backward_row16(const float* img, const float* gzn, int64_t H, int64_t W, int64_t y, const float* wr,
                     const float* zero, float* gw, double* gb, float* gx, int64_t gx_px /* pixel stride */) {
   auto load = [&](int64_t yy, int64_t xx) {
-    return (yy >= 0 && yy < H && xx >= 0 && xx < W) ? _mm512_loadu_ps(img + (yy * W + xx) * 16)
-                                                    : _mm512_loadu_ps(zero);
+    return (yy >= 0 && yy < H && xx >= 0 && xx < W) ? vload(img + (yy * W + xx) * 16)
+                                                    : vload(zero);
   };
   const float* g = gzn + y * W * CO;
   for (int ky = 0; ky < 3; ++ky) {
-    __m512 acc[3][CO];
+    V16 acc[3][CO];
     for (int kx = 0; kx < 3; ++kx)
-      for (int co = 0; co < CO; ++co) acc[kx][co] = _mm512_setzero_ps();
+      for (int co = 0; co < CO; ++co) acc[kx][co] = vzero();
     const int64_t yy = y + ky - 1;
     if (yy >= 0 && yy < H)
       for (int64_t x = 0; x < W; ++x) {
-        const __m512 u0 = load(yy, x - 1), u1 = _mm512_loadu_ps(img + (yy * W + x) * 16), u2 = load(yy, x + 1);
+        const V16 u0 = load(yy, x - 1), u1 = vload(img + (yy * W + x) * 16), u2 = load(yy, x + 1);
         for (int co = 0; co < CO; ++co) {
-          const __m512 gv = _mm512_set1_ps(g[x * CO + co]);
-          acc[0][co] = _mm512_fmadd_ps(gv, u0, acc[0][co]);
-          acc[1][co] = _mm512_fmadd_ps(gv, u1, acc[1][co]);
-          acc[2][co] = _mm512_fmadd_ps(gv, u2, acc[2][co]);
+          const V16 gv = vset1(g[x * CO + co]);
+          acc[0][co] = vfma(gv, u0, acc[0][co]);
+          acc[1][co] = vfma(gv, u1, acc[1][co]);
+          acc[2][co] = vfma(gv, u2, acc[2][co]);
         }
       }
     for (int kx = 0; kx < 3; ++kx)
       for (int co = 0; co < CO; ++co) {
         float* dst = gw + ((ky * 3 + kx) * CO + co) * 16;
-        _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), acc[kx][co]));
+        vstore(dst, vadd(vload(dst), acc[kx][co]));
       }
   }
   for (int64_t x = 0; x < W; ++x)
     for (int co = 0; co < CO; ++co) gb[co] += g[x * CO + co];
   if (gx == nullptr) return;
   for (int64_t x = 0; x < W; ++x) {
-    __m512 r[3];
+    V16 r[3];
     for (int ky = 0; ky < 3; ++ky) {
-      r[ky] = _mm512_setzero_ps();
+      r[ky] = vzero();
       const int64_t yy = y - ky + 1;
       if (yy < 0 || yy >= H) continue;
       for (int kx = 0; kx < 3; ++kx) {
@@ -166,11 +199,11 @@ void backward_row16(const float* img, const float* gzn, int64_t H, int64_t W, in
         if (xx < 0 || xx >= W) continue;
         const float* gs = gzn + (yy * W + xx) * CO;
         for (int co = 0; co < CO; ++co)
-          r[ky] = _mm512_fmadd_ps(_mm512_set1_ps(gs[co]), _mm512_loadu_ps(wr + ((ky * 3 + kx) * CO + co) * 16),
+          r[ky] = vfma(vset1(gs[co]), vload(wr + ((ky * 3 + kx) * CO + co) * 16),
                                   r[ky]);
       }
     }
-    _mm512_storeu_ps(gx + x * gx_px, _mm512_add_ps(_mm512_add_ps(r[0], r[1]), r[2]));
+    vstore(gx + x * gx_px, vadd(vadd(r[0], r[1]), r[2]));
   }
 }
 
@@ -201,7 +234,7 @@ void forward_impl(const at::Tensor& xcl, const at::Tensor& w, const at::Tensor& 
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / H, y = row % H;
       const T* img = X + n * H * W * C;
-#if defined(__AVX512F__)
+#if defined(DERAIN_CONV3X3_V16)
       if constexpr (std::is_same<T, float>::value && CC == 16) {
         with_cout(Co, [&](auto co_n) {
           forward_row16<decltype(co_n)::value>(img, H, W, y, wr.data(), bias, zero.data(), rowbuf.data());
@@ -267,7 +300,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& out, const at::Tens
       const T* gzn = gz.data() + n * H * W * Co;
       std::fill(gwl.begin(), gwl.end(), T(0));
       std::vector<double> gbl(Co, 0.0);
-#if defined(__AVX512F__)
+#if defined(DERAIN_CONV3X3_V16)
       if constexpr (std::is_same<T, float>::value && CC == 16) {
         const bool dense = !input_grad || xs[1] == 1;  // channels-last gx: a pixel is one vector
         if (dense) {
