@@ -26,7 +26,7 @@ using conv3x3::Pipeline;
 // row of `ch` channels; the convolution reads cin = xoff + C2 of them.
 struct Geometry {
   int64_t N, H, W, C1, C2, Cout, xoff, ch, cin, coutp;
-  int64_t in_channel(int64_t i) const { return i < C1 ? i : xoff + i - C1; }  // cat channel i -> store channel
+  conv3x3::CatChannels cat() const { return {C1, xoff}; }  // cat channel i -> store channel cat()(i)
 };
 
 Geometry geometry(const at::Tensor& x, const c10::optional<at::Tensor>& x2, const at::Tensor& w) {
@@ -48,26 +48,6 @@ Geometry geometry(const at::Tensor& x, const c10::optional<at::Tensor>& x2, cons
   g.ch = x2 ? g.xoff + (g.C2 + 15) / 16 * 16 : g.C1;
   g.coutp = conv3x3::padded_channels<float>(g.Cout);
   return g;
-}
-
-// weight (Cout, C1 + C2, 3, 3) as [tap][cin][coutp] with x2's channels at xoff; `adjoint`: the
-// input-gradient convolution's [flipped tap][Cout][padded store channels].
-template <typename T>
-std::vector<T> relayout(const at::Tensor& w, const Geometry& g, bool adjoint) {
-  const at::Tensor wc = w.contiguous();
-  const T* src = wc.const_data_ptr<T>();
-  const int64_t cat = g.C1 + g.C2, outp = conv3x3::padded_channels<float>(g.ch);
-  std::vector<T> out(adjoint ? 9 * g.Cout * outp : 9 * g.cin * g.coutp, T(0));
-  for (int64_t co = 0; co < g.Cout; ++co)
-    for (int64_t i = 0; i < cat; ++i)
-      for (int t = 0; t < 9; ++t) {
-        const T v = src[(co * cat + i) * 9 + t];
-        if (adjoint)
-          out[((8 - t) * g.Cout + co) * outp + g.in_channel(i)] = v;
-        else
-          out[(t * g.cin + g.in_channel(i)) * g.coutp + co] = v;
-      }
-  return out;
 }
 
 // Loads x (and x2) into store s of pipeline p; returns the layers to depend on.
@@ -98,7 +78,7 @@ at::Tensor empty_out(const at::Tensor& x, int64_t C) {
 template <typename T>
 void forward_impl(const at::Tensor& x, const c10::optional<at::Tensor>& x2, const at::Tensor& w,
                   const at::Tensor& b, const Geometry& g, at::Tensor& out) {
-  const auto wr = relayout<T>(w, g, false);
+  const auto wr = conv3x3::relayout_weight<T>(w, g.cin, g.coutp, false, g.cat());
   const auto wg = conv3x3::winograd_weights_for<T>(wr, g.cin, g.coutp);
   const auto br = conv3x3::relayout_bias<T>(b, g.coutp);
   const bool wino = conv3x3::winograd_fits(conv3x3::winograd_cache_bytes(g.W, 1, g.cin));
@@ -126,8 +106,8 @@ template <typename T>
 void backward_impl(const at::Tensor& grad, const at::Tensor& out, const at::Tensor& x,
                    const c10::optional<at::Tensor>& x2, const at::Tensor& w, const Geometry& g, at::Tensor& gx,
                    at::Tensor& gx2, at::Tensor& gw, at::Tensor& gb, bool input_grad) {
-  const auto wt = input_grad ? relayout<T>(w, g, true) : std::vector<T>();
-  const int64_t outp = conv3x3::padded_channels<float>(g.ch);
+  const int64_t outp = conv3x3::padded_channels<float>(g.ch);  // the adjoint writes x's and x2's store channels
+  const auto wt = input_grad ? conv3x3::relayout_weight<T>(w, g.Cout, outp, true, g.cat()) : std::vector<T>();
   const auto wtg = input_grad ? conv3x3::winograd_weights_for<T>(wt, g.Cout, outp) : std::vector<T>();
   const std::vector<T> zero_bias(outp, T(0));
   const bool wino = conv3x3::winograd_fits((input_grad ? conv3x3::winograd_cache_bytes(g.W, 1, g.Cout) : 0) +
@@ -186,7 +166,7 @@ void backward_impl(const at::Tensor& grad, const at::Tensor& out, const at::Tens
   for (int64_t co = 0; co < g.Cout; ++co)
     for (int64_t i = 0; i < cat; ++i)
       for (int t = 0; t < 9; ++t)
-        gwp[(co * cat + i) * 9 + t] = static_cast<T>(total[(t * g.cin + g.in_channel(i)) * g.coutp + co]);
+        gwp[(co * cat + i) * 9 + t] = static_cast<T>(total[(t * g.cin + g.cat()(i)) * g.coutp + co]);
   for (int64_t c = 0; c < g.Cout; ++c) gb.data_ptr<T>()[c] = static_cast<T>(total[wsize + c]);
 }
 

@@ -26,22 +26,6 @@ constexpr int kConvs = 19;  // inc, 3 x (2 blocks x 2 convs + merge), merge11, m
 // Whether convolution i reads a concatenation of two feature maps (2C input channels).
 bool is_merge(int i) { return i == 5 || i == 10 || i == 11 || i == 16 || i == 17; }
 
-// Weights of a merge conv over cat(a, b) (cout, 2C, 3, 3): input channel i of
-// the concatenation sits at i (i < C) or Cp + i - C in the 2Cp-channel store.
-template <typename T>
-std::vector<T> relayout_cat_weight(const at::Tensor& w, int64_t C, int64_t Cp, int64_t coutp) {
-  at::Tensor wc = w.contiguous();
-  const T* src = wc.data_ptr<T>();
-  const int64_t co_n = w.size(0);
-  std::vector<T> out(9 * 2 * Cp * coutp, T(0));
-  for (int64_t co = 0; co < co_n; ++co)
-    for (int64_t i = 0; i < 2 * C; ++i) {
-      const int64_t ci = i < C ? i : Cp + i - C;
-      for (int t = 0; t < 9; ++t) out[(t * 2 * Cp + ci) * coutp + co] = src[(co * 2 * C + i) * 9 + t];
-    }
-  return out;
-}
-
 template <typename T>
 void network_impl(const at::Tensor& x, const std::vector<at::Tensor>& params, int64_t d, at::Tensor& out) {
   const int64_t N = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
@@ -53,11 +37,9 @@ void network_impl(const at::Tensor& x, const std::vector<at::Tensor>& params, in
   for (int i = 0; i < kConvs; ++i) {
     const at::Tensor& wi = params[2 * i];
     const int64_t coutp = i == kConvs - 1 ? Op : Cp;
-    if (is_merge(i)) {
-      w[i] = relayout_cat_weight<T>(wi, C, Cp, coutp);
-    } else {
-      w[i] = conv3x3::relayout_weight<T>(wi, wi.size(1), coutp);
-    }
+    // a merge's input channel i of cat(a, b) sits at i (i < C) or Cp + i - C in its 2Cp-channel store
+    w[i] = is_merge(i) ? conv3x3::relayout_weight<T>(wi, 2 * Cp, coutp, false, {C, Cp})
+                       : conv3x3::relayout_weight<T>(wi, wi.size(1), coutp);
     b[i] = conv3x3::relayout_bias<T>(params[2 * i + 1], coutp);
     wg[i] = conv3x3::winograd_weights_for<T>(w[i], is_merge(i) ? 2 * Cp : wi.size(1), coutp);
   }

@@ -22,12 +22,22 @@ inline int64_t padded_channels(int64_t c) {
   return (c + 15) / 16 * 16;
 }
 
+// Where input channel i of a convolution over cat(a, b) (a's c1 channels first) sits in a store row
+// that holds b's channels from xoff on (a's count rounded up to 16): the network's and
+// conv3x3_relu's aggregations read both maps from one row without a concatenated tensor. The
+// default is no split.
+struct CatChannels {
+  int64_t c1 = INT64_MAX, xoff = 0;
+  int64_t operator()(int64_t i) const { return i < c1 ? i : xoff + i - c1; }
+};
+
 // Weights of a conv (cout, cin, 3, 3) laid out as [tap][cin][coutp] (zero
-// padded in both channel counts up to cin_p, coutp). `transposed` gives the
-// weights of the adjoint (input-gradient) convolution: taps flipped, roles of
-// cin and cout swapped (the result maps cout channels to cin channels).
+// padded in both channel counts up to cin_p, coutp; input channels placed by `cat`).
+// `transposed` gives the weights of the adjoint (input-gradient) convolution:
+// taps flipped, roles of cin and cout swapped (the result maps cout channels to cin channels).
 template <typename T>
-std::vector<T> relayout_weight(const at::Tensor& w, int64_t cin_p, int64_t coutp, bool transposed = false) {
+std::vector<T> relayout_weight(const at::Tensor& w, int64_t cin_p, int64_t coutp, bool transposed = false,
+                               CatChannels cat = {}) {
   at::Tensor wc = w.contiguous();
   const T* src = wc.data_ptr<T>();
   const int64_t co_n = w.size(0), ci_n = w.size(1);
@@ -37,9 +47,9 @@ std::vector<T> relayout_weight(const at::Tensor& w, int64_t cin_p, int64_t coutp
       for (int t = 0; t < 9; ++t) {
         T v = src[(co * ci_n + ci) * 9 + t];
         if (!transposed) {
-          out[(t * cin_p + ci) * coutp + co] = v;
+          out[(t * cin_p + cat(ci)) * coutp + co] = v;
         } else {  // input channel co of the adjoint, output channel ci, tap flipped
-          out[((8 - t) * cin_p + co) * coutp + ci] = v;
+          out[((8 - t) * cin_p + co) * coutp + cat(ci)] = v;
         }
       }
   return out;
